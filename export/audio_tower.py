@@ -1,0 +1,117 @@
+"""The TTMR++ audio encoder: a CLIP-style modified ResNet over the log-mel and attention pooling.
+
+Parameter names match the upstream checkpoint's ``audio_encoder.*`` keys.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+LAYER_BLOCKS = (3, 4, 6, 3)
+LAYER_STRIDES = (1, 2, 2, 2)
+EXPANSION = 4
+
+
+def conv_bn(channels_in: int, channels_out: int, kernel: int, stride: int = 1):
+    conv = nn.Conv2d(channels_in, channels_out, kernel, stride, padding=kernel // 2, bias=False)
+    return conv, nn.BatchNorm2d(channels_out)
+
+
+class Bottleneck(nn.Module):
+    def __init__(self, inplanes: int, planes: int, stride: int):
+        super().__init__()
+        self.conv1, self.bn1 = conv_bn(inplanes, planes, 1)
+        self.conv2, self.bn2 = conv_bn(planes, planes, 3)
+        self.avgpool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
+        self.conv3, self.bn3 = conv_bn(planes, planes * EXPANSION, 1)
+        self.relu = nn.ReLU()
+        self.downsample = None
+        if stride > 1 or inplanes != planes * EXPANSION:
+            conv, bn = conv_bn(inplanes, planes * EXPANSION, 1)
+            # "-1" holds no parameters, so the checkpoint's keys are downsample.0 / .1.
+            self.downsample = nn.Sequential(
+                OrderedDict([("-1", nn.AvgPool2d(stride)), ("0", conv), ("1", bn)])
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(self.avgpool(out)))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
+class AttentionPool(nn.Module):
+    """Multi-head attention where only the mean token queries the flattened feature map.
+
+    ``positional_embedding`` is ``[1, C]``: one vector added to every position, as in the
+    published checkpoint (a quirk kept on purpose).
+    """
+
+    def __init__(self, channels: int, heads: int, output_dim: int):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"{channels} channels do not split into {heads} heads")
+        self.positional_embedding = nn.Parameter(torch.zeros(1, channels))
+        self.k_proj = nn.Linear(channels, channels)
+        self.q_proj = nn.Linear(channels, channels)
+        self.v_proj = nn.Linear(channels, channels)
+        self.c_proj = nn.Linear(channels, output_dim)
+        self.heads = heads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x.flatten(2).transpose(1, 2)  # [B, HW, C]
+        tokens = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)
+        tokens = tokens + self.positional_embedding
+        batch, length, channels = tokens.shape
+        head_dim = channels // self.heads
+        query = self.q_proj(tokens[:, :1]).view(batch, 1, self.heads, head_dim).transpose(1, 2)
+        key = self.k_proj(tokens).view(batch, length, self.heads, head_dim).transpose(1, 2)
+        value = self.v_proj(tokens).view(batch, length, self.heads, head_dim).transpose(1, 2)
+        weights = torch.softmax(query @ key.transpose(-1, -2) * head_dim**-0.5, dim=-1)
+        pooled = (weights @ value).transpose(1, 2).reshape(batch, channels)
+        return self.c_proj(pooled)
+
+
+class ModifiedResNet(nn.Module):
+    """``[B, 1, n_mels, frames]`` log-mel → ``[B, audio_dim]`` encoder embedding."""
+
+    def __init__(self, width: int, heads: int, output_dim: int):
+        super().__init__()
+        self.conv1, self.bn1 = conv_bn(1, width // 2, 3, stride=2)
+        self.conv2, self.bn2 = conv_bn(width // 2, width // 2, 3)
+        self.conv3, self.bn3 = conv_bn(width // 2, width, 3)
+        self.relu = nn.ReLU()
+        self.avgpool = nn.AvgPool2d(2)
+        inplanes = width
+        for index, (blocks, stride) in enumerate(
+            zip(LAYER_BLOCKS, LAYER_STRIDES, strict=True), start=1
+        ):
+            planes = width * 2 ** (index - 1)
+            layer = [Bottleneck(inplanes, planes, stride)]
+            inplanes = planes * EXPANSION
+            layer += [Bottleneck(inplanes, planes, 1) for _ in range(blocks - 1)]
+            setattr(self, f"layer{index}", nn.Sequential(*layer))
+        self.attn_pool = AttentionPool(inplanes, heads, output_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.relu(self.bn2(self.conv2(x)))
+        x = self.avgpool(self.relu(self.bn3(self.conv3(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.attn_pool(x)
+
+
+def fold_batchnorm(module: nn.Module) -> None:
+    """Fold every (Conv2d, BatchNorm2d) pair into the conv, in place, for inference graphs."""
+    pairs = [("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"), ("0", "1")]
+    for parent in module.modules():
+        for conv_name, bn_name in pairs:
+            conv, bn = getattr(parent, conv_name, None), getattr(parent, bn_name, None)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                fused = nn.utils.fusion.fuse_conv_bn_eval(conv.eval(), bn.eval())
+                setattr(parent, conv_name, fused)
+                setattr(parent, bn_name, nn.Identity())

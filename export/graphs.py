@@ -1,0 +1,97 @@
+"""The two inference graphs as torch modules, and their export to checked ONNX files."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from export.audio_tower import fold_batchnorm
+from export.frontend import GraphLogMel
+from export.reference import TTMRpp
+
+OPSET = 18
+AUDIO_INPUTS = ("waveform", "track")
+TEXT_INPUTS = ("input_ids", "attention_mask")
+OUTPUTS = ("joint", "encoder")
+
+
+class AudioGraph(nn.Module):
+    """``(waveform [B, N] float32, track [B] int64)`` → ``(joint, encoder)``.
+
+    ``track`` says which rows are windows of the same track: they share the log-mel
+    floor, exactly as the reference's one-track batch does. BatchNorm is folded.
+    """
+
+    def __init__(self, model: TTMRpp):
+        super().__init__()
+        self.frontend = GraphLogMel(model.hp)
+        self.encoder = copy.deepcopy(model.audio_encoder).eval()
+        fold_batchnorm(self.encoder)
+        self.projector = model.audio_projector
+
+    def forward(self, waveform: torch.Tensor, track: torch.Tensor):
+        encoder = self.encoder(self.frontend(waveform, track))
+        return self.projector(encoder), encoder
+
+
+class TextGraph(nn.Module):
+    """``(input_ids, attention_mask)`` int64 ``[B, L]`` → ``(joint, encoder)``."""
+
+    def __init__(self, model: TTMRpp):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        return self.model.text_encode_ids(input_ids, attention_mask)
+
+
+def export_onnx(
+    module: nn.Module,
+    example: tuple[torch.Tensor, ...],
+    input_names: tuple[str, ...],
+    dynamic_shapes: dict,
+    path: Path,
+) -> onnx.ModelProto:
+    """Export with the dynamo exporter (constant folding on), then check the file."""
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module.eval(),
+            example,
+            str(path),
+            input_names=list(input_names),
+            output_names=list(OUTPUTS),
+            dynamic_shapes=dynamic_shapes,
+            opset_version=OPSET,
+            dynamo=True,
+            optimize=True,
+            external_data=False,
+            verbose=False,
+        )
+    onnx.checker.check_model(str(path), full_check=True)
+    graph = onnx.load(str(path))
+    batchnorms = [n.name for n in graph.graph.node if n.op_type == "BatchNormalization"]
+    if batchnorms:
+        raise RuntimeError(f"{path}: BatchNormalization left in the graph: {batchnorms}")
+    return graph
+
+
+def export_audio(model: TTMRpp, path: Path) -> onnx.ModelProto:
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    example = (torch.randn(2, model.hp.window_samples), torch.tensor([0, 1]))
+    shapes = {"waveform": {0: batch}, "track": {0: batch}}
+    return export_onnx(AudioGraph(model), example, AUDIO_INPUTS, shapes, path)
+
+
+def export_text(model: TTMRpp, path: Path) -> onnx.ModelProto:
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    length = torch.export.Dim("length", min=1, max=model.hp.max_length)
+    tokens = model.tokenize(["an example sentence", "a second, longer example sentence here"])
+    example = (tokens["input_ids"], tokens["attention_mask"])
+    shapes = {"input_ids": {0: batch, 1: length}, "attention_mask": {0: batch, 1: length}}
+    return export_onnx(TextGraph(model), example, TEXT_INPUTS, shapes, path)
