@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -32,13 +31,17 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[0]
+        culprit = next((line for line in str(err).splitlines() if "GLOBAL" in line), None)
+        if culprit is None:
+            raise CheckpointError(
+                f"{path}: not a readable PyTorch checkpoint (unrecognised pickle content)"
+            ) from None
         raise CheckpointError(
-            f"{path}: refused: the file holds pickled objects other than tensors "
-            f"(weights_only load failed: {reason})"
+            f"{path}: refused: the file holds pickled objects other than tensors, which "
+            f"could run code when loaded. {culprit.strip()}"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except Exception as err:  # torch.load fails on arbitrary bytes in many ways
+        reason = f"{type(err).__name__}: {err}".strip().splitlines()[0]
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
     if not isinstance(content, Mapping) or not isinstance(content.get("state_dict"), Mapping):
         raise CheckpointError(f"{path}: expected a dict with a 'state_dict' entry")

@@ -49,9 +49,17 @@ def small_reference(small_export):
 
 @pytest.fixture(scope="session")
 def demo_export(tmp_path_factory):
-    """The full-size published architecture with random weights, as ``--demo`` writes it."""
+    """The full-size published architecture with random weights, written by the real
+    ``to_onnx.py --demo`` command: ``(model_dir, (checkpoint, config, text_arch), log)``."""
+    from export.to_onnx import main
+
     folder = tmp_path_factory.mktemp("demo_model")
-    return _export(folder, seed=0)
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log):
+        assert main(["--demo", "--output", str(folder)]) == 0
+    checkpoint = folder / "checkpoint"
+    files = (checkpoint / "ttmrpp.pth", checkpoint / "ttmrpp.yaml", checkpoint / "text_arch")
+    return folder, files, log.getvalue()
 
 
 @pytest.fixture(scope="session")

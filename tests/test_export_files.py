@@ -1,0 +1,106 @@
+"""What ``to_onnx.py`` writes: checked, folded, deterministic graphs, a standalone tokenizer,
+an honest manifest, and a command line that says what it did."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+
+import onnx
+import pytest
+
+from export.checkpoint import sha256
+from export.to_onnx import export_model, main
+
+FILES = ("audio.onnx", "text.onnx", "tokenizer.json", "manifest.json")
+
+
+def test_export_is_deterministic(small_export, tmp_path):
+    again = tmp_path / "again"
+    with contextlib.redirect_stdout(io.StringIO()):
+        export_model(*small_export[1], again, random_weights=True)
+    for name in FILES:
+        assert (again / name).read_bytes() == (small_export[0] / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("name", ["audio.onnx", "text.onnx"])
+def test_graphs_are_checked_folded_and_free_of_complex_ops(small_model_dir, name):
+    graph = onnx.load(str(small_model_dir / name))
+    onnx.checker.check_model(graph, full_check=True)
+    ops = {node.op_type for node in graph.graph.node}
+    assert not ops & {"BatchNormalization", "STFT", "DFT", "Constant"}
+    initializers = {init.name for init in graph.graph.initializer}
+    foldable = [n.name for n in graph.graph.node if set(n.input) - {""} <= initializers]
+    assert foldable == []
+
+
+def test_manifest_describes_the_graphs_and_the_checkpoint(small_export):
+    folder, (checkpoint, _, _) = small_export
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["family"] == "ttmrpp"
+    assert manifest["random_weights"] is True and "RANDOM WEIGHTS" in manifest["note"]
+    assert manifest["checkpoint"]["sha256"] == sha256(checkpoint)
+    assert manifest["hparams"]["width"] == 8 and manifest["hparams"]["sr"] == 22050
+    assert set(manifest["versions"]) >= {"torch", "onnx", "onnxruntime", "tokenizers"}
+    for tower, inputs in (
+        ("audio", ["waveform", "track"]),
+        ("text", ["input_ids", "attention_mask"]),
+    ):
+        graph = onnx.load(str(folder / manifest[tower]["file"]))
+        assert [i["name"] for i in manifest[tower]["inputs"]] == inputs
+        assert [i.name for i in graph.graph.input] == inputs
+        assert [o["name"] for o in manifest[tower]["outputs"]] == ["joint", "encoder"]
+    assert manifest["audio"]["inputs"][0] == {
+        "name": "waveform",
+        "dtype": "float32",
+        "shape": ["batch", 220500],
+    }
+    assert manifest["audio"]["outputs"][0]["shape"] == ["batch", 16]
+    assert manifest["text"]["outputs"][1]["shape"] == ["batch", 32]
+
+
+def test_tokenizer_loads_with_tokenizers_alone(small_model_dir, small_reference):
+    text = "a calm solo piano piece in D " * 30
+    script = (
+        "import sys, json, tokenizers\n"
+        f"ids = tokenizers.Tokenizer.from_file({str(small_model_dir / 'tokenizer.json')!r})"
+        f".encode({text!r}).ids\n"
+        "assert 'transformers' not in sys.modules and 'torch' not in sys.modules\n"
+        "print(json.dumps(ids))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    expected = small_reference.tokenize([text])["input_ids"][0].tolist()
+    assert json.loads(done.stdout) == expected
+    assert len(expected) == 128
+
+
+def test_demo_command_says_the_weights_are_random(demo_export):
+    folder, _, log = demo_export
+    assert log.count("RANDOM WEIGHTS") >= 2
+    assert "Validating against the PyTorch reference" in log
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["random_weights"] is True
+    assert manifest["hparams"]["width"] == 64 and manifest["audio"]["outputs"][1]["shape"][1] == 768
+    assert (folder / "checkpoint" / "text_arch" / "config.json").is_file()
+
+
+def test_bad_checkpoint_exits_2_with_one_line(small_export, tmp_path, capsys):
+    _, config, text_arch = small_export[1]
+    (tmp_path / "x.pth").write_text("not a checkpoint")
+    args = ["--checkpoint", str(tmp_path / "x.pth"), "--config", str(config)]
+    code = main([*args, "--text-arch", str(text_arch), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("to_onnx.py: error:") and err.count("\n") == 1
+    assert "x.pth: not a readable PyTorch checkpoint" in err
+
+
+def test_checkpoint_without_config_is_a_usage_error(tmp_path):
+    with pytest.raises(SystemExit) as raised:
+        main(["--checkpoint", str(tmp_path / "x.pth"), "--output", str(tmp_path)])
+    assert raised.value.code == 2
