@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Create .venv and install everything the CPU path needs (runtime, export, tests).
+# Idempotent: re-running with an unchanged pyproject.toml only checks the stamp.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+STAMP=$VENV/.setup-stamp
+want=$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
+    echo "setup: .venv is up to date"
+    exit 0
+fi
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+# The CPU wheel of torch. A range admitting a newer torch pulls several GB of CUDA packages,
+# so torch is pinned here, before anything that depends on it is resolved.
+"${pip[@]}" "torch==2.13.0"
+"${pip[@]}" -e ".[export,dev]"
+echo "$want" > "$STAMP"
+echo "setup: .venv ready ($("$VENV/bin/python" --version))"
