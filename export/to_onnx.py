@@ -3,6 +3,7 @@ and a manifest.
 
     python export/to_onnx.py --checkpoint X.pth --config X.yaml [--text-arch DIR] --output DIR
     python export/to_onnx.py --demo --output DIR      # offline: seeded random weights
+    … --quantize int8                                 # also write INT8 graphs (CPU profile)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from export.checkpoint import CheckpointError, sha256
 from export.demo import write_demo_checkpoint
 from export.graphs import OPSET, OUTPUTS, TEXT_INPUTS, export_audio, export_text
+from export.quantize import quantize_model
 from export.reference import TTMRpp, load_reference
 
 RANDOM_WEIGHTS_NOTE = (
@@ -148,6 +150,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--demo", action="store_true", help="build and export the random-weight demo model"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the demo weights")
+    parser.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="also write INT8 graphs (see export/quantize.py), calibrated on synthetic audio",
+    )
     args = parser.parse_args(argv)
     if args.demo == bool(args.checkpoint or args.config):
         parser.error("give either --demo or both --checkpoint and --config")
@@ -168,9 +175,12 @@ def main(argv: list[str] | None = None) -> int:
                 args.output / "checkpoint", seed=args.seed
             )
             export_model(checkpoint, config, text_arch, args.output, random_weights=True)
-            say(f"*** {RANDOM_WEIGHTS_NOTE} ***")
         else:
             export_model(args.checkpoint, args.config, args.text_arch, args.output, False)
+        if args.quantize:
+            quantize_model(args.output)
+        if args.demo:
+            say(f"*** {RANDOM_WEIGHTS_NOTE} ***")
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"to_onnx.py: error: {err}", file=sys.stderr)
         return 2

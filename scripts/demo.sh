@@ -12,7 +12,7 @@ else
     echo "demo: using the model already exported in $TTMR_MODEL_DIR"
 fi
 music=demo_out/music
-$py scripts/synth_audio.py "$music"
+$py -m export.synthetic "$music"
 $py -m runtime index "$music" --out demo_out/catalog.npz
 echo
 echo '$ python -m runtime search demo_out/catalog.npz "a calm solo piano piece in D" -k 3'

@@ -38,6 +38,16 @@ def drums(seconds: float, rate: int, bpm: float, seed: int) -> np.ndarray:
     return out
 
 
+def random_track(seed: int, seconds: float, rate: int = RATE) -> np.ndarray:
+    """A varied mono track: random notes, tempo, loudness and a drum layer."""
+    rng = np.random.default_rng(seed)
+    pitches = list(110.0 * 2 ** (rng.integers(0, 36, size=int(seconds) + 1) / 12))
+    tone = notes(pitches, 1.0, rate, harmonics=int(rng.integers(1, 8)))
+    beat = drums(seconds + 1, rate, bpm=float(rng.uniform(70, 170)), seed=seed)
+    mix = rng.uniform(0, 1) * tone[: len(beat)] + rng.uniform(0, 1) * beat[: len(tone)]
+    return (10 ** rng.uniform(-3, 0) * mix[: int(seconds * rate)]).astype(np.float32)
+
+
 def main(out_dir: str) -> None:
     out = Path(out_dir)
     (out / "more").mkdir(parents=True, exist_ok=True)

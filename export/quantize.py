@@ -1,0 +1,167 @@
+"""INT8 variants of the exported graphs, for CPUs (VNNI makes INT8 convolutions fast).
+
+- ``audio.int8.onnx``: static, per-channel QDQ quantisation of the ResNet convolutions,
+  calibrated on preprocessed windows. The frontend (DFT, mel, log, floor), the attention
+  pool and the LayerNorm stay in float: they are cheap and sensitive.
+- ``text.int8.onnx``: dynamic quantisation of the transformer's MatMuls (weights per
+  channel, activations quantised on the fly); embeddings and LayerNorm stay in float.
+
+    python export/quantize.py --model-dir DIR [--calibration-dir MUSIC] [--calibration-windows 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from export.hparams import HParams
+from export.reference import load_track, track_windows
+from export.synthetic import random_track
+
+AUDIO_INT8 = "audio.int8.onnx"
+TEXT_INT8 = "text.int8.onnx"
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
+
+
+class WindowReader(CalibrationDataReader):
+    """Feeds calibration windows one track at a time, each with its own track id."""
+
+    def __init__(self, tracks: list[np.ndarray]):
+        self.feeds: Iterator[dict] = iter(
+            {"waveform": windows, "track": np.zeros(len(windows), np.int64)} for windows in tracks
+        )
+
+    def get_next(self) -> dict | None:
+        return next(self.feeds, None)
+
+
+def calibration_tracks(hp: HParams, folder: Path | None, windows: int) -> list[np.ndarray]:
+    """Preprocessed windows from the user's music (better) or synthetic tracks (default)."""
+    tracks, total = [], 0
+    if folder is not None:
+        paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+        if not paths:
+            raise ValueError(f"{folder}: no audio files to calibrate on")
+        sources = (load_track(p, hp) for p in paths)
+    else:
+        sources = (track_windows(random_track(seed, 20.0), 22050, hp) for seed in range(10**6))
+    for track in sources:
+        track = track[: windows - total]
+        tracks.append(track)
+        total += len(track)
+        if total >= windows:
+            break
+    return tracks
+
+
+def frontend_nodes(graph: onnx.GraphProto) -> list[str]:
+    """Names of every node that computes the stem's input (the log-mel and its floor)."""
+    weights = {init.name: init for init in graph.initializer}
+    stem = next(
+        n
+        for n in graph.node
+        if n.op_type == "Conv" and list(weights[n.input[1]].dims)[1:] == [1, 3, 3]
+    )
+    producer = {out: node for node in graph.node for out in node.output}
+    names, pending = set(), [stem.input[0]]
+    while pending:
+        node = producer.get(pending.pop())
+        if node is not None and node.name not in names:
+            names.add(node.name)
+            pending.extend(node.input)
+    return sorted(names)
+
+
+def quantize_audio(model_dir: Path, hp: HParams, tracks: list[np.ndarray]) -> Path:
+    target = model_dir / AUDIO_INT8
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared = Path(scratch) / "audio.pre.onnx"
+        quant_pre_process(str(model_dir / "audio.onnx"), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(target),
+            WindowReader(tracks),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv"],
+            nodes_to_exclude=frontend_nodes(onnx.load(str(prepared)).graph),
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+    return target
+
+
+def quantize_text(model_dir: Path) -> Path:
+    target = model_dir / TEXT_INT8
+    quantize_dynamic(
+        str(model_dir / "text.onnx"),
+        str(target),
+        op_types_to_quantize=["MatMul", "Gemm"],
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+    )
+    return target
+
+
+def quantize_model(
+    model_dir: Path, calibration_dir: Path | None = None, calibration_windows: int = 32
+) -> dict:
+    """Write both INT8 graphs beside the fp32 ones and record them in the manifest."""
+    manifest_path = model_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    hp = HParams.from_dict(manifest["hparams"])
+    started = time.perf_counter()
+    tracks = calibration_tracks(hp, calibration_dir, calibration_windows)
+    source = str(calibration_dir) if calibration_dir else "synthetic tracks (export/synthetic.py)"
+    print(f"Calibrating the audio tower on {sum(map(len, tracks))} windows from {source} …")
+    audio = quantize_audio(model_dir, hp, tracks)
+    print(
+        f"  {audio} ({audio.stat().st_size / 2**20:.0f} MiB, {time.perf_counter() - started:.0f} s)"
+    )
+    text = quantize_text(model_dir)
+    print(f"  {text} ({text.stat().st_size / 2**20:.0f} MiB)")
+    manifest["int8"] = {
+        "audio": AUDIO_INT8,
+        "text": TEXT_INT8,
+        "audio_method": "static QDQ, per-channel, Conv only; frontend and pooling in float",
+        "text_method": "dynamic, per-channel MatMul/Gemm weights",
+        "calibration": {"source": source, "windows": sum(map(len, tracks))},
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="quantize.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, required=True, help="folder from to_onnx.py")
+    parser.add_argument("--calibration-dir", type=Path, help="music to calibrate on (recursive)")
+    parser.add_argument("--calibration-windows", type=int, default=32, help="10-s windows to use")
+    args = parser.parse_args(argv)
+    logging.getLogger("root").setLevel(logging.ERROR)
+    try:
+        quantize_model(args.model_dir, args.calibration_dir, args.calibration_windows)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"quantize.py: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
