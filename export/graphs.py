@@ -50,6 +50,18 @@ class TextGraph(nn.Module):
         return self.model.text_encode_ids(input_ids, attention_mask)
 
 
+def stem_conv(graph: onnx.GraphProto) -> onnx.NodeProto:
+    """The ResNet's first convolution in an fp32 audio graph: its input is the log-mel."""
+    weights = {init.name: init for init in graph.initializer}
+    return next(
+        node
+        for node in graph.node
+        if node.op_type == "Conv"
+        and node.input[1] in weights
+        and list(weights[node.input[1]].dims)[1:] == [1, 3, 3]
+    )
+
+
 def export_onnx(
     module: nn.Module,
     example: tuple[torch.Tensor, ...],

@@ -31,6 +31,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from export.graphs import stem_conv
 from export.hparams import HParams
 from export.reference import load_track, track_windows
 from export.synthetic import random_track
@@ -73,14 +74,8 @@ def calibration_tracks(hp: HParams, folder: Path | None, windows: int) -> list[n
 
 def frontend_nodes(graph: onnx.GraphProto) -> list[str]:
     """Names of every node that computes the stem's input (the log-mel and its floor)."""
-    weights = {init.name: init for init in graph.initializer}
-    stem = next(
-        n
-        for n in graph.node
-        if n.op_type == "Conv" and list(weights[n.input[1]].dims)[1:] == [1, 3, 3]
-    )
     producer = {out: node for node in graph.node for out in node.output}
-    names, pending = set(), [stem.input[0]]
+    names, pending = set(), [stem_conv(graph).input[0]]
     while pending:
         node = producer.get(pending.pop())
         if node is not None and node.name not in names:

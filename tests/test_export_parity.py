@@ -9,6 +9,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from export.graphs import stem_conv
+
 COSINE_MIN = 0.999999
 REL_ERROR_MAX = 1e-5  # max |ort - ref| / max |ref|
 
@@ -123,12 +125,7 @@ def numpy_log_mel(windows: np.ndarray, sr: int = 22050, n_fft: int = 1024, hop: 
 def test_in_graph_log_mel_equals_numpy_and_librosa(small_model_dir):
     """Expose the tensor the ResNet stem reads and compare it to an independent computation."""
     graph = onnx.load(str(small_model_dir / "audio.onnx"))
-    weights = {init.name: init for init in graph.graph.initializer}
-    stem = next(
-        node
-        for node in graph.graph.node
-        if node.op_type == "Conv" and list(weights[node.input[1]].dims)[1:] == [1, 3, 3]
-    )
+    stem = stem_conv(graph.graph)
     graph.graph.output.append(onnx.ValueInfoProto(name=stem.input[0]))
     exposed = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
     for audio in (track_of(2, seed=5), track_of(1, seed=6, loudness=1e-3)):

@@ -1,0 +1,81 @@
+"""The INT8 profile: what quantize.py writes, what it leaves in float, and how close it stays."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from export.hparams import HParams
+from export.quantize import AUDIO_INT8, TEXT_INT8, frontend_nodes, quantize_model
+from export.reference import track_windows
+from export.synthetic import random_track
+
+
+@pytest.fixture(scope="session")
+def small_int8_dir(small_model_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("small_int8") / "model"
+    shutil.copytree(small_model_dir, folder)
+    quantize_model(folder, calibration_windows=8)
+    return folder
+
+
+def run(path, feed) -> np.ndarray:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+
+
+def test_manifest_records_the_int8_graphs(small_int8_dir):
+    manifest = json.loads((small_int8_dir / "manifest.json").read_text())
+    assert manifest["int8"]["audio"] == AUDIO_INT8 and manifest["int8"]["text"] == TEXT_INT8
+    assert manifest["int8"]["calibration"]["windows"] == 8
+    assert (small_int8_dir / AUDIO_INT8).is_file() and (small_int8_dir / TEXT_INT8).is_file()
+
+
+def test_frontend_stays_in_float_and_resnet_convs_are_int8(small_model_dir, small_int8_dir):
+    fp32 = onnx.load(str(small_model_dir / "audio.onnx")).graph
+    frontend_ops = {n.op_type for n in fp32.node if n.name in frontend_nodes(fp32)}
+    assert frontend_ops >= {"Conv", "MatMul", "Log", "ReduceMax", "Where"}
+    graph = onnx.load(str(small_int8_dir / AUDIO_INT8)).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    weights = {init.name: init for init in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    float_convs = [n for n in convs if n.input[1] in weights]
+    assert [list(weights[n.input[1]].dims) for n in float_convs] == [[1026, 1, 1024]]  # the DFT
+    assert len(convs) - len(float_convs) == 55  # 3 stem + 16 blocks × 3 + 4 downsample
+    for node in graph.node:
+        if node.op_type in {"Log", "ReduceMax", "Where", "MatMul"}:
+            fed_by = {producers[i].op_type for i in node.input if i in producers}
+            assert "DequantizeLinear" not in fed_by, node.name
+
+
+def test_int8_audio_stays_close_to_fp32(small_int8_dir):
+    hp = HParams.from_dict(json.loads((small_int8_dir / "manifest.json").read_text())["hparams"])
+    for seed in (101, 102, 103):
+        windows = track_windows(random_track(seed, 25.0), 22050, hp)
+        feed = {"waveform": windows, "track": np.zeros(len(windows), np.int64)}
+        fp32 = run(small_int8_dir / "audio.onnx", feed).mean(0)
+        int8 = run(small_int8_dir / AUDIO_INT8, feed).mean(0)
+        assert cosine(fp32, int8) >= 0.999
+
+
+def test_int8_text_stays_close_to_fp32(small_int8_dir, small_reference):
+    tokens = small_reference.tokenize(["a calm piano piece", "fast drums and distorted guitar", ""])
+    feed = {name: tokens[name].numpy() for name in ("input_ids", "attention_mask")}
+    fp32 = run(small_int8_dir / "text.onnx", feed)
+    int8 = run(small_int8_dir / TEXT_INT8, feed)
+    assert cosine(fp32, int8).min() >= 0.99
+    graph = onnx.load(str(small_int8_dir / TEXT_INT8)).graph
+    assert any(node.op_type in {"MatMulInteger", "DynamicQuantizeLinear"} for node in graph.node)
+
+
+def test_calibration_folder_without_audio_is_an_error(small_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="no audio files to calibrate on"):
+        quantize_model(small_model_dir, calibration_dir=tmp_path)
