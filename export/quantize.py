@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration-dir", type=Path, help="music to calibrate on (recursive)")
     parser.add_argument("--calibration-windows", type=int, default=32, help="10-s windows to use")
     args = parser.parse_args(argv)
-    logging.getLogger("root").setLevel(logging.ERROR)
+    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization warns via root
     try:
         quantize_model(args.model_dir, args.calibration_dir, args.calibration_windows)
     except (ValueError, FileNotFoundError) as err:

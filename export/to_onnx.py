@@ -165,7 +165,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    logging.getLogger().setLevel(logging.ERROR)  # exporter and quantiser chatter
     torch.manual_seed(0)
     try:
         if args.demo:
