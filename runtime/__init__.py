@@ -1,0 +1,53 @@
+"""ttmr-runtime: embeddings from exported TTMR++ graphs, without torch.
+
+import runtime
+model = runtime.Embedder("models/demo")
+tracks = model.embed_audio(["song.mp3"], normalize=True)
+queries = model.embed_text(["a calm solo piano piece in D"], normalize=True)
+scores = queries @ tracks.T
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from runtime.audio import AudioItem
+from runtime.embedder import Embedder
+from runtime.errors import InputError
+
+__all__ = ["Embedder", "InputError", "embed_audio", "embed_text", "model_dir_from"]
+
+_embedders: dict[Path, Embedder] = {}
+
+
+def model_dir_from(model_dir: str | os.PathLike | None) -> Path:
+    """The argument, else ``TTMR_MODEL_DIR``."""
+    chosen = model_dir or os.environ.get("TTMR_MODEL_DIR")
+    if not chosen:
+        raise InputError("no model folder: pass model_dir=... or set TTMR_MODEL_DIR")
+    return Path(chosen)
+
+
+def _embedder(model_dir: str | os.PathLike | None) -> Embedder:
+    folder = model_dir_from(model_dir).resolve()
+    if folder not in _embedders:
+        _embedders[folder] = Embedder(folder)
+    return _embedders[folder]
+
+
+def embed_audio(
+    items: Iterable[AudioItem], model_dir: str | os.PathLike | None = None, **kwargs
+) -> np.ndarray:
+    """``Embedder(model_dir).embed_audio(items, **kwargs)`` with the Embedder cached."""
+    return _embedder(model_dir).embed_audio(items, **kwargs)
+
+
+def embed_text(
+    texts: Iterable[str], model_dir: str | os.PathLike | None = None, **kwargs
+) -> np.ndarray:
+    """``Embedder(model_dir).embed_text(texts, **kwargs)`` with the Embedder cached."""
+    return _embedder(model_dir).embed_text(texts, **kwargs)

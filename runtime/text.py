@@ -1,0 +1,49 @@
+"""Sentences → padded token batches, grouped by length so little padding is computed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from runtime.errors import InputError
+
+
+class TextBatcher:
+    """The exported ``tokenizer.json`` (truncation built in) plus padding with ``pad_id``."""
+
+    def __init__(self, tokenizer_file: Path, pad_id: int):
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self.pad_id = pad_id
+
+    def batches(
+        self, texts: list[str], batch_size: int
+    ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """Yield ``(positions in texts, {input_ids, attention_mask})`` in length order."""
+        ids = [encoding.ids for encoding in self.tokenizer.encode_batch(texts)]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        for start in range(0, len(order), batch_size):
+            chosen = order[start : start + batch_size]
+            length = max(len(ids[i]) for i in chosen)
+            input_ids = np.full((len(chosen), length), self.pad_id, np.int64)
+            mask = np.zeros((len(chosen), length), np.int64)
+            for row, i in enumerate(chosen):
+                input_ids[row, : len(ids[i])] = ids[i]
+                mask[row, : len(ids[i])] = 1
+            yield np.array(chosen), {"input_ids": input_ids, "attention_mask": mask}
+
+
+def check_texts(texts: object) -> list[str]:
+    """A list (or tuple) of strings; a bare string is refused rather than split into chars."""
+    if isinstance(texts, (str, bytes)):
+        raise InputError("texts must be a list of strings, not a single string: wrap it in [...]")
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise InputError(f"texts must be a list of strings, got {type(texts).__name__}") from None
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InputError(f"item {index}: expected a string, got {type(text).__name__}")
+    return texts
