@@ -20,5 +20,15 @@ pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 # so torch is pinned here, before anything that depends on it is resolved.
 "${pip[@]}" "torch==2.13.0"
 "${pip[@]}" -e ".[export,dev]"
+# Triton serving. The client library goes in .venv (the `triton` extra). The CPU tritonserver
+# comes bundled in the nvidia-pytriton wheel, whose Python-backend stub is built against
+# numpy 1 and corrupts every tensor under numpy 2: the served models therefore run in their
+# own environment, .venv/triton, with numpy<2 and this project (scripts/serve.sh uses it).
+# --no-deps: only the wheel's server binary is used, not its Python API.
+"${pip[@]}" -e ".[triton]"
+[ -x "$VENV/triton/bin/python" ] || "$VENV/bin/python" -m venv "$VENV/triton"
+tpip=("$VENV/triton/bin/python" -m pip install --quiet --disable-pip-version-check)
+"${tpip[@]}" -e . "numpy<2"
+"${tpip[@]}" --no-deps "nvidia-pytriton==0.7.0"
 echo "$want" > "$STAMP"
 echo "setup: .venv ready ($("$VENV/bin/python" --version))"

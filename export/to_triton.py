@@ -1,0 +1,286 @@
+"""Fill a Triton Inference Server model repository from an exported model folder.
+
+    python export/to_triton.py --model-dir DIR --repository REPO [--backend BACKEND]
+
+The client-facing models take one track's waveform or one sentence per row:
+
+  ttmrpp_audio    Python BLS: waveform → resample, peak-normalise, windows → audio_tower
+                  (one execution per batch of tracks, track ids 0..k-1) → mean per track
+  ttmrpp_text     ensemble: text_tokenizer → text_tower
+  text_tokenizer  Python: UTF-8 sentences → input_ids / attention_mask
+  audio_tower     audio.onnx; never batched by Triton, because its ``track`` ids only mean
+                  something within one execution (rows with one id share a log-mel floor)
+  text_tower      text.onnx, dynamically batched
+
+BACKEND runs the two towers: ``onnxruntime`` (Triton's ONNX Runtime backend, GPU when there
+is one) or ``tensorrt`` (the same backend with the TensorRT execution provider, FP32, GPU
+only), both for NVIDIA's server container; ``python`` (ONNX Runtime inside the Python
+backend), which is what the CPU-only server of the nvidia-pytriton wheel can serve. The
+default is ``onnxruntime`` where that backend is installed, else ``python``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
+from runtime.triton_client import AUDIO_MODEL, TEXT_MODEL
+
+SOURCE = Path(__file__).resolve().parents[1] / "triton_repo"
+BACKENDS = ("onnxruntime", "tensorrt", "python")
+ORT_BACKEND_DIR = Path("/opt/tritonserver/backends/onnxruntime")  # NVIDIA's container
+TOKENIZER_MODEL, AUDIO_TOWER, TEXT_TOWER = "text_tokenizer", "audio_tower", "text_tower"
+PYTHON_MODELS = (AUDIO_MODEL, TOKENIZER_MODEL)  # always Python; the towers only for python
+DTYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64"}
+HEADER = "# Written by export/to_triton.py ({backend} backend); regenerate rather than edit.\n"
+
+# Serving policy. Audio: a dynamic batch is a few tracks (each up to 90 windows); the tower
+# sees at most max_batch_windows windows per execution unless one track alone has more.
+# Text: tokenize many sentences at once, run the tower on batches of equal padded length.
+AUDIO_BATCH = {"max": 16, "preferred": [4, 8, 16], "delay_us": 5000, "instances": 2}
+TEXT_BATCH = {"max": 64, "preferred": [16, 32, 64], "delay_us": 2000}
+TOKENIZER_BATCH = {"max": 64, "preferred": [64], "delay_us": 1000}
+DEFAULT_MAX_AUDIO_SECONDS = 15 * 60
+DEFAULT_MAX_BATCH_WINDOWS = 32
+
+
+def default_backend() -> str:
+    """What this machine can serve: ONNX Runtime's backend where NVIDIA's server has it."""
+    return "onnxruntime" if ORT_BACKEND_DIR.is_dir() else "python"
+
+
+def tensors(described: list[dict], batched: bool) -> list[dict]:
+    """Triton inputs/outputs from the manifest's graph descriptions (symbolic dims → -1);
+    with ``batched`` the leading batch dimension is Triton's, not part of ``dims``."""
+    out = []
+    for value in described:
+        dims = [d if isinstance(d, int) else -1 for d in value["shape"]]
+        out.append(
+            {
+                "name": value["name"],
+                "data_type": DTYPES[value["dtype"]],
+                "dims": dims[1:] if batched else dims,
+            }
+        )
+    return out
+
+
+def instances(count: int, kind: str) -> list[dict]:
+    return [{"count": count, "kind": kind}]
+
+
+def batching(policy: dict) -> dict:
+    return {
+        "preferred_batch_size": policy["preferred"],
+        "max_queue_delay_microseconds": policy["delay_us"],
+    }
+
+
+def parameters(values: dict) -> dict:
+    return {key: {"string_value": str(value)} for key, value in values.items()}
+
+
+def tower_config(name: str, graph: dict, backend: str, policy: dict | None) -> dict:
+    """A tower: the exported graph, batched by Triton only when ``policy`` is given."""
+    config = {
+        "name": name,
+        "max_batch_size": policy["max"] if policy else 0,
+        "input": tensors(graph["inputs"], batched=bool(policy)),
+        "output": tensors(graph["outputs"], batched=bool(policy)),
+    }
+    if policy:
+        config["dynamic_batching"] = batching(policy)
+    if backend == "python":
+        config["backend"] = "python"
+        config["instance_group"] = instances(1, "KIND_CPU")
+    else:
+        config["platform"] = "onnxruntime_onnx"
+        config["default_model_filename"] = "model.onnx"
+        config["instance_group"] = instances(
+            1, "KIND_GPU" if backend == "tensorrt" else "KIND_AUTO"
+        )
+    if backend == "tensorrt":
+        accelerator = {
+            "name": "tensorrt",
+            "parameters": {
+                "precision_mode": "FP32",
+                "trt_engine_cache_enable": "true",
+                "trt_engine_cache_path": f"/tmp/ttmrpp_trt_cache/{name}",
+            },
+        }
+        config["optimization"] = {
+            "execution_accelerators": {"gpu_execution_accelerator": [accelerator]}
+        }
+    return config
+
+
+def model_configs(
+    manifest: dict, backend: str, max_audio_seconds: float, max_batch_windows: int
+) -> dict[str, dict]:
+    """Every model's configuration, as dicts in the ModelConfig protobuf's JSON form."""
+    audio, text = manifest["audio"], manifest["text"]
+    audio_out = tensors(audio["outputs"], batched=True)
+    text_out = tensors(text["outputs"], batched=True)
+    token_tensors = tensors(text["inputs"], batched=True)
+    return {
+        AUDIO_MODEL: {
+            "name": AUDIO_MODEL,
+            "backend": "python",
+            "max_batch_size": AUDIO_BATCH["max"],
+            "input": [
+                {"name": "waveform", "data_type": "TYPE_FP32", "dims": [-1]},
+                {"name": "sample_rate", "data_type": "TYPE_INT32", "dims": [1]},
+            ],
+            "output": audio_out,
+            "dynamic_batching": batching(AUDIO_BATCH),
+            "instance_group": instances(AUDIO_BATCH["instances"], "KIND_CPU"),
+            "parameters": parameters(
+                {
+                    "tower": AUDIO_TOWER,
+                    "max_audio_seconds": max_audio_seconds,
+                    "max_batch_windows": max_batch_windows,
+                }
+            ),
+        },
+        AUDIO_TOWER: tower_config(AUDIO_TOWER, audio, backend, policy=None),
+        TOKENIZER_MODEL: {
+            "name": TOKENIZER_MODEL,
+            "backend": "python",
+            "max_batch_size": TOKENIZER_BATCH["max"],
+            "input": [{"name": "text", "data_type": "TYPE_STRING", "dims": [1]}],
+            "output": token_tensors,
+            "dynamic_batching": batching(TOKENIZER_BATCH),
+            "instance_group": instances(1, "KIND_CPU"),
+        },
+        TEXT_TOWER: tower_config(TEXT_TOWER, text, backend, policy=TEXT_BATCH),
+        TEXT_MODEL: {
+            "name": TEXT_MODEL,
+            "platform": "ensemble",
+            "max_batch_size": TEXT_BATCH["max"],
+            "input": [{"name": "text", "data_type": "TYPE_STRING", "dims": [1]}],
+            "output": text_out,
+            "ensemble_scheduling": {
+                "step": [
+                    {
+                        "model_name": TOKENIZER_MODEL,
+                        "model_version": -1,
+                        "input_map": {"text": "text"},
+                        "output_map": {t["name"]: t["name"] for t in token_tensors},
+                    },
+                    {
+                        "model_name": TEXT_TOWER,
+                        "model_version": -1,
+                        "input_map": {t["name"]: t["name"] for t in token_tensors},
+                        "output_map": {t["name"]: t["name"] for t in text_out},
+                    },
+                ]
+            },
+        },
+    }
+
+
+def config_text(config: dict, backend: str) -> str:
+    """``config.pbtxt`` text; parsing through Triton's ModelConfig schema rejects any typo."""
+    message = json_format.ParseDict(config, model_config_pb2.ModelConfig())
+    return HEADER.format(backend=backend) + text_format.MessageToString(message)
+
+
+def place(source: Path, target: Path, link: bool) -> None:
+    """Copy (or symlink) ``source`` to ``target``, replacing what is there."""
+    if target.is_symlink() or target.exists():
+        if target.resolve() == source.resolve():
+            return
+        target.unlink()
+    if link:
+        target.symlink_to(source.resolve())
+    else:
+        shutil.copyfile(source, target)
+
+
+def fill_repository(
+    model_dir: Path,
+    repository: Path,
+    backend: str,
+    link: bool = False,
+    max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
+    max_batch_windows: int = DEFAULT_MAX_BATCH_WINDOWS,
+) -> list[str]:
+    """Write every model's config, graph and Python code into ``repository``; returns the
+    model names. The Python models' version folders also get the files of the model folder
+    they read (``manifest.json``, ``tokenizer.json``)."""
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    configs = model_configs(manifest, backend, max_audio_seconds, max_batch_windows)
+    python_models = PYTHON_MODELS + ((AUDIO_TOWER, TEXT_TOWER) if backend == "python" else ())
+    files = {
+        AUDIO_MODEL: [model_dir / "manifest.json"],
+        TOKENIZER_MODEL: [model_dir / "manifest.json", model_dir / manifest["text"]["tokenizer"]],
+        AUDIO_TOWER: [model_dir / manifest["audio"]["file"]],
+        TEXT_TOWER: [model_dir / manifest["text"]["file"]],
+    }
+    for name, config in configs.items():
+        version = repository / name / "1"
+        version.mkdir(parents=True, exist_ok=True)
+        (repository / name / "config.pbtxt").write_text(config_text(config, backend))
+        for path in files.get(name, []):
+            target = "model.onnx" if path.suffix == ".onnx" else path.name
+            place(path, version / target, link and path.suffix == ".onnx")
+        if name in python_models:
+            place(SOURCE / name / "1" / "model.py", version / "model.py", link=False)
+    return list(configs)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="to_triton.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, required=True, help="from export/to_onnx.py")
+    parser.add_argument("--repository", type=Path, required=True, help="folder to fill")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=default_backend(),
+        help="what runs the towers (default here: %(default)s)",
+    )
+    parser.add_argument(
+        "--link", action="store_true", help="symlink the graphs instead of copying them"
+    )
+    parser.add_argument(
+        "--max-audio-seconds",
+        type=float,
+        default=DEFAULT_MAX_AUDIO_SECONDS,
+        help="longer waveforms are rejected (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-batch-windows",
+        type=int,
+        default=DEFAULT_MAX_BATCH_WINDOWS,
+        help="windows per audio-tower execution, unless one track has more (default: %(default)s)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not (args.model_dir / "manifest.json").is_file():
+        print(f"to_triton.py: error: no manifest.json in {args.model_dir}", file=sys.stderr)
+        return 2
+    names = fill_repository(
+        args.model_dir,
+        args.repository,
+        args.backend,
+        args.link,
+        args.max_audio_seconds,
+        args.max_batch_windows,
+    )
+    print(f"{args.repository}: {', '.join(names)} ({args.backend} backend)")
+    print(f"Serve on CPU with: scripts/serve.sh {os.fspath(args.repository)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+../../audio_tower/1/model.py

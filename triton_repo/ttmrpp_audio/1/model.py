@@ -1,0 +1,111 @@
+"""Triton Python backend (BLS): one track's mono waveform per row → that track's embedding.
+
+Rows are preprocessed by the runtime's own code (``runtime.audio.load_track``: resample to
+the model's rate with soxr HQ, peak-normalise the whole track, int16 round trip, windows),
+so the server computes what ``runtime.Embedder`` does. Whole tracks of a dynamic batch are
+packed into ``audio_tower`` calls (``runtime.embedder.pack``) with track ids 0..k-1 per call:
+the windows of a track share their log-mel floor and no two tracks ever do. A track's
+embedding is the mean over its windows. A bad row fails its own request, nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from runtime.audio import Track, load_track
+from runtime.embedder import pack
+from runtime.errors import InputError
+
+
+def invalid(message: str) -> pb_utils.InferenceResponse:
+    return pb_utils.InferenceResponse(
+        error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
+    )
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        options = {key: value["string_value"] for key, value in config["parameters"].items()}
+        self.tower = options["tower"]
+        self.max_seconds = float(options["max_audio_seconds"])
+        self.max_windows = int(options["max_batch_windows"])
+        self.outputs = [tensor["name"] for tensor in config["output"]]
+        folder = Path(args["model_repository"]) / args["model_version"]
+        audio = json.loads((folder / "manifest.json").read_text())["audio"]
+        self.rate, self.size = audio["sample_rate"], audio["window_samples"]
+        self.waveform, self.track = (tensor["name"] for tensor in audio["inputs"])
+
+    def load(self, request) -> list[Track]:
+        """The request's rows as windowed tracks; InputError names the first bad row."""
+        waveforms = pb_utils.get_input_tensor_by_name(request, "waveform").as_numpy()
+        rates = pb_utils.get_input_tensor_by_name(request, "sample_rate").as_numpy()[:, 0]
+        if len(waveforms) == 0:
+            raise InputError("the request holds no rows")
+        tracks = []
+        for row, (samples, rate) in enumerate(zip(waveforms, rates, strict=True)):
+            if rate > 0 and len(samples) / rate > self.max_seconds:
+                raise InputError(
+                    f"item {row}: {len(samples)} samples at {rate} Hz are more than this "
+                    f"server's limit of {self.max_seconds:g} s of audio"
+                )
+            try:
+                tracks.append(load_track(row, samples, int(rate), self.rate, self.size))
+            except InputError:
+                raise
+            except ValueError as err:  # e.g. a huge rate resampling a short row to nothing
+                raise InputError(f"item {row}: {err}") from err
+        return tracks
+
+    def run_tower(self, windows: np.ndarray, ids: np.ndarray) -> list[np.ndarray]:
+        request = pb_utils.InferenceRequest(
+            model_name=self.tower,
+            requested_output_names=self.outputs,
+            inputs=[pb_utils.Tensor(self.waveform, windows), pb_utils.Tensor(self.track, ids)],
+        )
+        response = request.exec()
+        if response.has_error():
+            raise pb_utils.TritonModelException(response.error().message())
+        return [pb_utils.get_output_tensor_by_name(response, n).as_numpy() for n in self.outputs]
+
+    def execute(self, requests: list) -> list:
+        responses: list = [None] * len(requests)
+        tracks: list[Track] = []
+        owner: list[int] = []  # the request of each track
+        for index, request in enumerate(requests):
+            try:
+                loaded = self.load(request)
+            except InputError as err:
+                responses[index] = invalid(str(err))
+                continue
+            tracks += loaded
+            owner += [index] * len(loaded)
+        rows = [[np.empty(0)] * len(tracks) for _ in self.outputs]
+        for group in pack(tracks, self.max_windows):
+            windows = np.concatenate([tracks[i].windows for i in group])
+            ids = np.repeat(np.arange(len(group)), [len(tracks[i].windows) for i in group])
+            try:
+                results = self.run_tower(windows, ids)
+            except pb_utils.TritonModelException as err:
+                for i in group:
+                    responses[owner[i]] = pb_utils.InferenceResponse(
+                        error=pb_utils.TritonError(f"{self.tower}: {err}")
+                    )
+                continue
+            for position, i in enumerate(group):
+                for output, result in zip(rows, results, strict=True):
+                    output[i] = result[ids == position].mean(axis=0)
+        owner_array = np.array(owner, dtype=np.int64)
+        for index in range(len(requests)):
+            if responses[index] is None:
+                mine = np.flatnonzero(owner_array == index)
+                tensors = [
+                    pb_utils.Tensor(name, np.stack([output[i] for i in mine]))
+                    for name, output in zip(self.outputs, rows, strict=True)
+                ]
+                responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
+        return responses
