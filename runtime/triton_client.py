@@ -1,0 +1,195 @@
+"""``TritonEmbedder``: ``runtime.Embedder``'s interface and results, computed by a Triton
+Inference Server that serves a repository written by ``export/to_triton.py``.
+
+Audio items are decoded here (so paths work as with ``Embedder``) and sent one track per
+request at their own sample rate; the server resamples, normalises and windows them with
+the runtime's own code. Requests are kept in flight together so the server batches them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+
+import numpy as np
+
+from runtime.audio import AudioItem, decode, describe
+from runtime.embedder import check_items, check_space, finish
+from runtime.errors import InputError
+from runtime.text import check_texts
+
+AUDIO_MODEL, TEXT_MODEL = "ttmrpp_audio", "ttmrpp_text"
+PROTOCOLS = ("http", "grpc")
+
+
+class TritonEmbedder:
+    """Embeds tracks and sentences with a Triton server at ``url`` (``host:port``: 8000 is
+    HTTP and 8001 gRPC by default). ``max_in_flight`` bounds the requests sent ahead of
+    their answers. Use it as a context manager, or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        protocol: str = "http",
+        max_in_flight: int = 16,
+    ):
+        if protocol not in PROTOCOLS:
+            raise InputError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        if max_in_flight < 1:
+            raise InputError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        try:
+            if protocol == "http":
+                import tritonclient.http as client
+            else:
+                import tritonclient.grpc as client
+        except ImportError as err:
+            raise ImportError(
+                f"TritonEmbedder needs tritonclient: pip install 'ttmr-runtime[triton]' ({err})"
+            ) from err
+        self.protocol = protocol
+        self.max_in_flight = max_in_flight
+        self._api = client
+        options = {"concurrency": max_in_flight} if protocol == "http" else {}
+        self._client = client.InferenceServerClient(url, **options)
+        self._configs: dict[str, dict] = {}
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> TritonEmbedder:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def config(self, model: str) -> dict:
+        """The served model's configuration (JSON form), fetched once."""
+        if model not in self._configs:
+            if self.protocol == "http":
+                self._configs[model] = self._client.get_model_config(model)
+            else:
+                self._configs[model] = self._client.get_model_config(model, as_json=True)["config"]
+        return self._configs[model]
+
+    def width(self, model: str, space: str) -> int:
+        (output,) = [o for o in self.config(model)["output"] if o["name"] == space]
+        return int(output["dims"][-1])
+
+    def tensor(self, name: str, array: np.ndarray, datatype: str):
+        value = self._api.InferInput(name, list(array.shape), datatype)
+        value.set_data_from_numpy(array)
+        return value
+
+    def start(self, model: str, inputs: list, space: str) -> Callable[[], np.ndarray]:
+        """Send one request; the returned call waits for it and gives the ``space`` output."""
+        outputs = [self._api.InferRequestedOutput(space)]
+        if self.protocol == "http":
+            pending = self._client.async_infer(model, inputs, outputs=outputs)
+            return lambda: pending.get_result().as_numpy(space)
+        future: Future = Future()
+
+        def done(result, error) -> None:
+            if error is None:
+                future.set_result(result.as_numpy(space))
+            else:
+                future.set_exception(error)
+
+        self._client.async_infer(model, inputs, done, outputs=outputs)
+        return future.result
+
+    def run(self, jobs: Iterator[tuple[str, object, list]], space: str) -> list[np.ndarray]:
+        """Answers of ``(model, item name, inputs)`` jobs, in order, at most ``max_in_flight``
+        at a time. An INVALID_ARG answer becomes InputError naming the item."""
+        answers: list[np.ndarray] = []
+        pending: deque = deque()
+
+        def collect() -> None:
+            name, wait = pending.popleft()
+            try:
+                answers.append(wait())
+            except self._api.InferenceServerException as err:
+                if str(err.status()) in ("400", "StatusCode.INVALID_ARGUMENT"):
+                    raise InputError(f"{name}: the server refused it: {err.message()}") from err
+                raise
+
+        for model, name, inputs in jobs:
+            if len(pending) == self.max_in_flight:
+                collect()
+            pending.append((name, self.start(model, inputs, space)))
+        while pending:
+            collect()
+        return answers
+
+    def embed_audio(
+        self,
+        items: Iterable[AudioItem],
+        sample_rate: int | None = None,
+        space: str = "joint",
+        normalize: bool = False,
+    ) -> np.ndarray:
+        """One row per item (a path, or an array with ``sample_rate``): ``[N, D]`` float32.
+        Every item is decoded and checked before anything is sent."""
+        check_space(space)
+        items = check_items(items)
+        limit = float(self.config(AUDIO_MODEL)["parameters"]["max_audio_seconds"]["string_value"])
+        tracks = []
+        for index, item in enumerate(items):
+            samples, rate = decode(index, item, sample_rate)
+            if len(samples) / rate > limit:
+                raise InputError(
+                    f"{describe(index, item)}: {len(samples) / rate:.1f} s of audio, over the "
+                    f"server's limit of {limit:g} s"
+                )
+            tracks.append((describe(index, item), samples, rate))
+        jobs = (
+            (
+                AUDIO_MODEL,
+                name,
+                [
+                    self.tensor("waveform", samples[None], "FP32"),
+                    self.tensor("sample_rate", np.array([[rate]], np.int32), "INT32"),
+                ],
+            )
+            for name, samples, rate in tracks
+        )
+        rows = self.run(jobs, space)
+        if not rows:
+            return np.zeros((0, self.width(AUDIO_MODEL, space)), np.float32)
+        return finish(np.concatenate(rows), normalize)
+
+    def embed_text(
+        self, texts: Iterable[str], space: str = "joint", normalize: bool = False
+    ) -> np.ndarray:
+        """One row per sentence, ``[N, D]`` float32."""
+        check_space(space)
+        texts = check_texts(texts)
+        size = int(self.config(TEXT_MODEL)["max_batch_size"])
+        batches = [
+            (start, encoded(texts[start : start + size], start))
+            for start in range(0, len(texts), size)
+        ]
+        jobs = (
+            (
+                TEXT_MODEL,
+                f"items {start}..{start + len(batch) - 1}",
+                [self.tensor("text", batch, "BYTES")],
+            )
+            for start, batch in batches
+        )
+        rows = self.run(jobs, space)
+        if not rows:
+            return np.zeros((0, self.width(TEXT_MODEL, space)), np.float32)
+        return finish(np.concatenate(rows), normalize)
+
+
+def encoded(texts: list[str], start: int) -> np.ndarray:
+    """``[n, 1]`` UTF-8 bytes, the server's ``text`` input; ``start`` numbers the items."""
+    rows = []
+    for index, text in enumerate(texts, start):
+        try:
+            rows.append([text.encode("utf-8")])
+        except UnicodeEncodeError as err:
+            raise InputError(f"item {index}: the text is not encodable as UTF-8 ({err})") from None
+    return np.array(rows, dtype=np.object_)
