@@ -13,13 +13,15 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import RobertaConfig
 
 from export.hparams import PUBLISHED, HParams
-from export.reference import TTMRpp
+from export.reference import TTMRpp, track_windows
+from export.synthetic import random_track
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0..4
 
@@ -94,19 +96,50 @@ def write_text_arch(folder: Path, roberta: dict) -> RobertaConfig:
 
 
 def randomise(model: TTMRpp) -> None:
-    """Give parameters and BatchNorm statistics non-trivial values (folding must be tested)."""
+    """Random weights that still carry the input through both towers.
+
+    Default initialisations make a deep random network's output nearly constant, and then
+    no test could tell one track or sentence from another. So: text projections preserve
+    scale, and BatchNorm statistics are measured on synthetic audio (as a trained net's
+    would be), then jittered so that folding them is still tested on arbitrary values.
+    """
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.normal_(0.0, 0.1)
-                module.running_mean.normal_(0.0, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
             elif isinstance(module, torch.nn.LayerNorm):
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.normal_(0.0, 0.1)
+        # Residual branches enter small, as in trained ResNets: a random net whose sixteen
+        # branches all add at full scale is chaotic and amplifies float32 rounding.
+        for name, module in model.audio_encoder.named_modules():
+            if name.endswith("bn3"):
+                module.weight.uniform_(0.1, 0.3)
+        for module in model.text_encoder.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.normal_(0.0, module.in_features**-0.5)
         pool = model.audio_encoder.attn_pool.positional_embedding
         pool.normal_(0.0, 1.0 / math.sqrt(pool.shape[-1]))
+        measure_batchnorm(model)
+
+
+def measure_batchnorm(model: TTMRpp, windows: int = 4) -> None:
+    """Set every BatchNorm's running statistics from synthetic tracks, then jitter them."""
+    audio = np.concatenate(
+        [track_windows(random_track(s, 10.0), 22050, model.hp) for s in range(windows)]
+    )
+    norms = [m for m in model.audio_encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a plain average over what it sees
+    model.audio_encoder.train()
+    model.audio_encoder(model.frontend(torch.from_numpy(audio)))
+    model.audio_encoder.eval()
+    for norm in norms:
+        norm.momentum = 0.1
+        norm.running_mean += 0.1 * norm.running_var.sqrt() * torch.randn_like(norm.running_mean)
+        norm.running_var *= torch.empty_like(norm.running_var).uniform_(0.8, 1.25)
 
 
 def write_demo_checkpoint(

@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import onnx
+import onnxscript.optimizer
 import torch
 from torch import nn
 
@@ -15,6 +16,7 @@ from export.frontend import GraphLogMel
 from export.reference import TTMRpp
 
 OPSET = 18
+FOLD_LIMIT = 1 << 30  # elements: fold constants of any size
 AUDIO_INPUTS = ("waveform", "track")
 TEXT_INPUTS = ("input_ids", "attention_mask")
 OUTPUTS = ("joint", "encoder")
@@ -69,22 +71,25 @@ def export_onnx(
     dynamic_shapes: dict,
     path: Path,
 ) -> onnx.ModelProto:
-    """Export with the dynamo exporter (constant folding on), then check the file."""
+    """Export with the dynamo exporter, fold every constant subgraph, then check the file."""
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
+        program = torch.onnx.export(
             module.eval(),
             example,
-            str(path),
             input_names=list(input_names),
             output_names=list(OUTPUTS),
             dynamic_shapes=dynamic_shapes,
             opset_version=OPSET,
             dynamo=True,
-            optimize=True,
-            external_data=False,
+            optimize=False,
             verbose=False,
         )
+    # The default size limits leave ops on large constants (the frame index) unfolded.
+    onnxscript.optimizer.optimize(
+        program.model, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT
+    )
+    program.save(str(path), external_data=False)
     onnx.checker.check_model(str(path), full_check=True)
     graph = onnx.load(str(path))
     batchnorms = [n.name for n in graph.graph.node if n.op_type == "BatchNormalization"]

@@ -35,10 +35,10 @@ from export.graphs import stem_conv
 from export.hparams import HParams
 from export.reference import load_track, track_windows
 from export.synthetic import random_track
+from runtime.audio import AUDIO_EXTENSIONS
 
 AUDIO_INT8 = "audio.int8.onnx"
 TEXT_INT8 = "text.int8.onnx"
-AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
 
 
 class WindowReader(CalibrationDataReader):
