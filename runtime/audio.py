@@ -14,6 +14,8 @@ import soxr
 from runtime.errors import InputError
 
 AudioItem = str | os.PathLike | np.ndarray
+# What soundfile (libsndfile) decodes; used to find music in folders.
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif"})
 
 
 @dataclass
@@ -74,7 +76,7 @@ def as_float_samples(index: int, array: np.ndarray) -> np.ndarray:
         samples = ((array.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
     else:
         raise InputError(f"{describe(index, array)}: unsupported sample dtype {array.dtype}")
-    return samples.reshape(len(samples), -1)
+    return samples[:, None] if samples.ndim == 1 else samples
 
 
 def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:

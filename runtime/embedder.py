@@ -110,6 +110,13 @@ class Embedder:
             self._sessions[tower] = open_session(path, self.providers, self.threads)
         return self._sessions[tower]
 
+    def text_batcher(self) -> TextBatcher:
+        """The tokenizer, loaded on first use."""
+        if self._text is None:
+            tokenizer = self.model_dir / self.manifest["text"]["tokenizer"]
+            self._text = TextBatcher(tokenizer, self.manifest["text"]["pad_token_id"])
+        return self._text
+
     def load_tracks(self, items: Iterable[AudioItem], sample_rate: int | None) -> list[Track]:
         """Decode and window every item first: one bad item fails before any graph runs."""
         return [
@@ -148,12 +155,9 @@ class Embedder:
         """One row per sentence, ``[N, D]`` float32; batched by length."""
         check_space(space)
         texts = check_texts(texts)
-        if self._text is None:
-            tokenizer = self.model_dir / self.manifest["text"]["tokenizer"]
-            self._text = TextBatcher(tokenizer, self.manifest["text"]["pad_token_id"])
         session = self.session("text")
         width = session.get_outputs()[SPACES.index(space)].shape[1]
         rows = np.zeros((len(texts), width), np.float32)
-        for positions, feed in self._text.batches(texts, self.batch_size):
+        for positions, feed in self.text_batcher().batches(texts, self.batch_size):
             (rows[positions],) = session.run([space], feed)
         return finish(rows, normalize)

@@ -1,0 +1,119 @@
+"""The command line: embed, index (resuming, reporting unreadable files), search, exit codes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from export.synthetic import random_track
+from runtime.cli import main
+
+
+@pytest.fixture
+def music(tmp_path):
+    folder = tmp_path / "music"
+    (folder / "sub").mkdir(parents=True)
+    sf.write(folder / "a.wav", random_track(1, 12.0), 22050)
+    sf.write(folder / "b.flac", random_track(2, 4.0, 44100), 44100)
+    sf.write(folder / "sub" / "c.ogg", random_track(3, 21.0), 22050)
+    (folder / "sub" / "broken.wav").write_bytes(b"RIFF....WAVEnot really audio")
+    (folder / "notes.txt").write_text("not audio, not an audio extension either")
+    return folder
+
+
+@pytest.fixture
+def model_env(small_model_dir, monkeypatch):
+    monkeypatch.setenv("TTMR_MODEL_DIR", str(small_model_dir))
+    return small_model_dir
+
+
+def test_index_reports_the_corrupt_file_and_resumes(music, model_env, tmp_path, capsys):
+    catalog = tmp_path / "catalog.npz"
+    assert main(["index", str(music), "--out", str(catalog)]) == 0
+    out = capsys.readouterr().out
+    assert "indexed 3 new files; 3 in" in out
+    assert "could not read 1 files" in out and "broken.wav" in out
+    with np.load(catalog) as data:
+        assert sorted(os.path.basename(p) for p in data["paths"]) == ["a.wav", "b.flac", "c.ogg"]
+        assert data["embeddings"].shape == (3, 16)
+        np.testing.assert_allclose(sorted(data["durations"]), [4.0, 12.0, 21.0], atol=1e-3)
+    assert main(["index", str(music), "--out", str(catalog)]) == 0
+    assert "indexed 0 new files; 3 in" in capsys.readouterr().out
+    shutil.copy(music / "a.wav", music / "sub" / "d.wav")
+    assert main(["index", str(music), "--out", str(catalog)]) == 0
+    assert "indexed 1 new files; 4 in" in capsys.readouterr().out
+
+
+def test_search_by_text_and_by_example_prints_a_table(music, model_env, tmp_path, capsys):
+    catalog = tmp_path / "catalog.npz"
+    main(["index", str(music), "--out", str(catalog)])
+    capsys.readouterr()
+    assert main(["search", str(catalog), "a calm piano piece", "-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["rank", "score", "duration", "path"]
+    assert [line.split()[0] for line in lines[1:3]] == ["1", "2"]
+    assert main(["search", str(catalog), "--like", str(music / "a.wav"), "-k", "3"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:4]
+    assert rows[0].split()[3].endswith("a.wav")  # a track is most like itself
+    assert float(rows[0].split()[1]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_embed_commands_write_npy(music, model_env, tmp_path, capsys):
+    out = tmp_path / "audio.npy"
+    assert (
+        main(["embed-audio", str(music / "a.wav"), str(music / "b.flac"), "--out", str(out)]) == 0
+    )
+    assert np.load(out).shape == (2, 16)
+    out = tmp_path / "text.npy"
+    assert main(["embed-text", "piano", "drums", "--space", "encoder", "--out", str(out)]) == 0
+    assert np.load(out).shape == (2, 32)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["embed-audio", "/nonexistent.wav", "--out", "x.npy"],
+        ["search", "/nonexistent.npz", "piano"],
+        ["index", "/nonexistent-folder", "--out", "x.npz"],
+        ["no-such-command"],
+        ["search"],
+    ],
+)
+def test_bad_input_exits_2_with_one_line(model_env, args, capsys):
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("ttmr: error:") and err.count("\n") == 1
+
+
+def test_missing_model_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("TTMR_MODEL_DIR", raising=False)
+    assert main(["embed-text", "x", "--out", str(tmp_path / "x.npy")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_python_dash_m_runtime_is_the_entry_point(model_env, tmp_path):
+    env = {**os.environ, "TTMR_MODEL_DIR": str(model_env)}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runtime",
+            "embed-audio",
+            str(tmp_path / "missing.wav"),
+            "--out",
+            "x.npy",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().startswith("ttmr: error: item 0")

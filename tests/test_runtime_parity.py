@@ -1,0 +1,143 @@
+"""The runtime against the PyTorch reference for whole tracks and sentences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import runtime
+from export.reference import load_track
+from export.synthetic import random_track
+
+
+def assert_close(reference: np.ndarray, got: np.ndarray, cosine_min: float, rel: float | None):
+    cosine = (
+        (reference * got).sum(-1)
+        / np.linalg.norm(reference, axis=-1)
+        / np.linalg.norm(got, axis=-1)
+    )
+    assert np.min(cosine) >= cosine_min, cosine
+    if rel is not None:
+        assert np.abs(reference - got).max() <= rel * np.abs(reference).max()
+
+
+@pytest.fixture(scope="module")
+def embedder(small_model_dir):
+    return runtime.Embedder(small_model_dir, batch_size=4)
+
+
+def stereo(seed: int, seconds: float, rate: int) -> np.ndarray:
+    return np.stack([random_track(seed, seconds, rate), random_track(seed + 50, seconds, rate)], 1)
+
+
+@pytest.mark.parametrize("seconds", [3.0, 10.0, 25.0, 31.0])
+@pytest.mark.parametrize("space", ["joint", "encoder"])
+def test_arrays_at_model_rate_match_reference(embedder, small_reference, seconds, space):
+    tracks = [random_track(1, seconds), stereo(2, seconds, 22050)]
+    got = embedder.embed_audio(tracks, sample_rate=22050, space=space)
+    expected = np.stack([small_reference.embed_track(t, 22050)[space == "encoder"] for t in tracks])
+    assert_close(expected, got, 0.999999, 1e-5)
+
+
+@pytest.mark.parametrize("rate", [16000, 44100, 48000])
+def test_resampled_arrays_match_reference(embedder, small_reference, rate):
+    tracks = [random_track(3, 12.0, rate), stereo(4, 21.0, rate)]
+    got = embedder.embed_audio(tracks, sample_rate=rate)
+    expected = np.stack([small_reference.embed_track(t, rate)[0] for t in tracks])
+    assert_close(expected, got, 0.9999, None)
+
+
+@pytest.mark.parametrize(
+    ("name", "audio", "rate"),
+    [
+        ("mono.wav", random_track(5, 14.0), 22050),
+        ("stereo.flac", stereo(6, 23.0, 44100), 44100),
+        ("short.ogg", random_track(7, 4.0, 32000), 32000),
+    ],
+)
+def test_files_match_reference_decoding(embedder, small_reference, tmp_path, name, audio, rate):
+    path = tmp_path / name
+    sf.write(path, audio, rate)
+    got = embedder.embed_audio([path])
+    windows = torch.from_numpy(load_track(path, small_reference.hp))
+    expected = small_reference.audio_encode(windows)[0].mean(0).numpy()[None]
+    assert_close(
+        expected, got, 0.999999 if rate == 22050 else 0.9999, 1e-5 if rate == 22050 else None
+    )
+
+
+def test_integer_pcm_equals_float_pcm(embedder):
+    pcm = (random_track(8, 12.0) * 30000).astype(np.int16)
+    as_int = embedder.embed_audio([pcm], sample_rate=22050)
+    as_float = embedder.embed_audio([pcm.astype(np.float32) / 32768], sample_rate=22050)
+    np.testing.assert_allclose(as_int, as_float, rtol=0, atol=1e-6)
+
+
+def test_track_embedding_does_not_depend_on_batch_mates(small_model_dir):
+    target = random_track(9, 25.0)
+    others = [random_track(10, 35.0), 1e-4 * random_track(11, 8.0), np.zeros(50000, np.float32)]
+    alone = runtime.Embedder(small_model_dir, batch_size=1).embed_audio([target], sample_rate=22050)
+    for batch_size in (1, 3, 4, 16):
+        model = runtime.Embedder(small_model_dir, batch_size=batch_size)
+        mixed = model.embed_audio([others[0], target, *others[1:]], sample_rate=22050)
+        np.testing.assert_allclose(mixed[1], alone[0], rtol=0, atol=1e-6 * np.abs(alone).max())
+
+
+def test_digital_silence_gives_a_finite_embedding(embedder):
+    rows = embedder.embed_audio([np.zeros(22050 * 12, np.float32)], sample_rate=22050)
+    assert np.isfinite(rows).all() and np.abs(rows).max() > 0
+
+
+def test_normalize_gives_unit_rows(embedder):
+    rows = embedder.embed_audio([random_track(12, 5.0)], sample_rate=22050, normalize=True)
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-6)
+    texts = embedder.embed_text(["a", "b c"], normalize=True)
+    np.testing.assert_allclose(np.linalg.norm(texts, axis=1), 1.0, atol=1e-6)
+
+
+TEXTS = [
+    "",
+    "a calm solo piano piece in D",
+    "Ünïcödé: 日本の音楽、ピアノ — café jazz ♪ 🎷",
+    "rock",
+    "distorted guitars and fast drums " * 40,
+]
+
+
+@pytest.mark.parametrize("space", ["joint", "encoder"])
+def test_texts_match_reference(embedder, small_reference, space):
+    got = embedder.embed_text(TEXTS, space=space)
+    expected = small_reference.text_encode(TEXTS)[space == "encoder"].numpy()
+    assert_close(expected, got, 0.999999, 1e-5)
+
+
+def test_tokenizer_ids_equal_reference_ids(embedder, small_reference):
+    for text in TEXTS:
+        ((_, feed),) = embedder.text_batcher().batches([text], 1)
+        expected = small_reference.tokenize([text])["input_ids"][0].tolist()
+        assert feed["input_ids"][0].tolist() == expected
+
+
+def test_full_size_model_matches_reference(demo_model_dir, demo_reference):
+    model = runtime.Embedder(demo_model_dir)
+    tracks = [random_track(13, 12.0), stereo(14, 21.0, 22050)]
+    expected = np.stack([demo_reference.embed_track(t, 22050)[0] for t in tracks])
+    assert_close(expected, model.embed_audio(tracks, sample_rate=22050), 0.999999, 1e-5)
+    texts = ["a calm solo piano piece in D", "", "fast drums " * 60]
+    assert_close(
+        demo_reference.text_encode(texts)[0].numpy(), model.embed_text(texts), 0.999999, 1e-5
+    )
+
+
+def test_module_level_functions_use_the_environment(small_model_dir, monkeypatch):
+    monkeypatch.setenv("TTMR_MODEL_DIR", str(small_model_dir))
+    direct = runtime.Embedder(small_model_dir).embed_text(["piano"])
+    np.testing.assert_array_equal(runtime.embed_text(["piano"]), direct)
+    audio = [random_track(15, 3.0)]
+    np.testing.assert_array_equal(
+        runtime.embed_audio(audio, sample_rate=22050),
+        runtime.Embedder(small_model_dir).embed_audio(audio, sample_rate=22050),
+    )
+    assert runtime.Embedder(small_model_dir).providers == ["CPUExecutionProvider"]
