@@ -3,6 +3,7 @@ decode → downmix → resample (soxr HQ) → peak-normalise → int16 round tri
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,20 +70,25 @@ def as_float_samples(index: int, array: np.ndarray) -> np.ndarray:
         )
     if np.issubdtype(array.dtype, np.floating):
         samples = array.astype(np.float32)
-    elif np.issubdtype(array.dtype, np.integer) and array.dtype != np.uint8:
-        info = np.iinfo(array.dtype)
-        samples = (array.astype(np.float64) / -float(info.min)).astype(np.float32)
-    elif array.dtype == np.uint8:  # 8-bit PCM is unsigned, centred on 128
-        samples = ((array.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
+    elif np.issubdtype(array.dtype, np.integer):
+        # Full scale is half the dtype's range; unsigned PCM (8-bit WAV) is centred on it.
+        half = 2.0 ** (np.iinfo(array.dtype).bits - 1)
+        centre = half if np.issubdtype(array.dtype, np.unsignedinteger) else 0.0
+        samples = ((array.astype(np.float64) - centre) / half).astype(np.float32)
     else:
         raise InputError(f"{describe(index, array)}: unsupported sample dtype {array.dtype}")
     return samples[:, None] if samples.ndim == 1 else samples
 
 
 def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """soxr HQ, then zero-padded or cut to ``ceil(n * target / rate)`` samples, as
+    ``librosa.resample`` (the reference's resampler) does: soxr can return one sample
+    fewer, and the reference's appended zero can be the track's minimum (DC offset)."""
     if rate == target:
         return samples
-    return soxr.resample(samples, rate, target, quality="HQ").astype(np.float32, copy=False)
+    out = soxr.resample(samples, rate, target, quality="HQ").astype(np.float32, copy=False)
+    size = math.ceil(len(samples) * (target / rate))
+    return np.pad(out, (0, max(0, size - len(out))))[:size]
 
 
 def normalise(samples: np.ndarray) -> np.ndarray:
