@@ -50,6 +50,8 @@ BAD_AUDIO = {
     "no channels": (lambda d: np.zeros((10, 0), np.float32), r"item 1: expected shape"),
     "complex dtype": (lambda d: np.zeros(10, np.complex64), r"item 1: unsupported sample dtype"),
     "bool dtype": (lambda d: np.zeros(10, bool), r"item 1: unsupported sample dtype"),
+    "object dtype": (lambda d: np.array([0.1, "x"], object), r"item 1: unsupported sample dtype"),
+    "string dtype": (lambda d: np.array(["0.1", "0.2"]), r"item 1: unsupported sample dtype"),
     "not audio": (lambda d: 42, r"item 1: expected a path or a numpy array, got int"),
 }
 
@@ -127,3 +129,19 @@ def test_import_runtime_needs_no_torch_or_transformers():
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_non_finite_model_output_is_an_error_not_a_silent_nan(
+    small_model_dir, good_file, monkeypatch
+):
+    model = runtime.Embedder(small_model_dir)
+    for tower in ("audio", "text"):
+        session = model.session(tower)
+        real_run = session.run
+        monkeypatch.setattr(
+            session, "run", lambda names, feed, run=real_run: [np.nan * run(names, feed)[0]]
+        )
+    with pytest.raises(RuntimeError, match=r"items \[0\]: the model produced non-finite"):
+        model.embed_audio([good_file])
+    with pytest.raises(RuntimeError, match=r"items \[0, 1\]: the model produced non-finite"):
+        model.embed_text(["piano", "drums"])
