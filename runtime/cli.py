@@ -88,15 +88,18 @@ def index(args: argparse.Namespace) -> None:
 def search(args: argparse.Namespace) -> None:
     if (args.query is None) == (args.like is None):
         raise InputError("give either a text query or --like FILE")
+    if args.k < 1:
+        raise InputError(f"-k must be at least 1, got {args.k}")
     catalog = Catalog.load(args.catalog)
     model = embedder_from(args)
     if args.like is not None:
         query = model.embed_audio([args.like])[0]
     else:
         query = model.embed_text([args.query])[0]
-    width = max([len("path"), *(len(p) for _, _, p in catalog.top(query, args.k))])
+    hits = catalog.top(query, args.k)
+    width = max([len("path"), *(len(path) for _, _, path in hits)])
     print(f"{'rank':>4}  {'score':>7}  {'duration':>8}  {'path':<{width}}")
-    for rank, (score, duration, path) in enumerate(catalog.top(query, args.k), start=1):
+    for rank, (score, duration, path) in enumerate(hits, start=1):
         print(f"{rank:>4}  {score:>7.4f}  {duration:>7.1f}s  {path:<{width}}")
     if model.manifest.get("random_weights"):
         print("(demo model with random weights: these scores are meaningless)")

@@ -83,6 +83,7 @@ def test_embed_commands_write_npy(music, model_env, tmp_path, capsys):
         ["index", "/nonexistent-folder", "--out", "x.npz"],
         ["no-such-command"],
         ["search"],
+        ["search", "/nonexistent.npz", "piano", "-k", "0"],
     ],
 )
 def test_bad_input_exits_2_with_one_line(model_env, args, capsys):
