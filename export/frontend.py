@@ -69,10 +69,10 @@ def dft_matrices(size: int) -> tuple[np.ndarray, np.ndarray]:
 class GraphLogMel(nn.Module):
     """The exportable frontend: ``(waveform [B, N], track [B])`` → ``[B, 1, n_mels, frames]``.
 
-    The STFT is a Cooley–Tukey DFT in two MatMul stages (32 × 32 for ``n_fft = 1024``),
-    computed in float64 up to the log: a float32 DFT loses low-energy bands to cancellation,
-    and the deep network downstream amplifies that. It costs ~0.2 MFLOP per frame and uses
-    only Gather, MatMul and elementwise operators.
+    The STFT is a Cooley–Tukey DFT in two MatMul stages (32 × 32 for ``n_fft = 1024``)
+    computed in float64: a float32 DFT loses low-energy bands to cancellation, and the deep
+    network downstream amplifies that. The power (all terms positive) goes on in float32.
+    Only Gather, MatMul and elementwise operators are used.
     Rows with equal ``track`` ids share the floor's maximum, as the windows of one track do
     in the reference; rows of other tracks never enter it.
     """
@@ -99,10 +99,10 @@ class GraphLogMel(nn.Module):
             "twiddle_im": np.sin(twiddle),
             "stage2_re": stage2_re,
             "stage2_im": stage2_im,
-            "filters": mel_filters(hp).T,
         }
         for name, value in as_buffer.items():
             self.register_buffer(name, torch.from_numpy(value.astype(np.float64)))
+        self.register_buffer("filters", torch.from_numpy(mel_filters(hp).T.copy()))
         self.shape = (first, second)
         self.bins = bins
         self.pad = n_fft // 2
@@ -113,16 +113,17 @@ class GraphLogMel(nn.Module):
         flat = padded.flatten(1).index_select(1, self.frame_index)  # one Gather
         frames = flat.reshape(-1, self.frames, self.window.numel()).double()  # [B, F, n_fft]
         x = frames.reshape(*frames.shape[:2], *self.shape) * self.window  # x[n1, n2]
-        re = (self.stage1_re @ x) * self.twiddle_re - (self.stage1_im @ x) * self.twiddle_im
-        im = (self.stage1_re @ x) * self.twiddle_im + (self.stage1_im @ x) * self.twiddle_re
+        part_re, part_im = self.stage1_re @ x, self.stage1_im @ x
+        re = part_re * self.twiddle_re - part_im * self.twiddle_im
+        im = part_re * self.twiddle_im + part_im * self.twiddle_re
         out_re = re @ self.stage2_re - im @ self.stage2_im  # [B, F, k1, k2]
         out_im = re @ self.stage2_im + im @ self.stage2_re
-        power = out_re * out_re + out_im * out_im
+        power = (out_re * out_re + out_im * out_im).float()  # positive: float32 suffices now
         return power.transpose(-1, -2).reshape(*frames.shape[:2], -1)[..., : self.bins]
 
     def forward(self, waveform: torch.Tensor, track: torch.Tensor) -> torch.Tensor:
         mel = (self.power(waveform) @ self.filters).transpose(1, 2)  # [B, n_mels, F]
-        log_mel = torch.clamp(mel, min=LOG_FLOOR).log10().float()
+        log_mel = torch.clamp(mel, min=LOG_FLOOR).log10()
         window_max = log_mel.amax(dim=(1, 2))
         same_track = track[:, None] == track[None, :]
         # Every log-mel value is >= log10(LOG_FLOOR), so that value is neutral for the max.
