@@ -26,7 +26,8 @@ PROTOCOLS = ("http", "grpc")
 class TritonEmbedder:
     """Embeds tracks and sentences with a Triton server at ``url`` (``host:port``: 8000 is
     HTTP and 8001 gRPC by default). ``max_in_flight`` bounds the requests sent ahead of
-    their answers. Use it as a context manager, or call ``close()``.
+    their answers; ``timeout`` is how long one answer may take in seconds (a 15-minute track
+    is one request, and a minute of CPU). Use it as a context manager, or call ``close()``.
     """
 
     def __init__(
@@ -34,6 +35,7 @@ class TritonEmbedder:
         url: str,
         protocol: str = "http",
         max_in_flight: int = 16,
+        timeout: float = 600.0,
     ):
         if protocol not in PROTOCOLS:
             raise InputError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
@@ -50,8 +52,12 @@ class TritonEmbedder:
             ) from err
         self.protocol = protocol
         self.max_in_flight = max_in_flight
+        self.timeout = timeout
         self._api = client
-        options = {"concurrency": max_in_flight} if protocol == "http" else {}
+        if protocol == "http":
+            options = {"concurrency": max_in_flight, "network_timeout": timeout}
+        else:
+            options = {}
         self._client = client.InferenceServerClient(url, **options)
         self._configs: dict[str, dict] = {}
 
@@ -96,7 +102,7 @@ class TritonEmbedder:
             else:
                 future.set_exception(error)
 
-        self._client.async_infer(model, inputs, done, outputs=outputs)
+        self._client.async_infer(model, inputs, done, outputs=outputs, client_timeout=self.timeout)
         return future.result
 
     def run(self, jobs: Iterator[tuple[str, object, list]], space: str) -> list[np.ndarray]:

@@ -1,0 +1,511 @@
+"""Triton serving: a real tritonserver (scripts/serve.sh, the CPU server of the
+nvidia-pytriton wheel) on a repository written by export/to_triton.py for the small model,
+queried over HTTP and gRPC and compared with the in-process runtime."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import soundfile
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+from tritonclient.utils import InferenceServerException
+
+import runtime
+from export.synthetic import random_track
+from export.to_triton import (
+    AUDIO_TOWER,
+    BACKENDS,
+    TEXT_TOWER,
+    TOKENIZER_MODEL,
+    fill_repository,
+    main,
+)
+from runtime.audio import load_track
+from runtime.triton_client import AUDIO_MODEL, TEXT_MODEL, TritonEmbedder
+
+ROOT = Path(__file__).resolve().parents[1]
+RATE = 22050
+ONNX_TYPES = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.INT64: "TYPE_INT64"}
+DATA_TYPES = model_config_pb2.DataType
+# (seconds, sample rate, gain): 1–3 windows (one zero-padded, one with a dropped remainder),
+# loudness from -100 dB to 0 dB, several sample rates.
+TRACKS = [
+    (4.0, 22050, 1e-3),
+    (30.0, 22050, 1.0),
+    (12.0, 44100, 1e-5),
+    (25.0, 16000, 0.3),
+    (10.0, 48000, 0.05),
+    (21.0, 22050, 3e-2),
+]
+WORDS = "a calm solo piano melody with soft strings, slow drums and a warm bass in D minor"
+
+
+def texts_of_every_length() -> list[str]:
+    """0 to 150 words (past the 128-token truncation), plus non-ASCII text."""
+    words = WORDS.split()
+    texts = [" ".join(words[i % len(words)] for i in range(n)) for n in range(151)]
+    return [*texts, "héllo wörld ✓ 日本語の歌", "\t  spaced   out  "]
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def parse_config(path: Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    http: str
+    grpc: str
+    log: Path
+    clients: dict = field(default_factory=dict)
+
+    def url(self, protocol: str) -> str:
+        return self.http if protocol == "http" else self.grpc
+
+    def client(self, protocol: str):
+        """One client per protocol, closed before the server is stopped (an open HTTP
+        connection holds a graceful shutdown back)."""
+        if protocol not in self.clients:
+            api = httpclient if protocol == "http" else grpcclient
+            self.clients[protocol] = api.InferenceServerClient(self.url(protocol))
+        return self.clients[protocol]
+
+    def rss_mib(self) -> float:
+        """Resident memory of tritonserver and all its descendants (the Python stubs)."""
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                except OSError:
+                    continue
+                children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+        total, todo = 0, [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                status = Path(f"/proc/{pid}/status").read_text().splitlines()
+            except OSError:
+                continue
+            total += sum(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+            todo += children.get(pid, [])
+        return total / 1024
+
+
+@pytest.fixture(scope="module")
+def repository(small_model_dir, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("triton_repo")
+    args = ["--model-dir", str(small_model_dir), "--repository", str(folder)]
+    assert main([*args, "--backend", "python"]) == 0
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(repository, tmp_path_factory):
+    """scripts/serve.sh on loopback with free ports; stopped with SIGTERM, which must end it
+    cleanly (exit status 0) within the test."""
+    ports = {name: str(free_port()) for name in ("HTTP_PORT", "GRPC_PORT", "METRICS_PORT")}
+    env = {**os.environ, **ports, "BIND_ADDRESS": "127.0.0.1"}
+    log = tmp_path_factory.mktemp("triton_log") / "server.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            ["bash", str(ROOT / "scripts" / "serve.sh"), str(repository)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    running = Server(
+        process, f"127.0.0.1:{ports['HTTP_PORT']}", f"127.0.0.1:{ports['GRPC_PORT']}", log
+    )
+    probe = running.client("http")
+    deadline = time.monotonic() + 120
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"the server exited ({process.returncode}):\n{log.read_text()[-4000:]}")
+        try:
+            if probe.is_server_ready():
+                break
+        except Exception:  # not listening yet
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the server was not ready in 120 s:\n{log.read_text()[-4000:]}")
+        time.sleep(0.3)
+    yield running
+    for client in running.clients.values():
+        client.close()
+    process.send_signal(signal.SIGTERM)
+    try:
+        status = process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        pytest.fail("the server did not stop within 60 s of SIGTERM")
+    assert status == 0, log.read_text()[-4000:]
+
+
+@pytest.fixture(scope="module")
+def audio_files(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("triton_audio")
+    paths = []
+    for seed, (seconds, rate, gain) in enumerate(TRACKS):
+        path = folder / f"track{seed}.wav"
+        soundfile.write(path, gain * random_track(seed, seconds, rate), rate, subtype="FLOAT")
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def embedder(small_model_dir) -> runtime.Embedder:
+    return runtime.Embedder(small_model_dir)
+
+
+# ---------------------------------------------------------------- configurations
+
+
+def check_tensors(configured, graph_values, batched: bool) -> None:
+    """Config inputs/outputs name graph values with the same dtype and shape."""
+    graph = {value.name: value.type.tensor_type for value in graph_values}
+    assert {tensor.name for tensor in configured} == set(graph)
+    for tensor in configured:
+        expected = [d.dim_value if d.dim_value else -1 for d in graph[tensor.name].shape.dim]
+        if batched:
+            assert expected[0] == -1, f"{tensor.name}: the graph's batch dimension is fixed"
+            expected = expected[1:]
+        assert list(tensor.dims) == expected, tensor.name
+        assert DATA_TYPES.Name(tensor.data_type) == ONNX_TYPES[graph[tensor.name].elem_type]
+
+
+def signature(tensors) -> dict:
+    return {t.name: (DATA_TYPES.Name(t.data_type), list(t.dims)) for t in tensors}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_configs_parse_and_match_the_graphs(small_model_dir, tmp_path, backend):
+    names = fill_repository(small_model_dir, tmp_path, backend)
+    configs = {name: parse_config(tmp_path / name / "config.pbtxt") for name in names}
+    assert set(configs) == {AUDIO_MODEL, TEXT_MODEL, TOKENIZER_MODEL, AUDIO_TOWER, TEXT_TOWER}
+    for name, config in configs.items():
+        assert config.name == name
+        assert (tmp_path / name / "1").is_dir()
+    for tower in (AUDIO_TOWER, TEXT_TOWER):
+        config = configs[tower]
+        graph = onnx.load(str(tmp_path / tower / "1" / "model.onnx")).graph
+        check_tensors(config.input, graph.input, batched=config.max_batch_size > 0)
+        check_tensors(config.output, graph.output, batched=config.max_batch_size > 0)
+        if backend == "python":
+            assert config.backend == "python" and (tmp_path / tower / "1" / "model.py").is_file()
+        else:
+            assert config.platform == "onnxruntime_onnx"
+        accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
+        assert [a.name for a in accelerators] == (["tensorrt"] if backend == "tensorrt" else [])
+    # The audio tower's track ids mean something only within one execution.
+    assert configs[AUDIO_TOWER].max_batch_size == 0
+    assert not configs[AUDIO_TOWER].HasField("dynamic_batching")
+    for name in (AUDIO_MODEL, TEXT_MODEL, TOKENIZER_MODEL, TEXT_TOWER):
+        assert configs[name].max_batch_size > 0
+    for name in (AUDIO_MODEL, TOKENIZER_MODEL, TEXT_TOWER):
+        assert configs[name].dynamic_batching.preferred_batch_size
+        assert configs[name].instance_group
+    for name in (AUDIO_MODEL, TOKENIZER_MODEL):
+        assert configs[name].backend == "python"
+        assert (tmp_path / name / "1" / "model.py").is_file()
+    # What the client models answer is what the towers answer, minus the batch dimension.
+    audio_out = signature(configs[AUDIO_TOWER].output)
+    assert signature(configs[AUDIO_MODEL].output) == {
+        name: (dtype, dims[1:]) for name, (dtype, dims) in audio_out.items()
+    }
+    assert signature(configs[TEXT_MODEL].output) == signature(configs[TEXT_TOWER].output)
+    assert signature(configs[TOKENIZER_MODEL].output) == signature(configs[TEXT_TOWER].input)
+    parameters = configs[AUDIO_MODEL].parameters
+    assert parameters["tower"].string_value == AUDIO_TOWER
+    assert float(parameters["max_audio_seconds"].string_value) == 15 * 60
+    # Every ensemble step maps real inputs and outputs, and covers the ensemble's own.
+    produced = {t.name for t in configs[TEXT_MODEL].input}
+    for step in configs[TEXT_MODEL].ensemble_scheduling.step:
+        inner = configs[step.model_name]
+        assert set(step.input_map) == {t.name for t in inner.input}
+        assert set(step.input_map.values()) <= produced
+        assert set(step.output_map) <= {t.name for t in inner.output}
+        produced |= set(step.output_map.values())
+    assert {t.name for t in configs[TEXT_MODEL].output} <= produced
+
+
+@pytest.mark.slow
+def test_checked_in_repository_is_what_to_triton_writes(demo_model_dir, tmp_path):
+    """triton_repo/ in git is the published model's python-backend repository."""
+    names = fill_repository(demo_model_dir, tmp_path, "python", link=True)
+    checked_in = sorted(p.parent.name for p in (ROOT / "triton_repo").glob("*/config.pbtxt"))
+    assert checked_in == sorted(names)
+    for name in names:
+        config = ROOT / "triton_repo" / name / "config.pbtxt"
+        parse_config(config)
+        assert config.read_text() == (tmp_path / name / "config.pbtxt").read_text(), name
+        for code in (tmp_path / name / "1").glob("*.py"):
+            assert code.read_bytes() == (ROOT / "triton_repo" / name / "1" / code.name).read_bytes()
+
+
+# ---------------------------------------------------------------- results
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_server_embeddings_equal_the_runtime(server, embedder, audio_files, protocol):
+    texts = texts_of_every_length()
+    with TritonEmbedder(server.url(protocol), protocol) as remote:
+        for space, normalize in (("joint", False), ("encoder", False), ("joint", True)):
+            served = remote.embed_audio(audio_files, space=space, normalize=normalize)
+            local = embedder.embed_audio(audio_files, space=space, normalize=normalize)
+            assert served.shape == local.shape and served.dtype == np.float32
+            audio_min = cosines(served, local).min()
+            assert audio_min >= 0.99999
+            np.testing.assert_allclose(served, local, rtol=1e-4, atol=1e-5)
+            served = remote.embed_text(texts, space=space, normalize=normalize)
+            local = embedder.embed_text(texts, space=space, normalize=normalize)
+            assert served.shape == local.shape and served.dtype == np.float32
+            text_min = cosines(served, local).min()
+            assert text_min >= 0.99999
+            np.testing.assert_allclose(served, local, rtol=1e-3, atol=1e-5)
+            print(
+                f"{protocol} {space} {normalize}: min cos audio {audio_min:.8f} text {text_min:.8f}"
+            )
+        assert remote.embed_audio([]).shape == embedder.embed_audio([]).shape
+        assert (
+            remote.embed_text([], space="encoder").shape
+            == embedder.embed_text([], space="encoder").shape
+        )
+
+
+def test_arrays_at_their_own_rate_equal_the_runtime(server, embedder):
+    track = 0.2 * random_track(7, 23.0, 44100)
+    with TritonEmbedder(server.http, "http") as remote:
+        served = remote.embed_audio([track, track[::2].copy()], sample_rate=44100)
+    local = embedder.embed_audio([track, track[::2].copy()], sample_rate=44100)
+    assert cosines(served, local).min() >= 0.99999
+
+
+def test_a_shared_floor_would_be_caught(embedder):
+    """The data of the concurrency test is sensitive to the bug it guards against: letting
+    two of its tracks share the log-mel floor moves an embedding far beyond the tolerance."""
+    session = embedder.session("audio")
+    tracks = [
+        load_track(i, gain * random_track(i, seconds, rate), rate, RATE, embedder.window_samples)
+        for i, (seconds, rate, gain) in enumerate(TRACKS)
+    ]
+
+    def run(windows, ids):
+        return session.run(["joint"], {"waveform": windows, "track": ids})[0]
+
+    def shared_floor_moves(a, b) -> bool:
+        alone = run(a.windows, np.zeros(len(a.windows), np.int64)).mean(0, keepdims=True)
+        windows = np.concatenate([a.windows, b.windows])
+        shared = run(windows, np.zeros(len(windows), np.int64))[: len(a.windows)]
+        return cosines(shared.mean(0, keepdims=True), alone)[0] < 0.999
+
+    assert any(shared_floor_moves(a, b) for a in tracks for b in tracks)
+
+
+def statistics(server: Server, model: str) -> tuple[int, int]:
+    (stats,) = server.client("http").get_inference_statistics(model)["model_stats"]
+    return int(stats["inference_count"]), int(stats["execution_count"])
+
+
+def test_concurrent_clients_get_their_solo_results(server, audio_files):
+    """16 clients, half HTTP and half gRPC, send tracks and sentences at once; each answer
+    equals the one the same request got alone, and the server did batch them."""
+    texts = texts_of_every_length()[::9]
+    with TritonEmbedder(server.http, "http") as alone:
+        solo_audio = [alone.embed_audio([path])[0] for path in audio_files]
+        solo_text = [alone.embed_text([text])[0] for text in texts]
+    before = {m: statistics(server, m) for m in (AUDIO_MODEL, TEXT_TOWER)}
+    start = threading.Barrier(16)
+    audio_errors: list[float] = []
+    text_cosines: list[float] = []
+    failures: list[BaseException] = []
+
+    def client(number: int) -> None:
+        try:
+            protocol = "http" if number % 2 else "grpc"
+            with TritonEmbedder(server.url(protocol), protocol) as mine:
+                start.wait(timeout=60)
+                for step in range(6):
+                    track = (number + step) % len(audio_files)
+                    got = mine.embed_audio([audio_files[track]])[0]
+                    audio_errors.append(float(np.abs(got - solo_audio[track]).max()))
+                    for text in range(number + step, number + step + 2):
+                        got = mine.embed_text([texts[text % len(texts)]])
+                        expected = solo_text[text % len(texts)][None]
+                        text_cosines.append(float(cosines(got, expected)[0]))
+        except BaseException as err:
+            failures.append(err)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=150)
+    assert not any(thread.is_alive() for thread in threads), "clients still running"
+    assert not failures, failures
+    assert len(audio_errors) == 16 * 6 and len(text_cosines) == 16 * 6 * 2
+    print(f"concurrency: audio max |Δ| {max(audio_errors):.2e}, text min cos {min(text_cosines)}")
+    assert max(audio_errors) <= 1e-6
+    assert min(text_cosines) >= 0.99999
+    for model, (inferences, executions) in before.items():
+        now_inferences, now_executions = statistics(server, model)
+        assert now_executions - executions < now_inferences - inferences, f"{model}: no batching"
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def bad_requests() -> dict[str, tuple[str, list, str]]:
+    """name → (model, [(input, array, datatype)], a fragment of the expected message)."""
+    rate = np.array([[RATE]], np.int32)
+    too_long = np.zeros((1, RATE * 15 * 60 + 1), np.float32)
+    return {
+        "audio wrong dtype": (
+            AUDIO_MODEL,
+            [("waveform", np.zeros((1, 100), np.float64), "FP64"), ("sample_rate", rate, "INT32")],
+            "data-type",
+        ),
+        "audio wrong rank": (
+            AUDIO_MODEL,
+            [
+                ("waveform", np.zeros((1, 2, 100), np.float32), "FP32"),
+                ("sample_rate", rate, "INT32"),
+            ],
+            "unexpected shape",
+        ),
+        "audio empty": (
+            AUDIO_MODEL,
+            [("waveform", np.zeros((1, 0), np.float32), "FP32"), ("sample_rate", rate, "INT32")],
+            "item 0",
+        ),
+        "audio not finite": (
+            AUDIO_MODEL,
+            [
+                ("waveform", np.full((1, 100), np.inf, np.float32), "FP32"),
+                ("sample_rate", rate, "INT32"),
+            ],
+            "NaN or infinite",
+        ),
+        "audio bad rate": (
+            AUDIO_MODEL,
+            [
+                ("waveform", np.ones((1, 100), np.float32), "FP32"),
+                ("sample_rate", 0 * rate, "INT32"),
+            ],
+            "sample rate",
+        ),
+        "audio over 15 minutes": (
+            AUDIO_MODEL,
+            [("waveform", too_long, "FP32"), ("sample_rate", rate, "INT32")],
+            "limit of 900 s",
+        ),
+        "text wrong dtype": (
+            TEXT_MODEL,
+            [("text", np.zeros((1, 1), np.float32), "FP32")],
+            "data-type",
+        ),
+        "text wrong rank": (
+            TEXT_MODEL,
+            [("text", np.array([b"abc"], np.object_), "BYTES")],
+            "shape",
+        ),
+        "text empty": (TEXT_MODEL, [("text", np.zeros((0, 1), np.object_), "BYTES")], "text"),
+        "text not UTF-8": (
+            TEXT_MODEL,
+            [("text", np.array([[b"caf\xe9 \xff"]], np.object_), "BYTES")],
+            "not valid UTF-8",
+        ),
+    }
+
+
+def send(server: Server, protocol: str, model: str, tensors: list) -> None:
+    api = httpclient if protocol == "http" else grpcclient
+    inputs = []
+    for name, array, datatype in tensors:
+        value = api.InferInput(name, list(array.shape), datatype)
+        value.set_data_from_numpy(array)
+        inputs.append(value)
+    server.client(protocol).infer(model, inputs)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_bad_requests_get_errors_and_the_server_serves_on(server, protocol):
+    with TritonEmbedder(server.url(protocol), protocol) as remote:
+        expected = remote.embed_text(["a calm piano"])
+        for name, (model, tensors, fragment) in bad_requests().items():
+            with pytest.raises(InferenceServerException) as caught:
+                send(server, protocol, model, tensors)
+            assert fragment in caught.value.message(), (name, caught.value.message())
+            assert str(caught.value.status()) in ("400", "StatusCode.INVALID_ARGUMENT"), name
+            np.testing.assert_array_equal(remote.embed_text(["a calm piano"]), expected)
+    client = server.client(protocol)
+    assert client.is_server_live()
+    assert all(client.is_model_ready(m) for m in (AUDIO_MODEL, TEXT_MODEL))
+
+
+def test_memory_does_not_grow_with_rejected_requests(server):
+    cases = bad_requests()
+    too_long = cases.pop("audio over 15 minutes")
+    samples = []
+    for _ in range(8):
+        for model, tensors, _ in [*cases.values()] * 10 + [too_long] * 2:
+            with pytest.raises(InferenceServerException):
+                send(server, "http", model, tensors)
+        samples.append(server.rss_mib())
+    # The first rounds grow the shared-memory pools once; after that, ~280 more rejected
+    # requests (~480 MB of refused audio) must leave the resident memory where it was.
+    growth = np.median(samples[-3:]) - np.median(samples[2:5])
+    print(f"server RSS over rejected requests (MiB): {[round(s) for s in samples]}")
+    assert growth < 32
+
+
+def test_client_input_errors_name_the_item(server, audio_files, tmp_path):
+    good = audio_files[0]
+    with TritonEmbedder(server.http, "http") as remote:
+        with pytest.raises(runtime.InputError, match="item 1"):
+            remote.embed_audio([good, tmp_path / "missing.wav"])
+        with pytest.raises(runtime.InputError, match="item 1"):
+            remote.embed_audio([np.ones(10), np.full(10, np.nan)], sample_rate=RATE)
+        with pytest.raises(runtime.InputError, match=r"item 1: .*limit of 900 s"):
+            remote.embed_audio([np.ones(10), np.zeros(RATE * 901)], sample_rate=RATE)
+        with pytest.raises(runtime.InputError, match="item 2"):
+            remote.embed_text(["a", "b", 3])
+        with pytest.raises(runtime.InputError, match="item 1"):
+            remote.embed_text(["a", "\ud800"])
+        with pytest.raises(runtime.InputError, match="single string"):
+            remote.embed_text("a calm piano")
+        with pytest.raises(runtime.InputError, match="space"):
+            remote.embed_text(["a"], space="audio")
+        # A refusal only the server makes (its limit, unknown to a stale client) names the item.
+        remote.config(AUDIO_MODEL)["parameters"]["max_audio_seconds"]["string_value"] = "1e9"
+        with pytest.raises(
+            runtime.InputError, match=r"item 1: the server refused it: .*limit of 900 s"
+        ):
+            remote.embed_audio([good, np.zeros(RATE * 901, np.float32)], sample_rate=RATE)
+    with pytest.raises(runtime.InputError, match="protocol"):
+        TritonEmbedder(server.http, "ftp")
