@@ -261,7 +261,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_MAX_BATCH_WINDOWS,
         help="windows per audio-tower execution, unless one track has more (default: %(default)s)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.max_audio_seconds <= 0:
+        parser.error("--max-audio-seconds must be positive")
+    if args.max_batch_windows < 1:
+        parser.error("--max-batch-windows must be at least 1")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

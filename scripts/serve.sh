@@ -28,12 +28,12 @@ home = list(spec.submodule_search_locations)[0] if spec else "-"
 numpy = importlib.metadata.version("numpy").split(".")[0]
 print(home, "%d.%d" % sys.version_info[:2], sysconfig.get_config_var("LIBDIR"), numpy)'
 read -r pytriton pyver libdir numpy_major < <("$PYTHON" -c "$probe")
-[ "$pytriton" != "-" ] || {
-    echo "serve.sh: nvidia-pytriton is not installed for $PYTHON (run scripts/setup.sh)" >&2
-    exit 2
-}
 [ "$numpy_major" -lt 2 ] || {
     echo "serve.sh: $PYTHON has numpy 2; the bundled backend stub needs numpy<2" >&2
+    exit 2
+}
+[ "$pytriton" != "-" ] || {
+    echo "serve.sh: nvidia-pytriton is not installed for $PYTHON (run scripts/setup.sh)" >&2
     exit 2
 }
 server=$pytriton/tritonserver

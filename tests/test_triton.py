@@ -254,6 +254,27 @@ def test_configs_parse_and_match_the_graphs(small_model_dir, tmp_path, backend):
     assert {t.name for t in configs[TEXT_MODEL].output} <= produced
 
 
+def test_to_triton_refuses_bad_arguments(small_model_dir, tmp_path, capsys):
+    assert main(["--model-dir", str(tmp_path), "--repository", str(tmp_path / "r")]) == 2
+    assert "no manifest.json" in capsys.readouterr().err
+    args = ["--model-dir", str(small_model_dir), "--repository", str(tmp_path / "r")]
+    for bad in (["--max-audio-seconds", "0"], ["--max-batch-windows", "0"], ["--backend", "x"]):
+        with pytest.raises(SystemExit) as caught:
+            main([*args, *bad])
+        assert caught.value.code == 2
+    assert not (tmp_path / "r").exists()
+
+
+def test_serve_sh_refuses_what_cannot_work(repository, tmp_path):
+    serve = ["bash", str(ROOT / "scripts" / "serve.sh")]
+    missing = subprocess.run([*serve, str(tmp_path / "none")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "no model repository" in missing.stderr
+    # numpy 2 would let the bundled stub corrupt tensors: .venv (numpy 2) is refused.
+    env = {**os.environ, "PYTHON": str(ROOT / ".venv" / "bin" / "python")}
+    wrong = subprocess.run([*serve, str(repository)], capture_output=True, text=True, env=env)
+    assert wrong.returncode == 2 and "numpy" in wrong.stderr
+
+
 @pytest.mark.slow
 def test_checked_in_repository_is_what_to_triton_writes(demo_model_dir, tmp_path):
     """triton_repo/ in git is the published model's python-backend repository."""
