@@ -19,7 +19,14 @@ from runtime.audio import AudioItem
 from runtime.embedder import Embedder
 from runtime.errors import InputError
 
-__all__ = ["Embedder", "InputError", "embed_audio", "embed_text", "model_dir_from"]
+__all__ = [
+    "Embedder",
+    "InputError",
+    "TritonEmbedder",
+    "embed_audio",
+    "embed_text",
+    "model_dir_from",
+]
 
 _embedders: dict[Path, Embedder] = {}
 
@@ -51,3 +58,13 @@ def embed_text(
 ) -> np.ndarray:
     """``Embedder(model_dir).embed_text(texts, **kwargs)`` with the Embedder cached."""
     return _embedder(model_dir).embed_text(texts, **kwargs)
+
+
+def __getattr__(name: str):
+    """``runtime.TritonEmbedder`` is imported on first use: it needs tritonclient, which
+    users of the in-process runtime need not install."""
+    if name == "TritonEmbedder":
+        from runtime.triton_client import TritonEmbedder
+
+        return TritonEmbedder
+    raise AttributeError(f"module 'runtime' has no attribute {name!r}")

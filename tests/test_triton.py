@@ -505,6 +505,11 @@ def test_memory_does_not_grow_with_rejected_requests(server):
     assert growth < 32
 
 
+def test_triton_embedder_is_exported_by_the_runtime_package():
+    assert runtime.TritonEmbedder is TritonEmbedder
+    assert "TritonEmbedder" in runtime.__all__
+
+
 def test_client_input_errors_name_the_item(server, audio_files, tmp_path):
     good = audio_files[0]
     with TritonEmbedder(server.http, "http") as remote:
