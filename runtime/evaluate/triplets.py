@@ -69,6 +69,25 @@ def read_triplets(path: Path) -> list[Triplet]:
     return triplets
 
 
+def modalities(cell: Cell, term_files: dict[str, list[Path]]) -> set[str]:
+    if cell.file:
+        return {"audio"}
+    return {"text", "audio"} if cell.text.casefold() in term_files else {"text"}
+
+
+def check_usable(path: Path, triplets: list[Triplet], term_files: dict[str, list[Path]]) -> None:
+    """Every triplet must count in some setting: refused before any model work otherwise."""
+    for triplet in triplets:
+        if not any(
+            all(m in modalities(c, term_files) for c, m in zip(triplet.cells, sides, strict=True))
+            for sides, _ in SETTINGS.values()
+        ):
+            raise InputError(
+                f"{path}, line {triplet.line}: no setting can use this triplet: it needs three "
+                "terms, three sounds, or a term anchor with audio positive and negative"
+            )
+
+
 class Vectors:
     """Unit-length embeddings of every cell, per modality and space."""
 
@@ -128,16 +147,12 @@ def evaluate_triplets(
     term_files = {name.casefold(): files for name, files in term_files.items()}
     triplets = read_triplets(path)
     check_bootstrap(resamples, confidence)  # before the model work, not after
+    check_usable(path, triplets, term_files)
     vectors = embed_cells(model, triplets, template, term_files)
     keys = [(setting, space) for setting, (_, spaces) in SETTINGS.items() for space in spaces]
     per_triplet, results = [], []
     for triplet in triplets:
         passed = {f"{s}/{space}": outcome(vectors, triplet, s, space) for s, space in keys}
-        if all(value is None for value in passed.values()):
-            raise InputError(
-                f"{path}, line {triplet.line}: no setting can use this triplet: it needs three "
-                "terms, three sounds, or a term anchor with audio positive and negative"
-            )
         sides = {role: cell.text for role, cell in zip(ROLES, triplet.cells, strict=True)}
         per_triplet.append({"line": triplet.line, **sides, **passed})
     for setting, space in keys:
