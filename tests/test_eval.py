@@ -91,7 +91,7 @@ def test_retrieval_of_captions_at_known_ranks(one_hot_catalog, hand_made, tmp_pa
     catalog, music = one_hot_catalog
     truth = tmp_path / "captions.csv"
     truth.write_text(
-        "caption,track\n"
+        "\ufeffcaption,track\n"  # with the byte-order mark spreadsheets write
         "first,a\n"  # a file stem
         "second,b.wav\n"  # a file name
         f"third,{music / 'd.flac'}\n"  # a path

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from runtime.cli import Parser, embedder_from
+from runtime.embedder import Embedder
 from runtime.errors import InputError
 from runtime.evaluate.inputs import check_template
 from runtime.evaluate.instruments import (
@@ -32,7 +33,10 @@ def labelled_folder(args: argparse.Namespace, folder: Path) -> dict[str, list[Pa
     return instrument_files(folder, args.label, args.level, names)
 
 
-def conclude(args: argparse.Namespace, model, report: dict, out: Path, show: Callable) -> None:
+def conclude(
+    args: argparse.Namespace, model: Embedder, report: dict, out: Path, show: Callable
+) -> None:
+    """Records the model, writes the report, prints its table."""
     report["model"] = model_summary(model, args.precision)
     write_json(out, report)
     show(report)

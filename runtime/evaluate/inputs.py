@@ -18,7 +18,7 @@ def existing_file(path: Path, what: str) -> Path:
 
 def read_json(path: Path, what: str) -> object:
     try:
-        return json.loads(existing_file(path, what).read_text(encoding="utf-8"))
+        return json.loads(existing_file(path, what).read_text(encoding="utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InputError(f"{what} {str(path)!r} is not valid JSON ({err})") from None
 
@@ -30,7 +30,7 @@ def read_table(
     ``(line number, cells)``. Blank lines and lines starting with ``#`` are skipped; every
     other row must have one non-empty cell per column."""
     try:
-        with existing_file(path, what).open(newline="", encoding="utf-8") as fh:
+        with existing_file(path, what).open(newline="", encoding="utf-8-sig") as fh:
             reader, lines = csv.reader(fh), []
             for cells in reader:
                 cells = [cell.strip() for cell in cells]

@@ -173,8 +173,11 @@ def evaluate_retrieval(
     if not np.isfinite(tracks).all():
         raise InputError(f"catalog {str(catalog_path)!r} holds non-finite embeddings")
     truth = read_ground_truth(ground_truth, TrackIds(catalog.paths, root))
-    report: dict = {"catalog": str(catalog_path), "ground_truth": str(ground_truth)}
-    report["tracks"] = len(catalog.paths)
+    report: dict = {
+        "catalog": str(catalog_path),
+        "ground_truth": str(ground_truth),
+        "tracks": len(catalog.paths),
+    }
     kinds = (
         ("captions", list(truth.captions), truth.captions, caption_report),
         ("tags", [tag_template.format(tag=t) for t in truth.tags], truth.tags, tag_report),

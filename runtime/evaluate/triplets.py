@@ -105,9 +105,10 @@ def embed_cells(
     """Prompts for every term; audio for every file cell and every term with files."""
     cells = {cell for triplet in triplets for cell in triplet.cells}
     terms = sorted({cell.term for cell in cells if cell.term})
-    files = sorted({cell.file for cell in cells if cell.file})
     with_audio = [term for term in terms if term.casefold() in term_files]
-    files += [f for term in with_audio for f in term_files[term.casefold()] if f not in files]
+    cell_files = sorted({cell.file for cell in cells if cell.file})
+    term_audio = [f for term in with_audio for f in term_files[term.casefold()]]
+    files = list(dict.fromkeys(cell_files + term_audio))  # each file embedded once
     prompts = [template.format(instrument=term) for term in terms]
     text = embed_texts(model, prompts, SPACES) if terms else {space: [] for space in SPACES}
     audio: dict[str, dict] = {space: {} for space in SPACES}
@@ -125,8 +126,8 @@ def embed_cells(
 def outcome(vectors: Vectors, triplet: Triplet, setting: str, space: str) -> bool | None:
     """Whether the triplet passes in a setting and space; None where a side lacks the
     modality."""
-    modalities, _ = SETTINGS[setting]
-    sides = [vectors.of(c, m, space) for c, m in zip(triplet.cells, modalities, strict=True)]
+    needed, _ = SETTINGS[setting]
+    sides = [vectors.of(c, m, space) for c, m in zip(triplet.cells, needed, strict=True)]
     if any(side is None for side in sides):
         return None
     anchor, positive, negative = sides
