@@ -19,6 +19,14 @@ AudioItem = str | os.PathLike | np.ndarray
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif"})
 
 
+def find_audio_files(folder: Path) -> list[Path]:
+    """Every file below ``folder`` with an audio extension, resolved and sorted."""
+    if not folder.is_dir():
+        raise InputError(f"{str(folder)!r} is not a folder")
+    found = (p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+    return sorted(p.resolve() for p in found if p.is_file())
+
+
 @dataclass
 class Track:
     """One item, decoded and cut into windows ``[n, window]`` float32."""

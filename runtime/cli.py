@@ -1,4 +1,5 @@
-"""``python -m runtime`` / ``ttmr``: embed files and sentences, index a music folder, search it.
+"""``python -m runtime`` / ``ttmr``: embed files and sentences, index a music folder, search it,
+evaluate a model.
 
 Exit code 0 on success, 2 on bad input (one line on stderr, no traceback).
 """
@@ -13,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from runtime import model_dir_from
-from runtime.audio import AUDIO_EXTENSIONS
+from runtime.audio import find_audio_files
 from runtime.catalog import Catalog
 from runtime.embedder import SPACES, Embedder
 from runtime.errors import InputError
@@ -52,18 +53,11 @@ def embed_text(args: argparse.Namespace) -> None:
     save_rows(model.embed_text(args.texts, space=args.space, normalize=args.normalize), args.out)
 
 
-def audio_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise InputError(f"{str(folder)!r} is not a folder")
-    found = (p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
-    return sorted(p.resolve() for p in found if p.is_file())
-
-
 def index(args: argparse.Namespace) -> None:
     model = embedder_from(args)
     catalog = Catalog.load(args.out, missing_ok=True)
     known = set(catalog.paths)
-    todo = [p for p in audio_files(args.music_dir) if str(p) not in known]
+    todo = [p for p in find_audio_files(args.music_dir) if str(p) not in known]
     failures: list[str] = []
     with tqdm(total=len(todo), unit="file", desc="indexing", file=sys.stderr) as bar:
         for start in range(0, len(todo), FILES_PER_CALL):
@@ -134,6 +128,9 @@ def build_parser() -> Parser:
     sub.add_argument("--like", help="an audio file: find tracks like it")
     sub.add_argument("-k", type=int, default=10, help="how many results")
     sub.set_defaults(run=search)
+    from runtime.evaluate.commands import add_eval_commands  # here: it imports this module
+
+    add_eval_commands(commands, common)
     return parser
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The offline demo: set up, export the random-weight demo model, make a few synthetic
-# tracks, index them, and search by text and by example.
+# tracks, index them, search by text and by example, and evaluate retrieval on them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -20,5 +20,8 @@ $py -m runtime search demo_out/catalog.npz "a calm solo piano piece in D" -k 3
 echo
 echo "\$ python -m runtime search demo_out/catalog.npz --like $music/piano_in_d.wav -k 3"
 $py -m runtime search demo_out/catalog.npz --like "$music/piano_in_d.wav" -k 3
+echo
+echo '$ python -m runtime eval retrieval demo_out/catalog.npz examples/demo_ground_truth.json --out demo_out/retrieval.json'
+$py -m runtime eval retrieval demo_out/catalog.npz examples/demo_ground_truth.json --out demo_out/retrieval.json
 echo
 echo "demo: the model has RANDOM weights, so these rankings are meaningless; see README.md"

@@ -1,0 +1,44 @@
+"""What an evaluation leaves behind: a JSON report on disk and a short table on stdout."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from runtime.embedder import Embedder
+
+RANDOM_WEIGHTS_NOTE = "(demo model with random weights: these numbers are meaningless)"
+
+
+def model_summary(model: Embedder, precision: str) -> dict:
+    """Which model produced the numbers, recorded in every report."""
+    return {
+        "model_dir": str(model.model_dir),
+        "precision": precision,
+        "random_weights": bool(model.manifest.get("random_weights")),
+    }
+
+
+def write_json(path: Path, report: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {path}")
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Left-aligned first column, right-aligned numbers (4 decimals), one space-padded line
+    per row."""
+    cells = [list(header)] + [
+        [value if isinstance(value, str) else format_number(value) for value in row] for row in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for first, *rest in cells:
+        numbers = [cell.rjust(width) for cell, width in zip(rest, widths[1:], strict=True)]
+        print("  ".join([first.ljust(widths[0]), *numbers]))
+
+
+def format_number(value: object) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
