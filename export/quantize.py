@@ -1,8 +1,9 @@
 """INT8 variants of the exported graphs, for CPUs (VNNI makes INT8 convolutions fast).
 
 - ``audio.int8.onnx``: static, per-channel QDQ quantisation of the ResNet convolutions,
-  calibrated on preprocessed windows. The frontend (DFT, mel, log, floor), the attention
-  pool and the LayerNorm stay in float: they are cheap and sensitive.
+  calibrated on preprocessed windows. The frontend (DFT, mel, log, floor), the three stem
+  convolutions (quantising the log-mel they read cost more accuracy than anything else),
+  the attention pool and the LayerNorm stay in float: they are cheap and sensitive.
 - ``text.int8.onnx``: dynamic quantisation of the transformer's MatMuls (weights per
   channel, activations quantised on the fly); embeddings and LayerNorm stay in float.
 
@@ -31,7 +32,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from export.graphs import stem_conv
+from export.graphs import stem_conv, stem_convs
 from export.hparams import HParams
 from export.reference import load_track, track_windows
 from export.synthetic import random_track
@@ -84,6 +85,11 @@ def frontend_nodes(graph: onnx.GraphProto) -> list[str]:
     return sorted(names)
 
 
+def float_nodes(graph: onnx.GraphProto) -> list[str]:
+    """What stays in float: the frontend and the stem convolutions."""
+    return frontend_nodes(graph) + [node.name for node in stem_convs(graph)]
+
+
 def quantize_audio(model_dir: Path, hp: HParams, tracks: list[np.ndarray]) -> Path:
     target = model_dir / AUDIO_INT8
     with tempfile.TemporaryDirectory() as scratch:
@@ -95,7 +101,7 @@ def quantize_audio(model_dir: Path, hp: HParams, tracks: list[np.ndarray]) -> Pa
             WindowReader(tracks),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=["Conv"],
-            nodes_to_exclude=frontend_nodes(onnx.load(str(prepared)).graph),
+            nodes_to_exclude=float_nodes(onnx.load(str(prepared)).graph),
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
@@ -135,7 +141,7 @@ def quantize_model(
     manifest["int8"] = {
         "audio": AUDIO_INT8,
         "text": TEXT_INT8,
-        "audio_method": "static QDQ, per-channel, Conv only; frontend and pooling in float",
+        "audio_method": "static QDQ, per-channel, Conv only; frontend, stem and pooling in float",
         "text_method": "dynamic, per-channel MatMul/Gemm weights",
         "calibration": {"source": source, "windows": sum(map(len, tracks))},
     }

@@ -10,6 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from export.graphs import stem_conv, stem_convs
 from export.hparams import HParams
 from export.quantize import AUDIO_INT8, TEXT_INT8, frontend_nodes, quantize_model
 from export.reference import track_windows
@@ -47,15 +48,19 @@ def test_manifest_records_the_int8_graphs(small_int8_dir):
     assert (small_int8_dir / AUDIO_INT8).is_file() and (small_int8_dir / TEXT_INT8).is_file()
 
 
-def test_frontend_stays_in_float_and_resnet_convs_are_int8(small_model_dir, small_int8_dir):
+def test_frontend_and_stem_stay_in_float_and_other_convs_are_int8(small_model_dir, small_int8_dir):
     fp32 = onnx.load(str(small_model_dir / "audio.onnx")).graph
     frontend = set(frontend_nodes(fp32))
     assert {n.op_type for n in fp32.node if n.name in frontend} >= {"Gather", "MatMul", "Log"}
+    stem = {node.name for node in stem_convs(fp32)}
+    assert len(stem) == 3 and stem_conv(fp32).name in stem
     graph = onnx.load(str(small_int8_dir / AUDIO_INT8)).graph
     producers = {out: node for node in graph.node for out in node.output}
     convs = [n for n in graph.node if n.op_type == "Conv"]
     assert len(convs) == 55  # 3 stem + 16 blocks × 3 + 4 downsample
-    assert all(producers[n.input[1]].op_type == "DequantizeLinear" for n in convs)
+    for conv in convs:
+        weight_from = producers[conv.input[1]].op_type if conv.input[1] in producers else None
+        assert (weight_from == "DequantizeLinear") == (conv.name not in stem), conv.name
     kept = [n for n in graph.node if n.name in frontend]
     assert len(kept) == len(frontend)  # every frontend node is still there, unquantised
     for node in kept:
