@@ -123,16 +123,20 @@ def int8_accuracy(model_dir: Path, tracks: int, query_count: int, threads: int) 
 
 
 def peak_memory_mb(model_dir: Path, precision: str, threads: int) -> float:
-    """Peak resident memory of a fresh process that loads the model and embeds a 3-min track."""
+    """Peak resident memory of a fresh process that loads the model and embeds a 3-min track.
+
+    Read from VmHWM, the high-water mark of the process's own memory: ``ru_maxrss`` would
+    carry over the parent's size at fork (Linux keeps it across exec).
+    """
     script = f"""
-import resource
+from pathlib import Path
 from export.synthetic import random_track
 from runtime import Embedder
 cpu = ["CPUExecutionProvider"]
 e = Embedder({str(model_dir)!r}, providers=cpu, threads={threads}, precision={precision!r})
 e.embed_audio([random_track(0, 180.0)], sample_rate=22050)
 e.embed_text(["a calm piano piece"])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0])
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     if done.returncode:
