@@ -82,25 +82,31 @@ def complex_rows(matrix: np.ndarray) -> np.ndarray:
     return real.reshape(2 * k, 2 * n)
 
 
-class GraphLogMel(nn.Module):
-    """The exportable frontend: ``(waveform [B, N], track [B])`` → ``[B, 1, n_mels, frames]``.
+class MelPower(nn.Module):
+    """``[B, N]`` waveforms → mel power ``[B, n_mels, frames]`` (periodic Hann, centred STFT
+    with reflect padding, ``filters @ |STFT|²``) with operators TensorRT parses; the
+    exportable frontends of every family build on it.
 
-    The STFT is a Cooley–Tukey DFT in three float32 MatMul stages (16 × 8 × 8 for
-    ``n_fft = 1024``): with three short stages the rounding of low-energy bands stays below
-    the float32 reference FFT's own (two 32-point stages were worse; float64 was slow).
-    The Hann window and the twiddle factors are folded into the stage matrices, and every
-    stage multiplies from the left, so between stages the data is only reshaped, never
-    transposed. Only Gather, MatMul and elementwise operators are used.
-    Rows with equal ``track`` ids share the floor's maximum, as the windows of one track do
-    in the reference; rows of other tracks never enter it.
+    The STFT is a Cooley–Tukey DFT in three MatMul stages (16 × 8 × 8 for ``n_fft = 1024``).
+    In float32, three short stages round low-energy bands less than the float32 reference
+    FFT does (two 32-point stages rounded more); ``dtype=torch.float64`` is there for
+    references computed in float64. The Hann window and the twiddle factors are folded into
+    the stage matrices, and every stage multiplies from the left, so between stages the data
+    is only reshaped, never transposed. Only Gather, MatMul and elementwise operators are
+    used. ``frames`` counts the frames computed from the first: a reference that drops
+    trailing frames never pays for them.
     """
 
-    def __init__(self, hp: HParams):
+    def __init__(
+        self,
+        n_fft: int,
+        hop: int,
+        frames: int,
+        filters: np.ndarray,
+        dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
-        n_fft = hp.n_fft
         a, b, c = three_factors(n_fft)
-        # The reference drops the last STFT frame; never computing it saves the work.
-        frames = hp.window_samples // hp.hop_length  # == 1 + (N + 2 * pad - n_fft) // hop - 1
         # Sample n = b·c·n1 + c·n2 + n3 of a frame; bin k = k1 + a·k2 + a·b·k3. Bins above
         # n_fft / 2 are never needed, so only k3 <= n_fft / (2ab) is computed.
         n1, n2, n3 = np.arange(a), np.arange(b), np.arange(c)
@@ -110,7 +116,7 @@ class GraphLogMel(nn.Module):
             n3[:, None, None, None]
             + c * n2[None, :, None, None]
             + b * c * n1[None, None, :, None]
-            + hp.hop_length * np.arange(frames)
+            + hop * np.arange(frames)
         )
         window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)  # periodic Hann
         stage1 = np.empty((c, b, 2 * a, a))  # per (n3, n2): rows (re/im, k1), columns n1
@@ -126,34 +132,46 @@ class GraphLogMel(nn.Module):
         )
         # Stage 3 sums over n3 (rows (re/im, k3), columns (n3, re/im)).
         stage3 = complex_rows(twiddles(n3, np.arange(kept), c).T)
-        # The mel projection reads the power in the order [k3, k2, k1].
+        # The filters read the power in the order [k3, k2, k1].
         k3, k2, k1 = np.meshgrid(np.arange(kept), n2, n1, indexing="ij")
         bins = (k1 + a * k2 + a * b * k3).reshape(-1)
-        filters = mel_filters(hp)
-        mel = np.zeros((filters.shape[0], bins.size))
-        mel[:, bins <= n_fft // 2] = filters[:, bins[bins <= n_fft // 2]]
-        buffers = {"stage1": stage1.reshape(c * b, 2 * a, a), "stage2": stage2}
-        buffers |= {"stage3": stage3, "filters": mel}
-        for name, value in buffers.items():
-            self.register_buffer(name, torch.from_numpy(value.astype(np.float32)))
+        in_range = bins <= n_fft // 2
+        reordered = np.zeros((filters.shape[0], bins.size))
+        reordered[:, in_range] = filters[:, bins[in_range]]
+        stages = {"stage1": stage1.reshape(c * b, 2 * a, a), "stage2": stage2, "stage3": stage3}
+        for name, value in stages.items():
+            self.register_buffer(name, torch.from_numpy(value).to(dtype))
+        self.register_buffer("filters", torch.from_numpy(reordered.astype(np.float32)))
         self.register_buffer("frame_index", torch.from_numpy(sample.reshape(-1)))
         self.factors, self.frames, self.kept = (a, b, c), frames, kept
         self.pad = n_fft // 2
 
-    def power(self, waveform: torch.Tensor) -> torch.Tensor:
-        """``[B, N]`` → ``|STFT|²`` as ``[B, kept·b·a, frames]`` (bins in stage order)."""
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         (a, b, c), frames = self.factors, self.frames
         padded = nn.functional.pad(waveform[:, None, :], (self.pad, self.pad), mode="reflect")
         x = padded.flatten(1).index_select(1, self.frame_index)  # one Gather
-        y = self.stage1 @ x.reshape(-1, c * b, a, frames)  # [B, (n3 n2), (ri k1), F]
-        y = self.stage2 @ y.reshape(-1, c, 2 * b, a * frames)  # [B, n3, (ri k2), (k1 F)]
-        y = self.stage3 @ y.reshape(-1, 2 * c, b * a * frames)  # [B, (ri k3), (k2 k1 F)]
+        x = x.reshape(-1, c * b, a, frames).to(self.stage1.dtype)
+        y = self.stage1 @ x  # [B, (n3 n2), (re/im k1), F]
+        y = self.stage2 @ y.reshape(-1, c, 2 * b, a * frames)  # [B, n3, (re/im k2), (k1 F)]
+        y = self.stage3 @ y.reshape(-1, 2 * c, b * a * frames)  # [B, (re/im k3), (k2 k1 F)]
         squares = (y * y).reshape(-1, 2, self.kept * b * a, frames)
-        return squares[:, 0] + squares[:, 1]
+        return self.filters @ (squares[:, 0] + squares[:, 1]).float()
+
+
+class GraphLogMel(nn.Module):
+    """The exportable TTMR++ frontend: ``(waveform [B, N], track [B])`` → ``[B, 1, n_mels,
+    frames]``. Rows with equal ``track`` ids share the floor's maximum, as the windows of one
+    track do in the reference; rows of other tracks never enter it.
+    """
+
+    def __init__(self, hp: HParams):
+        super().__init__()
+        # The reference drops the last STFT frame; never computing it saves the work.
+        frames = hp.window_samples // hp.hop_length
+        self.mel = MelPower(hp.n_fft, hp.hop_length, frames, mel_filters(hp))
 
     def forward(self, waveform: torch.Tensor, track: torch.Tensor) -> torch.Tensor:
-        mel = self.filters @ self.power(waveform)  # [B, n_mels, F]
-        log_mel = torch.clamp(mel, min=LOG_FLOOR).log10()
+        log_mel = torch.clamp(self.mel(waveform), min=LOG_FLOOR).log10()  # [B, n_mels, F]
         window_max = log_mel.amax(dim=(1, 2))
         same_track = track[:, None] == track[None, :]
         # Every log-mel value is >= log10(LOG_FLOOR), so that value is neutral for the max.
