@@ -2,9 +2,9 @@
 
     python scripts/bench.py --model-dir models/demo [--threads 2] [--json bench.json]
 
-Prints a markdown table (medians of repeated runs; ratios are reference time / row time)
-and the INT8 accuracy against fp32, and writes everything to JSON. Rows that cannot run on
-this machine are listed with the reason.
+Prints a markdown table (medians of repeated runs, the rows timed in turns; ratios are
+reference time / row time) and the INT8 accuracy against fp32, and writes everything to
+JSON. Rows that cannot run on this machine are listed with the reason.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +29,18 @@ _WORDS = (
 )
 
 
-def median_seconds(work: Callable[[], object], repeats: int) -> float:
-    work()  # warm-up: first-call allocations and lazy session creation are not measured
-    times = []
+def interleaved_medians(work: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each callable, timed in turns (one of each per round), so that the
+    load of a noisy machine falls on every row alike and the ratios stay fair."""
+    for run in work.values():
+        run()  # warm-up: first-call allocations and lazy session creation are not measured
+    times: dict[str, list[float]] = {name: [] for name in work}
     for _ in range(repeats):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for name, run in work.items():
+            started = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def queries(count: int, seed: int) -> list[str]:
@@ -44,30 +49,36 @@ def queries(count: int, seed: int) -> list[str]:
     return [" ".join(rng.choice(words, size=int(rng.integers(4, 20)))) for _ in range(count)]
 
 
-def measure(embed_track: Callable, embed_texts: Callable, windows: int, texts, repeats) -> dict:
-    """The three timings of a row: audio per window, one query, a batch of queries."""
-    audio = median_seconds(embed_track, repeats)
-    one = median_seconds(lambda: embed_texts([QUERY]), repeats * 3)
-    batch = median_seconds(lambda: embed_texts(texts), repeats)
+def measure(rows: dict[str, tuple[Callable, Callable]], windows: int, texts, repeats) -> dict:
+    """The three timings of every row (``embed_track()``, ``embed_texts(list)``): audio per
+    window, one query, a batch of queries."""
+    audio = interleaved_medians({name: track for name, (track, _) in rows.items()}, repeats)
+    one = interleaved_medians(
+        {name: partial(embed, [QUERY]) for name, (_, embed) in rows.items()}, repeats * 3
+    )
+    batch = interleaved_medians(
+        {name: partial(embed, texts) for name, (_, embed) in rows.items()}, repeats
+    )
     return {
-        "audio_ms_per_window": 1e3 * audio / windows,
-        "text_ms_one_query": 1e3 * one,
-        "text_ms_per_query_batched": 1e3 * batch / len(texts),
+        name: {
+            "audio_ms_per_window": 1e3 * audio[name] / windows,
+            "text_ms_one_query": 1e3 * one[name],
+            "text_ms_per_query_batched": 1e3 * batch[name] / len(texts),
+        }
+        for name in rows
     }
 
 
-def bench_reference(model_dir: Path, windows: np.ndarray, texts: list[str], args) -> dict:
+def reference_row(model_dir: Path, windows: np.ndarray, threads: int) -> tuple:
     import torch
 
     from export.reference import load_reference
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(threads)
     ckpt = model_dir / "checkpoint"
     model = load_reference(ckpt / "ttmrpp.pth", ckpt / "ttmrpp.yaml", ckpt / "text_arch")
     audio = torch.from_numpy(windows)
-    return measure(
-        lambda: model.audio_encode(audio), model.text_encode, len(windows), texts, args.repeats
-    )
+    return partial(model.audio_encode, audio), model.text_encode
 
 
 def cpu_embedder(model_dir: Path, precision: str, threads: int, **options):
@@ -77,15 +88,9 @@ def cpu_embedder(model_dir: Path, precision: str, threads: int, **options):
     return Embedder(model_dir, providers=cpu, threads=threads, precision=precision, **options)
 
 
-def bench_runtime(model_dir: Path, precision: str, track: np.ndarray, texts, args) -> dict:
+def runtime_row(model_dir: Path, precision: str, track: np.ndarray, args) -> tuple:
     embedder = cpu_embedder(model_dir, precision, args.threads, batch_size=args.windows)
-    return measure(
-        lambda: embedder.embed_audio([track], sample_rate=22050),
-        embedder.embed_text,
-        len(track) // 220500,
-        texts,
-        args.repeats,
-    )
+    return partial(embedder.embed_audio, [track], sample_rate=22050), embedder.embed_text
 
 
 def int8_accuracy(model_dir: Path, tracks: int, query_count: int, threads: int) -> dict:
@@ -188,16 +193,18 @@ def main(argv: list[str] | None = None) -> int:
     windows = track_windows(track, 22050, HParams.from_dict(manifest["hparams"]))
     texts = queries(32, seed=0)
     print(f"Benchmarking {args.model_dir} on {args.threads} threads …", flush=True)
-    reference = bench_reference(args.model_dir, windows, texts, args)
-    rows = {"PyTorch eager (reference)": reference}
+    reference_name = "PyTorch eager (reference)"
+    callables = {reference_name: reference_row(args.model_dir, windows, args.threads)}
     skipped = {}
     for precision in ("fp32", "int8"):
         if precision == "int8" and "int8" not in manifest:
             skipped["runtime int8"] = "no INT8 graphs: run export/quantize.py first"
             continue
-        rows[f"runtime ORT CPU {precision}"] = bench_runtime(
-            args.model_dir, precision, track, texts, args
+        callables[f"runtime ORT CPU {precision}"] = runtime_row(
+            args.model_dir, precision, track, args
         )
+    rows = measure(callables, len(windows), texts, args.repeats)
+    reference = rows[reference_name]
     reason = cuda_reason()
     if reason:
         for row in ("ORT CUDA fp32", "ORT CUDA fp16", "TensorRT", "PyTorch eager CUDA"):
