@@ -66,24 +66,22 @@ def dft_matrices(size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.cos(angle), -np.sin(angle)
 
 
-class GraphLogMel(nn.Module):
-    """The exportable frontend: ``(waveform [B, N], track [B])`` → ``[B, 1, n_mels, frames]``.
+class StftPower(nn.Module):
+    """``|STFT|²`` of ``[B, N]`` waveforms (periodic Hann, centred, reflect padding) with
+    operators TensorRT parses; the exportable frontends of every family build on it.
 
     The STFT is a Cooley–Tukey DFT in two MatMul stages (32 × 32 for ``n_fft = 1024``)
     computed in float64: a float32 DFT loses low-energy bands to cancellation, and the deep
     network downstream amplifies that. The power (all terms positive) goes on in float32.
-    Only Gather, MatMul and elementwise operators are used.
-    Rows with equal ``track`` ids share the floor's maximum, as the windows of one track do
-    in the reference; rows of other tracks never enter it.
+    Only Gather, MatMul and elementwise operators are used. ``frames`` counts the frames
+    computed from the first; a reference that drops trailing frames never pays for them.
     """
 
-    def __init__(self, hp: HParams):
+    def __init__(self, n_fft: int, hop: int, frames: int):
         super().__init__()
-        n_fft, bins = hp.n_fft, hp.n_fft // 2 + 1
+        bins = n_fft // 2 + 1
         first, second = factor_pair(n_fft)
-        # The reference drops the last STFT frame; never computing it saves the work.
-        frames = hp.window_samples // hp.hop_length  # == 1 + (N + 2 * pad - n_fft) // hop - 1
-        starts = np.arange(frames)[:, None] * hp.hop_length
+        starts = np.arange(frames)[:, None] * hop
         self.register_buffer("frame_index", torch.from_numpy(starts + np.arange(n_fft)).flatten())
         self.frames = frames
         window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)  # periodic Hann
@@ -102,7 +100,6 @@ class GraphLogMel(nn.Module):
         }
         for name, value in as_buffer.items():
             self.register_buffer(name, torch.from_numpy(value.astype(np.float64)))
-        self.register_buffer("filters", torch.from_numpy(mel_filters(hp).T.copy()))
         self.shape = (first, second)
         self.bins = bins
         self.pad = n_fft // 2
@@ -120,6 +117,18 @@ class GraphLogMel(nn.Module):
         out_im = re @ self.stage2_im + im @ self.stage2_re
         power = (out_re * out_re + out_im * out_im).float()  # positive: float32 suffices now
         return power.transpose(-1, -2).reshape(*frames.shape[:2], -1)[..., : self.bins]
+
+
+class GraphLogMel(StftPower):
+    """The exportable TTMR++ frontend: ``(waveform [B, N], track [B])`` → ``[B, 1, n_mels,
+    frames]``. Rows with equal ``track`` ids share the floor's maximum, as the windows of one
+    track do in the reference; rows of other tracks never enter it.
+    """
+
+    def __init__(self, hp: HParams):
+        # The reference drops the last STFT frame; never computing it saves the work.
+        super().__init__(hp.n_fft, hp.hop_length, frames=hp.window_samples // hp.hop_length)
+        self.register_buffer("filters", torch.from_numpy(mel_filters(hp).T.copy()))
 
     def forward(self, waveform: torch.Tensor, track: torch.Tensor) -> torch.Tensor:
         mel = (self.power(waveform) @ self.filters).transpose(1, 2)  # [B, n_mels, F]
