@@ -17,6 +17,8 @@ from export.clap.graphs import log_mel_tensor
 from export.clap.reference import load_hf_folder
 from export.to_onnx import main
 from tests.conftest import SMALL_CLAP_AUDIO, SMALL_CLAP_TEXT
+from tests.test_export_parity import session
+from tests.test_runtime_parity import assert_close as assert_rows_close
 
 COSINE_MIN = 0.99999  # the bound; measured ≥ 0.9999998
 REL_ERROR_MAX = 1e-5  # max |ort - ref| / max |ref|; measured ≤ 2e-6
@@ -32,15 +34,8 @@ TEXTS = [
 ]
 
 
-def session(path) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
 def assert_close(reference: torch.Tensor, got: np.ndarray) -> None:
-    ref = reference.numpy()
-    cosine = (ref * got).sum(-1) / np.linalg.norm(ref, axis=-1) / np.linalg.norm(got, axis=-1)
-    assert cosine.min() >= COSINE_MIN, cosine
-    assert np.abs(ref - got).max() <= REL_ERROR_MAX * np.abs(ref).max()
+    assert_rows_close(reference.numpy(), got, COSINE_MIN, REL_ERROR_MAX)
 
 
 def windows_of(count: int, seed: int) -> np.ndarray:

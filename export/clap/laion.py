@@ -94,15 +94,18 @@ def rename(key: str) -> list[str]:
     return [name]
 
 
-def to_transformers(laion: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
-    """Rename a LAION state dict (``module.`` removed) for ``ClapModel``; keys that are
-    neither used nor known to be unused are refused, by name."""
+def to_transformers(
+    laion: Mapping[str, torch.Tensor], expected: set[str], source: str
+) -> dict[str, torch.Tensor]:
+    """Rename a LAION state dict (``module.`` removed) for a ``ClapModel`` with the keys
+    ``expected``; LAION keys that map to none of them and are not known to be unused are
+    refused, by their LAION names."""
     state, unknown = {}, []
     for key, value in laion.items():
         if UNUSED.search(key):
             continue
         names = rename(key)
-        if not names:
+        if not names or not set(names) <= expected:
             unknown.append(key)
         elif len(names) == 1:
             state[names[0]] = value
@@ -170,8 +173,9 @@ def load_laion_checkpoint(checkpoint: str | Path, text_arch: str | Path) -> Clap
         projection_dim=projection,
     )
     model = ClapModel(config)
-    state = to_transformers(laion, source)
-    derived = {k: v for k, v in model.state_dict().items() if DERIVED.search(k)}
+    expected = model.state_dict()
+    state = to_transformers(laion, set(expected), source)
+    derived = {k: v for k, v in expected.items() if DERIVED.search(k)}
     load_exactly(model, {**derived, **state}, source, ignored=frozenset())
     reference = ClapReference(model, ClapFeatureExtractor(**LAION_FEATURES), tokenizer)
     check_mel_bank(laion, reference, source)

@@ -41,7 +41,6 @@ class ClapReference:
     model: ClapModel
     features: ClapFeatureExtractor
     tokenizer: object
-    family: str = "clap"
 
     def __post_init__(self):
         self.model.eval()
@@ -53,6 +52,8 @@ class ClapReference:
                 "the feature extractor's truncation is 'fusion', which only fusion checkpoints "
                 "read; non-fusion checkpoints need 'rand_trunc'"
             )
+        if self.features.top_db is not None:
+            raise ValueError("a feature extractor with top_db (a dB range limit) is not supported")
         if self.features.feature_size != audio.num_mel_bins:
             raise ValueError(
                 f"feature extractor has {self.features.feature_size} mel bins, the audio model "
@@ -78,9 +79,7 @@ class ClapReference:
 
     def log_mel(self, windows: np.ndarray) -> torch.Tensor:
         """``[B, window_samples]`` → ``input_features [B, 1, frames, n_mels]`` (dB)."""
-        out = self.features(
-            list(windows), sampling_rate=self.sample_rate, padding="repeatpad", return_tensors="pt"
-        )
+        out = self.features(list(windows), sampling_rate=self.sample_rate, return_tensors="pt")
         return out["input_features"].float()
 
     @torch.inference_mode()
