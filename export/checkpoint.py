@@ -52,10 +52,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_exactly(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Copy ``state`` into ``module``; every key must match in name and shape."""
+def load_exactly(
+    module: torch.nn.Module,
+    state: Mapping[str, torch.Tensor],
+    source: str,
+    ignored: frozenset[str] = IGNORED_KEYS,
+) -> None:
+    """Copy ``state`` into ``module``; every key but ``ignored`` must match in name and shape."""
     expected = module.state_dict()
-    given = {k: v for k, v in state.items() if k not in IGNORED_KEYS}
+    given = {k: v for k, v in state.items() if k not in ignored}
     missing = sorted(set(expected) - set(given))
     unexpected = sorted(set(given) - set(expected))
     wrong_shape = [

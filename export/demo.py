@@ -79,6 +79,12 @@ def write_text_arch(folder: Path, roberta: dict) -> RobertaConfig:
     folder.mkdir(parents=True, exist_ok=True)
     config = RobertaConfig(**roberta)
     config.save_pretrained(folder)
+    write_tokenizer_files(folder)
+    return config
+
+
+def write_tokenizer_files(folder: Path) -> None:
+    """The demo tokenizer as roberta-base ships its files, for ``AutoTokenizer``."""
     tokenizer = train_tokenizer()
     tokenizer.save(str(folder / "tokenizer.json"))
     tokenizer.model.save(str(folder))  # vocab.json + merges.txt, as roberta-base ships them
@@ -92,7 +98,6 @@ def write_text_arch(folder: Path, roberta: dict) -> RobertaConfig:
     (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
     tokenizer_config = {"tokenizer_class": "RobertaTokenizer", "model_max_length": 512, **special}
     (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
-    return config
 
 
 def randomise(model: TTMRpp) -> None:
@@ -104,24 +109,31 @@ def randomise(model: TTMRpp) -> None:
     would be), then jittered so that folding them is still tested on arbitrary values.
     """
     with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.normal_(0.0, 0.1)
-            elif isinstance(module, torch.nn.LayerNorm):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.normal_(0.0, 0.1)
+        jitter_norms(model)
         # Residual branches enter small, as in trained ResNets: a random net whose sixteen
         # branches all add at full scale is chaotic and amplifies float32 rounding.
         for name, module in model.audio_encoder.named_modules():
             if name.endswith("bn3"):
                 module.weight.uniform_(0.1, 0.3)
-        for module in model.text_encoder.modules():
-            if isinstance(module, torch.nn.Linear):
-                module.weight.normal_(0.0, module.in_features**-0.5)
+        scale_linears(model.text_encoder)
         pool = model.audio_encoder.attn_pool.positional_embedding
         pool.normal_(0.0, 1.0 / math.sqrt(pool.shape[-1]))
         measure_batchnorm(model)
+
+
+def jitter_norms(model: torch.nn.Module) -> None:
+    """Norm affines away from 1 and 0, so that a folded or skipped one shows in the output."""
+    for module in model.modules():
+        if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.LayerNorm)):
+            module.weight.uniform_(0.5, 1.5)
+            module.bias.normal_(0.0, 0.1)
+
+
+def scale_linears(model: torch.nn.Module) -> None:
+    """Linear layers that preserve the scale of their input, so a deep stack carries it."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.weight.normal_(0.0, module.in_features**-0.5)
 
 
 def measure_batchnorm(model: TTMRpp, windows: int = 4) -> None:

@@ -127,6 +127,8 @@ def quantize_model(
     """Write both INT8 graphs beside the fp32 ones and record them in the manifest."""
     manifest_path = model_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
+    if manifest["family"] != "ttmrpp":
+        raise ValueError(f"{model_dir}: the INT8 profile is TTMR++'s, not {manifest['family']}'s")
     hp = HParams.from_dict(manifest["hparams"])
     started = time.perf_counter()
     tracks = calibration_tracks(hp, calibration_dir, calibration_windows)

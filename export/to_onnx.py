@@ -1,9 +1,11 @@
-"""Export TTMR++ to ONNX: ``audio.onnx`` (mel frontend fused), ``text.onnx``, the tokenizer
-and a manifest.
+"""Export a two-tower model to ONNX: ``audio.onnx`` (mel frontend fused), ``text.onnx``, the
+tokenizer and a manifest.
 
     python export/to_onnx.py --checkpoint X.pth --config X.yaml [--text-arch DIR] --output DIR
-    python export/to_onnx.py --demo --output DIR      # offline: seeded random weights
-    … --quantize int8                                 # also write INT8 graphs (CPU profile)
+    python export/to_onnx.py --family clap --hf-model DIR --output DIR
+    python export/to_onnx.py --family clap --checkpoint X.pt --text-arch DIR --output DIR
+    python export/to_onnx.py [--family clap] --demo --output DIR  # offline: random weights
+    … --quantize int8                                 # TTMR++: also write INT8 graphs (CPU)
 """
 
 from __future__ import annotations
@@ -20,12 +22,17 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+import transformers
 
 from export.checkpoint import CheckpointError, sha256
+from export.clap.demo import write_demo_folder
+from export.clap.laion import load_laion_checkpoint
+from export.clap.reference import load_hf_folder, weights_file
 from export.demo import write_demo_checkpoint
-from export.graphs import OPSET, OUTPUTS, TEXT_INPUTS, export_audio, export_text
+from export.families import FAMILIES
+from export.graphs import OPSET, OUTPUTS, TEXT_INPUTS
 from export.quantize import quantize_model
-from export.reference import TTMRpp, load_reference
+from export.reference import load_reference
 
 RANDOM_WEIGHTS_NOTE = (
     "RANDOM WEIGHTS (demo model): embeddings are meaningless; use a real checkpoint"
@@ -50,25 +57,26 @@ def describe(values) -> list[dict]:
     ]
 
 
-def write_tokenizer(model: TTMRpp, path: Path) -> None:
+def write_tokenizer(model, max_length: int, path: Path) -> None:
     """The fast tokenizer's own ``tokenizer.json``, truncating at ``max_length``, no padding
     (the runtime pads): loadable by ``tokenizers`` alone."""
     backend = model.tokenizer.backend_tokenizer
     backend.no_padding()
-    backend.enable_truncation(max_length=model.hp.max_length)
+    backend.enable_truncation(max_length=max_length)
     backend.save(str(path))
 
 
-def validate(model: TTMRpp, output: Path) -> dict:
+def validate(model, window_samples: int, output: Path) -> dict:
     """Optimum-style check: run both graphs in ONNX Runtime against the reference."""
     options = {"providers": ["CPUExecutionProvider"]}
     audio = ort.InferenceSession(str(output / "audio.onnx"), **options)
     text = ort.InferenceSession(str(output / "text.onnx"), **options)
     rng = np.random.default_rng(0)
-    windows = (rng.standard_normal((2, model.hp.window_samples)) * 0.1).astype(np.float32)
+    windows = (rng.standard_normal((2, window_samples)) * 0.1).astype(np.float32)
     ref = model.audio_encode(torch.from_numpy(windows))
-    got = audio.run(list(OUTPUTS), {"waveform": windows, "track": np.zeros(2, np.int64)})
-    report = {"audio": max_errors(ref, got)}
+    feed = {"waveform": windows, "track": np.zeros(2, np.int64)}  # the track of TTMR++
+    feed = {value.name: feed[value.name] for value in audio.get_inputs()}
+    report = {"audio": max_errors(ref, audio.run(list(OUTPUTS), feed))}
     tokens = model.tokenize(["a calm solo piano piece in D", "distorted guitars, fast drums"])
     ref = model.text_encode_ids(tokens["input_ids"], tokens["attention_mask"])
     feed = {name: tokens[name].numpy() for name in TEXT_INPUTS}
@@ -88,38 +96,46 @@ def max_errors(reference, exported) -> dict:
 def export_model(
     checkpoint: Path, config: Path, text_arch: Path | None, output: Path, random_weights: bool
 ) -> dict:
-    """Export both towers of a checkpoint into ``output``; returns the manifest."""
-    output.mkdir(parents=True, exist_ok=True)
+    """Export both towers of a TTMR++ checkpoint into ``output``; returns the manifest."""
     say(f"Loading {checkpoint} with {config}")
     model = load_reference(checkpoint, config, text_arch)
+    return export_reference(model, "ttmrpp", checkpoint, output, random_weights)
+
+
+def export_reference(
+    model, family: str, checkpoint: Path, output: Path, random_weights: bool
+) -> dict:
+    """Export both towers of a loaded reference of ``family`` into ``output``; returns the
+    manifest. ``checkpoint`` is the weights file whose sha256 the manifest records."""
+    output.mkdir(parents=True, exist_ok=True)
+    exporter = FAMILIES[family]
+    settings = exporter.settings(model)
     graphs = {}
-    for name, export in (("audio", export_audio), ("text", export_text)):
+    for name, export in (("audio", exporter.export_audio), ("text", exporter.export_text)):
         started = time.perf_counter()
         path = output / f"{name}.onnx"
         say(f"Exporting the {name} tower → {path} …")
         graphs[name] = export(model, path)
         size = path.stat().st_size / 2**20
         say(f"  done in {time.perf_counter() - started:.1f} s, {size:.0f} MiB, checked")
-    write_tokenizer(model, output / "tokenizer.json")
+    write_tokenizer(model, settings["text"]["max_length"], output / "tokenizer.json")
     say(f"Tokenizer → {output / 'tokenizer.json'}")
-    hp = model.hp
     manifest = {
-        "format": 1,
-        "family": "ttmrpp",
+        "format": 2,
+        "family": family,
         "random_weights": random_weights,
         "note": RANDOM_WEIGHTS_NOTE if random_weights else "",
-        "hparams": hp.to_dict(),
+        "hparams": settings["hparams"],
         "audio": {
             "file": "audio.onnx",
-            "sample_rate": hp.sr,
-            "window_samples": hp.window_samples,
+            **settings["audio"],
             "inputs": describe(graphs["audio"].graph.input),
             "outputs": describe(graphs["audio"].graph.output),
         },
         "text": {
             "file": "text.onnx",
             "tokenizer": "tokenizer.json",
-            "max_length": hp.max_length,
+            **settings["text"],
             "pad_token_id": model.tokenizer.pad_token_id,
             "inputs": describe(graphs["text"].graph.input),
             "outputs": describe(graphs["text"].graph.output),
@@ -131,19 +147,46 @@ def export_model(
     (output / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     say(f"Manifest → {output / 'manifest.json'}")
     say("Validating against the PyTorch reference (ONNX Runtime, CPU):")
-    for tower, outputs in validate(model, output).items():
+    report = validate(model, settings["audio"]["window_samples"], output)
+    for tower, outputs in report.items():
         for name, err in outputs.items():
             cosine = err["min_cosine"]
             say(f"  {tower:5s} {name:7s} max|Δ| {err['max_abs']:.2e}  cosine {cosine:.8f}")
     return manifest
 
 
+def export_clap(args: argparse.Namespace) -> None:
+    """``--family clap``: the demo, a Hugging Face folder or a LAION ``.pt``."""
+    if args.demo:
+        folder = args.output / "checkpoint"
+        say(f"Writing the demo CLAP folder (seed {args.seed}) → {folder}")
+        write_demo_folder(folder, seed=args.seed)
+        args.hf_model = folder
+    if args.hf_model:
+        say(f"Loading the Hugging Face CLAP folder {args.hf_model}")
+        model, weights = load_hf_folder(args.hf_model), weights_file(args.hf_model)
+    else:
+        say(f"Loading the LAION checkpoint {args.checkpoint} with {args.text_arch}")
+        model, weights = load_laion_checkpoint(args.checkpoint, args.text_arch), args.checkpoint
+    export_reference(model, "clap", weights, args.output, random_weights=args.demo)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="to_onnx.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", type=Path, help="upstream .pth (state_dict inside)")
-    parser.add_argument("--config", type=Path, help="upstream .yaml hyper-parameters")
+    parser.add_argument(
+        "--family", choices=sorted(FAMILIES), default="ttmrpp", help="model family (%(default)s)"
+    )
+    parser.add_argument(
+        "--checkpoint", type=Path, help="TTMR++ .pth or LAION-CLAP .pt (state_dict inside)"
+    )
+    parser.add_argument("--config", type=Path, help="TTMR++: upstream .yaml hyper-parameters")
     parser.add_argument(
         "--text-arch", type=Path, help="local RoBERTa folder (config.json + tokenizer files)"
+    )
+    parser.add_argument(
+        "--hf-model",
+        type=Path,
+        help="CLAP: a Hugging Face CLAP folder (config, weights, tokenizer)",
     )
     parser.add_argument("--output", type=Path, required=True, help="model folder to write")
     parser.add_argument(
@@ -153,23 +196,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quantize",
         choices=["int8"],
-        help="also write INT8 graphs (see export/quantize.py), calibrated on synthetic audio",
+        help="TTMR++: also write INT8 graphs (export/quantize.py), calibrated on synthetic audio",
     )
     args = parser.parse_args(argv)
-    if args.demo == bool(args.checkpoint or args.config):
-        parser.error("give either --demo or both --checkpoint and --config")
-    if not args.demo and not (args.checkpoint and args.config):
-        parser.error("--checkpoint and --config go together")
+    if args.family == "ttmrpp":
+        if args.hf_model:
+            parser.error("--hf-model is for --family clap")
+        if args.demo == bool(args.checkpoint or args.config):
+            parser.error("give either --demo or both --checkpoint and --config")
+        if not args.demo and not (args.checkpoint and args.config):
+            parser.error("--checkpoint and --config go together")
+    else:
+        if args.config or args.quantize:
+            parser.error("--config and --quantize are for --family ttmrpp")
+        if args.demo + bool(args.hf_model) + bool(args.checkpoint) != 1:
+            parser.error("give one of --demo, --hf-model DIR or --checkpoint X.pt")
+        if args.checkpoint and not args.text_arch:
+            parser.error("--checkpoint X.pt needs --text-arch (a local roberta-base folder)")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.getLogger().setLevel(logging.ERROR)  # exporter and quantiser chatter
+    transformers.utils.logging.disable_progress_bar()
     torch.manual_seed(0)
     try:
         if args.demo:
             say(f"*** {RANDOM_WEIGHTS_NOTE} ***")
+        if args.family == "clap":
+            export_clap(args)
+        elif args.demo:
             say(f"Writing the demo checkpoint (seed {args.seed}) → {args.output / 'checkpoint'}")
             checkpoint, config, text_arch = write_demo_checkpoint(
                 args.output / "checkpoint", seed=args.seed

@@ -1,4 +1,4 @@
-"""ttmr-runtime: embeddings from exported TTMR++ graphs, without torch.
+"""ttmr-runtime: embeddings from exported two-tower graphs (TTMR++, LAION-CLAP), without torch.
 
 import runtime
 model = runtime.Embedder("models/demo")

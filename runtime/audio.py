@@ -1,5 +1,7 @@
-"""Audio items → preprocessed 10-s windows, exactly as SPEC.md "Audio preprocessing" says:
-decode → downmix → resample (soxr HQ) → peak-normalise → int16 round trip → window."""
+"""Audio items → preprocessed 10-s windows: decode → downmix → resample (soxr HQ) →
+[peak-normalise] → [int16 round trip] → window. Which steps run, at which rate and window
+size, and how a short track is padded is the model family's to say, in the manifest
+(``Preprocessing``); TTMR++'s are SPEC.md's "Audio preprocessing"."""
 
 from __future__ import annotations
 
@@ -25,6 +27,34 @@ def find_audio_files(folder: Path) -> list[Path]:
         raise InputError(f"{str(folder)!r} is not a folder")
     found = (p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
     return sorted(p.resolve() for p in found if p.is_file())
+
+
+SHORT_AUDIO = ("zero_pad", "repeat_pad")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """A family's preprocessing, as ``manifest["audio"]`` gives it."""
+
+    sample_rate: int
+    window_samples: int
+    peak_normalise: bool  # min/max to [-1, 1] over the whole track
+    int16: bool  # clip to [-1, 1], then round-trip through int16
+    short_audio: str  # one of SHORT_AUDIO: how a track shorter than a window is filled
+
+    @classmethod
+    def from_manifest(cls, audio: dict) -> Preprocessing:
+        if "preprocessing" not in audio:
+            raise InputError(
+                "manifest.json does not say how to preprocess audio (an older export): "
+                "export the model again with export/to_onnx.py"
+            )
+        steps = cls(audio["sample_rate"], audio["window_samples"], **audio["preprocessing"])
+        if steps.short_audio not in SHORT_AUDIO:
+            raise InputError(
+                f"manifest.json: short_audio {steps.short_audio!r} not in {SHORT_AUDIO}"
+            )
+        return steps
 
 
 @dataclass
@@ -100,26 +130,35 @@ def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
 
 
 def normalise(samples: np.ndarray) -> np.ndarray:
-    """Peak-normalise to [-1, 1], then round-trip through int16; silence stays zeros."""
+    """Peak-normalise to [-1, 1]; silence stays zeros."""
     low, high = samples.min(), samples.max()
     if high > low:
-        samples = (samples - low) / (high - low) * 2 - 1
-    else:
-        samples = np.zeros_like(samples)
-    return ((samples * 32767).astype(np.int16) / 32767.0).astype(np.float32)
+        return (samples - low) / (high - low) * 2 - 1
+    return np.zeros_like(samples)
 
 
-def window(samples: np.ndarray, size: int) -> np.ndarray:
-    """Non-overlapping windows; the remainder is dropped, a short track zero-padded."""
+def int16_round_trip(samples: np.ndarray) -> np.ndarray:
+    """Clip to [-1, 1], quantise to int16 (truncating) and back, as the references do."""
+    return ((np.clip(samples, -1, 1) * 32767).astype(np.int16) / 32767.0).astype(np.float32)
+
+
+def window(samples: np.ndarray, size: int, short_audio: str) -> np.ndarray:
+    """Non-overlapping windows; the remainder is dropped. A short track is zero-padded, or
+    repeated whole as often as it fits and then zero-padded (``ClapFeatureExtractor``)."""
     if len(samples) < size:
+        if short_audio == "repeat_pad":
+            samples = np.tile(samples, size // len(samples))
         samples = np.pad(samples, (0, size - len(samples)))
     count = len(samples) // size
     return samples[: count * size].reshape(count, size)
 
 
-def load_track(
-    index: int, item: AudioItem, sample_rate: int | None, target: int, size: int
-) -> Track:
-    samples, rate = decode(index, item, sample_rate)
-    windows = window(normalise(resample(samples, rate, target)), size)
-    return Track(windows=windows, duration=len(samples) / rate)
+def load_track(index: int, item: AudioItem, sample_rate: int | None, steps: Preprocessing) -> Track:
+    decoded, rate = decode(index, item, sample_rate)
+    samples = resample(decoded, rate, steps.sample_rate)
+    if steps.peak_normalise:
+        samples = normalise(samples)
+    if steps.int16:
+        samples = int16_round_trip(samples)
+    windows = window(samples, steps.window_samples, steps.short_audio)
+    return Track(windows=windows, duration=len(decoded) / rate)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.audio import AudioItem, Track, load_track
+from runtime.audio import AudioItem, Preprocessing, Track, load_track
 from runtime.errors import InputError
 from runtime.session import choose_providers, open_session
 from runtime.text import TextBatcher, check_texts
@@ -45,7 +45,8 @@ def check_items(items: object) -> list:
 
 def pack(tracks: Sequence[Track], batch_size: int) -> Iterator[list[int]]:
     """Group whole tracks into calls of at most ``batch_size`` windows (a longer track goes
-    alone): all windows of a track must share one call, since they share the log-mel floor."""
+    alone): where the graph takes ``track`` ids (TTMR++), all windows of a track must share
+    one call, since they share the log-mel floor."""
     group, windows = [], 0
     for index, track in enumerate(tracks):
         if group and windows + len(track.windows) > batch_size:
@@ -55,6 +56,18 @@ def pack(tracks: Sequence[Track], batch_size: int) -> Iterator[list[int]]:
         windows += len(track.windows)
     if group:
         yield group
+
+
+def tower_feeds(
+    windows: np.ndarray, ids: np.ndarray, per_track: bool, batch_size: int
+) -> Iterator[dict[str, np.ndarray]]:
+    """The audio graph's feeds for one packed group: one call with the rows' track ids where
+    a track's windows are coupled, else calls of at most ``batch_size`` independent rows."""
+    if per_track:
+        yield {"waveform": windows, "track": ids}
+        return
+    for start in range(0, len(windows), batch_size):
+        yield {"waveform": windows[start : start + batch_size]}
 
 
 def finish(rows: np.ndarray, normalize: bool) -> np.ndarray:
@@ -98,8 +111,11 @@ class Embedder:
         self.providers = choose_providers(providers)
         self.threads = threads
         self.batch_size = batch_size
-        self.sample_rate = self.manifest["audio"]["sample_rate"]
-        self.window_samples = self.manifest["audio"]["window_samples"]
+        self.preprocessing = Preprocessing.from_manifest(self.manifest["audio"])
+        self.sample_rate = self.preprocessing.sample_rate
+        self.window_samples = self.preprocessing.window_samples
+        # Graphs whose windows of a track are coupled take the rows' track ids (TTMR++).
+        self.per_track = "track" in {i["name"] for i in self.manifest["audio"]["inputs"]}
         self._sessions: dict = {}
         self._text: TextBatcher | None = None
 
@@ -113,14 +129,13 @@ class Embedder:
     def text_batcher(self) -> TextBatcher:
         """The tokenizer, loaded on first use."""
         if self._text is None:
-            tokenizer = self.model_dir / self.manifest["text"]["tokenizer"]
-            self._text = TextBatcher(tokenizer, self.manifest["text"]["pad_token_id"])
+            self._text = TextBatcher.from_manifest(self.model_dir, self.manifest["text"])
         return self._text
 
     def load_tracks(self, items: Iterable[AudioItem], sample_rate: int | None) -> list[Track]:
         """Decode and window every item first: one bad item fails before any graph runs."""
         return [
-            load_track(index, item, sample_rate, self.sample_rate, self.window_samples)
+            load_track(index, item, sample_rate, self.preprocessing)
             for index, item in enumerate(check_items(items))
         ]
 
@@ -132,7 +147,8 @@ class Embedder:
         for group in pack(tracks, self.batch_size):
             windows = np.concatenate([tracks[i].windows for i in group])
             ids = np.repeat(np.arange(len(group)), [len(tracks[i].windows) for i in group])
-            (out,) = session.run([space], {"waveform": windows, "track": ids})
+            feeds = tower_feeds(windows, ids, self.per_track, self.batch_size)
+            out = np.concatenate([session.run([space], feed)[0] for feed in feeds])
             for position, index in enumerate(group):
                 rows[index] = out[ids == position].mean(axis=0)
         width = session.get_outputs()[SPACES.index(space)].shape[1]

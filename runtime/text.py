@@ -12,11 +12,20 @@ from runtime.errors import InputError
 
 
 class TextBatcher:
-    """The exported ``tokenizer.json`` (truncation built in) plus padding with ``pad_id``."""
+    """The exported ``tokenizer.json`` (truncation built in) plus padding with ``pad_id``,
+    to the longest text of a batch or, with ``pad_to``, to that many tokens (CLAP)."""
 
-    def __init__(self, tokenizer_file: Path, pad_id: int):
+    def __init__(self, tokenizer_file: Path, pad_id: int, pad_to: int | None = None):
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self.pad_id = pad_id
+        self.pad_to = pad_to
+
+    @classmethod
+    def from_manifest(cls, model_dir: Path, text: dict) -> TextBatcher:
+        """``manifest["text"]``: the tokenizer file, the pad id, and ``padding``
+        (``longest`` or ``max_length``)."""
+        pad_to = text["max_length"] if text["padding"] == "max_length" else None
+        return cls(model_dir / text["tokenizer"], text["pad_token_id"], pad_to)
 
     def batches(
         self, texts: list[str], batch_size: int
@@ -26,7 +35,7 @@ class TextBatcher:
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         for start in range(0, len(order), batch_size):
             chosen = order[start : start + batch_size]
-            length = max(len(ids[i]) for i in chosen)
+            length = self.pad_to or max(len(ids[i]) for i in chosen)
             input_ids = np.full((len(chosen), length), self.pad_id, np.int64)
             mask = np.zeros((len(chosen), length), np.int64)
             for row, i in enumerate(chosen):

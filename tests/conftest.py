@@ -72,3 +72,75 @@ def demo_reference(demo_export):
     from export.reference import load_reference
 
     return load_reference(*demo_export[1])
+
+
+# CLAP: HTSAT with narrow stages (its 256² input, 64 mels and 48 kHz frontend unchanged) and
+# a two-layer RoBERTa; the full size is the demo (laion/larger_clap_music's architecture).
+SMALL_CLAP_AUDIO = {
+    "patch_embeds_hidden_size": 16,
+    "hidden_size": 128,
+    "depths": [2, 2, 2, 2],
+    "num_attention_heads": [1, 2, 4, 8],
+}
+SMALL_CLAP_TEXT = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
+
+
+@pytest.fixture(scope="session")
+def small_clap_export(tmp_path_factory):
+    """``(model_dir, hf_folder)``: a small random CLAP written as a Hugging Face folder and
+    exported from it by ``to_onnx.py --family clap --hf-model``."""
+    from export.clap.demo import write_demo_folder
+    from export.to_onnx import main
+
+    folder = tmp_path_factory.mktemp("small_clap")
+    hf = write_demo_folder(
+        folder / "hf", seed=1, audio=SMALL_CLAP_AUDIO, text=SMALL_CLAP_TEXT, projection_dim=32
+    )
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert (
+            main(["--family", "clap", "--hf-model", str(hf), "--output", str(folder / "model")])
+            == 0
+        )
+    return folder / "model", hf
+
+
+@pytest.fixture(scope="session")
+def small_clap_model_dir(small_clap_export) -> Path:
+    return small_clap_export[0]
+
+
+@pytest.fixture(scope="session")
+def small_clap_reference(small_clap_export):
+    from export.clap.reference import load_hf_folder
+
+    return load_hf_folder(small_clap_export[1])
+
+
+@pytest.fixture(scope="session")
+def demo_clap_export(tmp_path_factory):
+    """The full-size CLAP demo, written by the real ``to_onnx.py --family clap --demo``:
+    ``(model_dir, log)``; its Hugging Face folder is ``model_dir / "checkpoint"``."""
+    from export.to_onnx import main
+
+    folder = tmp_path_factory.mktemp("demo_clap")
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log):
+        assert main(["--family", "clap", "--demo", "--output", str(folder)]) == 0
+    return folder, log.getvalue()
+
+
+@pytest.fixture(scope="session")
+def demo_clap_model_dir(demo_clap_export) -> Path:
+    return demo_clap_export[0]
+
+
+@pytest.fixture(scope="session")
+def demo_clap_reference(demo_clap_export):
+    from export.clap.reference import load_hf_folder
+
+    return load_hf_folder(demo_clap_export[0] / "checkpoint")

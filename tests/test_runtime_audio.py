@@ -7,16 +7,19 @@ import pytest
 import soundfile as sf
 
 from export import reference
+from export.clap import reference as clap_reference
 from export.hparams import PUBLISHED, HParams
 from export.synthetic import random_track
-from runtime.audio import Track, load_track
+from runtime.audio import Preprocessing, Track, load_track
 from runtime.embedder import pack
 
 HP = HParams.from_dict(PUBLISHED)  # the frontend hyper-parameters every model folder shares
+TTMRPP = Preprocessing(HP.sr, HP.window_samples, True, True, "zero_pad")
+CLAP = Preprocessing(48000, 480000, peak_normalise=False, int16=True, short_audio="repeat_pad")
 
 
-def runtime_windows(item, sample_rate=None) -> np.ndarray:
-    return load_track(0, item, sample_rate, HP.sr, HP.window_samples).windows
+def runtime_windows(item, sample_rate=None, steps: Preprocessing = TTMRPP) -> np.ndarray:
+    return load_track(0, item, sample_rate, steps).windows
 
 
 def with_dc_offset(seconds: float, rate: int) -> np.ndarray:
@@ -36,6 +39,17 @@ def test_array_windows_equal_reference_bit_for_bit(rate, seconds):
     for audio in (random_track(1, seconds, rate), stereo(2, seconds, rate)):
         np.testing.assert_array_equal(
             runtime_windows(audio, rate), reference.track_windows(audio, rate, HP)
+        )
+
+
+@pytest.mark.parametrize("rate", [48000, 44100, 16000])
+@pytest.mark.parametrize(("seconds", "gain"), [(3.0, 1.0), (10.0, 0.1), (25.37, 3.0)])
+def test_clap_windows_equal_reference_bit_for_bit(rate, seconds, gain):
+    """laion_clap's preprocessing: no normalisation, clipping (gain 3), repeat padding."""
+    for audio in (gain * random_track(1, seconds, rate), gain * stereo(2, seconds, rate)):
+        np.testing.assert_array_equal(
+            runtime_windows(audio, rate, CLAP),
+            clap_reference.track_windows(audio, rate, CLAP.sample_rate, CLAP.window_samples),
         )
 
 

@@ -332,7 +332,7 @@ def test_a_shared_floor_would_be_caught(embedder):
     two of its tracks share the log-mel floor moves an embedding far beyond the tolerance."""
     session = embedder.session("audio")
     tracks = [
-        load_track(i, gain * random_track(i, seconds, rate), rate, RATE, embedder.window_samples)
+        load_track(i, gain * random_track(i, seconds, rate), rate, embedder.preprocessing)
         for i, (seconds, rate, gain) in enumerate(TRACKS)
     ]
 

@@ -29,7 +29,7 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         folder = Path(args["model_repository"]) / args["model_version"]
         text = json.loads((folder / "manifest.json").read_text())["text"]
-        self.batcher = TextBatcher(folder / text["tokenizer"], text["pad_token_id"])
+        self.batcher = TextBatcher.from_manifest(folder, text)
 
     def execute(self, requests: list) -> list:
         responses: list = [None] * len(requests)

@@ -1,10 +1,11 @@
 """Triton Python backend (BLS): one track's mono waveform per row → that track's embedding.
 
-Rows are preprocessed by the runtime's own code (``runtime.audio.load_track``: resample to
-the model's rate with soxr HQ, peak-normalise the whole track, int16 round trip, windows),
-so the server computes what ``runtime.Embedder`` does. Whole tracks of a dynamic batch are
-packed into ``audio_tower`` calls (``runtime.embedder.pack``) with track ids 0..k-1 per call:
-the windows of a track share their log-mel floor and no two tracks ever do. A track's
+Rows are preprocessed by the runtime's own code (``runtime.audio.load_track`` with the
+manifest's preprocessing: resample to the model's rate with soxr HQ, the family's
+normalisation and padding, windows), so the server computes what ``runtime.Embedder``
+does. Whole tracks of a dynamic batch are packed into ``audio_tower`` calls
+(``runtime.embedder.pack``); where the tower takes track ids (TTMR++) they are 0..k-1 per
+call: the windows of a track share their log-mel floor and no two tracks ever do. A track's
 embedding is the mean over its windows. A bad row fails its own request, nothing else.
 """
 
@@ -16,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from runtime.audio import Track, load_track
-from runtime.embedder import pack
+from runtime.audio import Preprocessing, Track, load_track
+from runtime.embedder import pack, tower_feeds
 from runtime.errors import InputError
 
 
@@ -37,8 +38,8 @@ class TritonPythonModel:
         self.outputs = [tensor["name"] for tensor in config["output"]]
         folder = Path(args["model_repository"]) / args["model_version"]
         audio = json.loads((folder / "manifest.json").read_text())["audio"]
-        self.rate, self.size = audio["sample_rate"], audio["window_samples"]
-        self.waveform, self.track = (tensor["name"] for tensor in audio["inputs"])
+        self.steps = Preprocessing.from_manifest(audio)
+        self.per_track = "track" in {tensor["name"] for tensor in audio["inputs"]}
 
     def load(self, request) -> list[Track]:
         """The request's rows as windowed tracks; InputError names the first bad row."""
@@ -54,7 +55,7 @@ class TritonPythonModel:
                     f"server's limit of {self.max_seconds:g} s of audio"
                 )
             try:
-                tracks.append(load_track(row, samples, int(rate), self.rate, self.size))
+                tracks.append(load_track(row, samples, int(rate), self.steps))
             except InputError:
                 raise
             except ValueError as err:  # e.g. a huge rate resampling a short row to nothing
@@ -62,15 +63,20 @@ class TritonPythonModel:
         return tracks
 
     def run_tower(self, windows: np.ndarray, ids: np.ndarray) -> list[np.ndarray]:
-        request = pb_utils.InferenceRequest(
-            model_name=self.tower,
-            requested_output_names=self.outputs,
-            inputs=[pb_utils.Tensor(self.waveform, windows), pb_utils.Tensor(self.track, ids)],
-        )
-        response = request.exec()
-        if response.has_error():
-            raise pb_utils.TritonModelException(response.error().message())
-        return [pb_utils.get_output_tensor_by_name(response, n).as_numpy() for n in self.outputs]
+        answers = []
+        for feed in tower_feeds(windows, ids, self.per_track, self.max_windows):
+            request = pb_utils.InferenceRequest(
+                model_name=self.tower,
+                requested_output_names=self.outputs,
+                inputs=[pb_utils.Tensor(name, value) for name, value in feed.items()],
+            )
+            response = request.exec()
+            if response.has_error():
+                raise pb_utils.TritonModelException(response.error().message())
+            answers.append(
+                [pb_utils.get_output_tensor_by_name(response, n).as_numpy() for n in self.outputs]
+            )
+        return [np.concatenate(parts) for parts in zip(*answers, strict=True)]
 
     def execute(self, requests: list) -> list:
         responses: list = [None] * len(requests)

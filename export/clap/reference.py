@@ -1,0 +1,158 @@
+"""The PyTorch reference of CLAP: transformers' ``ClapModel`` with ``ClapFeatureExtractor``.
+
+Only non-fusion checkpoints are supported (LAION's music checkpoints are non-fusion): a
+10-s window is one log-mel, with the Slaney filter bank the feature extractor uses for
+them. ``joint`` is the unnormalised projection (``get_*_features`` L2-normalise it);
+``encoder`` is the pooled output before the projection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import librosa
+import numpy as np
+import torch
+from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
+
+# laion_clap tokenizes every text to exactly 77 tokens (padding="max_length").
+TEXT_LENGTH = 77
+# The frontend of LAION's music checkpoints (laion_clap's HTSAT audio_cfg; the
+# preprocessor_config.json of laion/larger_clap_music says the same).
+LAION_FEATURES = {
+    "feature_size": 64,
+    "sampling_rate": 48000,
+    "fft_window_size": 1024,
+    "hop_length": 480,
+    "max_length_s": 10,
+    "frequency_min": 50,
+    "frequency_max": 14000,
+    "top_db": None,
+    "truncation": "rand_trunc",
+    "padding": "repeatpad",
+}
+
+
+@dataclass
+class ClapReference:
+    """Both towers. ``*_encode`` return ``(joint [B, projection_dim], encoder [B, hidden])``."""
+
+    model: ClapModel
+    features: ClapFeatureExtractor
+    tokenizer: object
+
+    def __post_init__(self):
+        self.model.eval()
+        audio = self.model.config.audio_config
+        if audio.enable_fusion:
+            raise ValueError("fusion CLAP checkpoints are not supported (enable_fusion is True)")
+        if self.features.truncation == "fusion":
+            raise ValueError(
+                "the feature extractor's truncation is 'fusion', which only fusion checkpoints "
+                "read; non-fusion checkpoints need 'rand_trunc'"
+            )
+        if self.features.top_db is not None:
+            raise ValueError("a feature extractor with top_db (a dB range limit) is not supported")
+        if self.features.feature_size != audio.num_mel_bins:
+            raise ValueError(
+                f"feature extractor has {self.features.feature_size} mel bins, the audio model "
+                f"{audio.num_mel_bins}"
+            )
+
+    @property
+    def sample_rate(self) -> int:
+        return self.features.sampling_rate
+
+    @property
+    def window_samples(self) -> int:
+        return self.features.nb_max_samples
+
+    @property
+    def max_length(self) -> int:
+        return TEXT_LENGTH
+
+    @property
+    def mel_filters(self) -> np.ndarray:
+        """``[bins, n_mels]``: the bank the feature extractor applies to a 10-s window."""
+        return self.features.mel_filters_slaney
+
+    def log_mel(self, windows: np.ndarray) -> torch.Tensor:
+        """``[B, window_samples]`` → ``input_features [B, 1, frames, n_mels]`` (dB)."""
+        out = self.features(list(windows), sampling_rate=self.sample_rate, return_tensors="pt")
+        return out["input_features"].float()
+
+    @torch.inference_mode()
+    def audio_encode(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        encoder = self.model.audio_model(input_features=self.log_mel(windows.numpy()))
+        encoder = encoder.pooler_output
+        return self.model.audio_projection(encoder), encoder
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return self.tokenizer(
+            texts,
+            padding="max_length",
+            truncation=True,
+            max_length=TEXT_LENGTH,
+            return_tensors="pt",
+        )
+
+    def text_encode_ids(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        encoder = self.model.text_model(input_ids=input_ids, attention_mask=attention_mask)
+        encoder = encoder.pooler_output
+        return self.model.text_projection(encoder), encoder
+
+    @torch.inference_mode()
+    def text_encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.tokenize(texts)
+        return self.text_encode_ids(tokens["input_ids"], tokens["attention_mask"])
+
+    def embed_track(self, waveform: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+        """A whole track (mono ``[n]`` or channels-last ``[n, c]``) → mean over its windows."""
+        windows = track_windows(waveform, sample_rate, self.sample_rate, self.window_samples)
+        joint, encoder = self.audio_encode(torch.from_numpy(windows))
+        return joint.mean(0).numpy(), encoder.mean(0).numpy()
+
+
+def track_windows(waveform: np.ndarray, sample_rate: int, rate: int, size: int) -> np.ndarray:
+    """laion_clap's file preprocessing, made deterministic: downmix, soxr-HQ resample to
+    ``rate``, clip to [-1, 1] and round-trip through int16; a track shorter than a window is
+    repeat-padded as ``ClapFeatureExtractor`` does, a longer one cut into whole windows
+    (the remainder dropped) instead of the extractor's random crop."""
+    audio = np.asarray(waveform, dtype=np.float32)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1)
+    if sample_rate != rate:
+        audio = librosa.resample(audio, orig_sr=sample_rate, target_sr=rate, res_type="soxr_hq")
+    audio = (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16) / 32767.0
+    audio = audio.astype(np.float32)
+    if len(audio) < size:
+        audio = np.tile(audio, size // len(audio))
+        audio = np.pad(audio, (0, size - len(audio)))
+    count = len(audio) // size
+    return audio[: count * size].reshape(count, size)
+
+
+def load_hf_folder(folder: str | Path) -> ClapReference:
+    """A Hugging Face CLAP folder (config.json, weights, tokenizer and preprocessor files),
+    read locally; nothing is downloaded."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{folder}: not a Hugging Face model folder (no config.json)")
+    try:
+        model = ClapModel.from_pretrained(folder, local_files_only=True)
+        features = ClapFeatureExtractor.from_pretrained(folder, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{folder}: cannot load the CLAP model ({err})") from None
+    return ClapReference(model, features, tokenizer)
+
+
+def weights_file(folder: str | Path) -> Path:
+    """The weights file of a Hugging Face folder (safetensors, else the PyTorch pickle)."""
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    raise ValueError(f"{folder}: no model.safetensors or pytorch_model.bin")

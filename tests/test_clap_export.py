@@ -1,0 +1,195 @@
+"""CLAP's exported graphs against the reference (transformers' ClapModel and
+ClapFeatureExtractor): the in-graph log-mel, both towers and both spaces, small and full size;
+what the manifest says; what the exporter refuses."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from export.clap.demo import write_demo_folder
+from export.clap.graphs import log_mel_tensor
+from export.clap.reference import load_hf_folder
+from export.to_onnx import main
+from tests.conftest import SMALL_CLAP_AUDIO, SMALL_CLAP_TEXT
+from tests.test_export_parity import session
+from tests.test_runtime_parity import assert_close as assert_rows_close
+
+COSINE_MIN = 0.99999  # the issue's bound; measured ≥ 0.9999998
+REL_ERROR_MAX = 1e-5  # max |ort - ref| / max |ref|; measured ≤ 2e-6
+LOG_MEL_ATOL = 1e-4  # dB; measured ~8e-6
+RATE, WINDOW = 48000, 480000
+
+TEXTS = [
+    "",
+    "a calm solo piano piece in D",
+    "rock",
+    "Ünïcödé: 日本の音楽、ピアノとヴァイオリン — café jazz ♪ 🎷",
+    "distorted guitars and fast drums " * 20,  # past 77 tokens: truncated
+]
+
+
+def assert_close(reference: torch.Tensor, got: np.ndarray) -> None:
+    assert_rows_close(reference.numpy(), got, COSINE_MIN, REL_ERROR_MAX)
+
+
+def windows_of(count: int, seed: int) -> np.ndarray:
+    """Tones over noise at loudness from -60 dB to full scale, on the int16 grid; the last
+    window of three or more is digital silence for its first half (the -100 dB floor)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(WINDOW) / RATE
+    rows = []
+    for row in range(count):
+        gain = 10.0 ** (-3 * row / max(count - 1, 1))
+        tone = np.sin(2 * np.pi * (110 * (row + 1) + 40 * seed) * t)
+        rows.append(gain * np.clip(0.6 * tone + 0.3 * rng.standard_normal(WINDOW), -1, 1))
+    audio = np.round(np.stack(rows) * 32767) / 32767
+    if count >= 3:
+        audio[-1, : WINDOW // 2] = 0.0
+    return audio.astype(np.float32)
+
+
+def test_in_graph_log_mel_equals_the_feature_extractor(small_clap_model_dir, small_clap_reference):
+    graph = onnx.load(str(small_clap_model_dir / "audio.onnx"))
+    name = log_mel_tensor(graph.graph)
+    graph.graph.output.append(onnx.ValueInfoProto(name=name))
+    exposed = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    audio = windows_of(4, seed=3)
+    (log_mel,) = exposed.run([name], {"waveform": audio})
+    expected = small_clap_reference.features(list(audio), sampling_rate=RATE, return_tensors="np")[
+        "input_features"
+    ]
+    assert expected.shape == (4, 1, 1001, 64)
+    assert log_mel.shape == (4, 1001, 64)
+    np.testing.assert_allclose(log_mel, expected[:, 0], rtol=0, atol=LOG_MEL_ATOL)
+    assert expected.min() == pytest.approx(-100.0)  # the floor was exercised
+
+
+@pytest.mark.parametrize(
+    ("size", "windows"),
+    [("small", 1), ("small", 3), pytest.param("demo", 3, marks=pytest.mark.slow)],
+)
+def test_audio_graph_matches_clap_model(request, size, windows):
+    model_dir = request.getfixturevalue(f"{size}_clap_model_dir")
+    reference = request.getfixturevalue(f"{size}_clap_reference")
+    audio = windows_of(windows, seed=windows)
+    joint, encoder = session(model_dir / "audio.onnx").run(None, {"waveform": audio})
+    ref_joint, ref_encoder = reference.audio_encode(torch.from_numpy(audio))
+    assert_close(ref_joint, joint)
+    assert_close(ref_encoder, encoder)
+
+
+@pytest.mark.parametrize("size", ["small", pytest.param("demo", marks=pytest.mark.slow)])
+def test_text_graph_matches_clap_model(request, size):
+    model_dir = request.getfixturevalue(f"{size}_clap_model_dir")
+    reference = request.getfixturevalue(f"{size}_clap_reference")
+    tokens = reference.tokenize(TEXTS)
+    assert tokens["input_ids"].shape == (len(TEXTS), 77)
+    assert tokens["attention_mask"][-1].all()  # the long text was truncated at 77
+    feed = {name: tokens[name].numpy() for name in ("input_ids", "attention_mask")}
+    joint, encoder = session(model_dir / "text.onnx").run(None, feed)
+    ref_joint, ref_encoder = reference.text_encode(TEXTS)
+    assert_close(ref_joint, joint)
+    assert_close(ref_encoder, encoder)
+
+
+def test_joint_is_get_features_before_normalisation(small_clap_model_dir, small_clap_reference):
+    """``joint`` normalised is what ClapModel.get_audio_features / get_text_features give."""
+    model = small_clap_reference.model
+    audio = windows_of(2, seed=7)
+    (joint,) = session(small_clap_model_dir / "audio.onnx").run(["joint"], {"waveform": audio})
+    with torch.inference_mode():
+        features = model.get_audio_features(
+            input_features=small_clap_reference.log_mel(audio)
+        ).pooler_output.numpy()
+    unit = joint / np.linalg.norm(joint, axis=1, keepdims=True)
+    np.testing.assert_allclose(unit, features, rtol=0, atol=1e-5)
+    assert not np.allclose(np.linalg.norm(joint, axis=1), 1.0, atol=1e-3)
+    tokens = small_clap_reference.tokenize(TEXTS)
+    feed = {name: tokens[name].numpy() for name in ("input_ids", "attention_mask")}
+    (joint,) = session(small_clap_model_dir / "text.onnx").run(["joint"], feed)
+    with torch.inference_mode():
+        features = model.get_text_features(**tokens).pooler_output.numpy()
+    unit = joint / np.linalg.norm(joint, axis=1, keepdims=True)
+    np.testing.assert_allclose(unit, features, rtol=0, atol=1e-5)
+
+
+def test_graphs_use_only_plain_operators(small_clap_model_dir):
+    for name in ("audio.onnx", "text.onnx"):
+        graph = onnx.load(str(small_clap_model_dir / name))
+        onnx.checker.check_model(graph, full_check=True)
+        ops = {node.op_type for node in graph.graph.node}
+        assert not ops & {"BatchNormalization", "STFT", "DFT", "Resize", "Constant"}, name
+        initializers = {init.name for init in graph.graph.initializer}
+        foldable = [n.name for n in graph.graph.node if set(n.input) - {""} <= initializers]
+        assert foldable == [], name
+
+
+def test_manifest_says_how_to_preprocess(small_clap_model_dir):
+    manifest = json.loads((small_clap_model_dir / "manifest.json").read_text())
+    assert manifest["family"] == "clap"
+    assert manifest["random_weights"] is False  # exported from a folder: the exporter can't tell
+    audio, text = manifest["audio"], manifest["text"]
+    assert audio["sample_rate"] == 48000 and audio["window_samples"] == 480000
+    assert audio["preprocessing"] == {
+        "peak_normalise": False,
+        "int16": True,
+        "short_audio": "repeat_pad",
+    }
+    assert audio["inputs"] == [{"name": "waveform", "dtype": "float32", "shape": ["batch", 480000]}]
+    assert [o["shape"] for o in audio["outputs"]] == [["batch", 32], ["batch", 128]]
+    assert (
+        text["max_length"] == 77 and text["padding"] == "max_length" and text["pad_token_id"] == 1
+    )
+    assert [o["shape"] for o in text["outputs"]] == [["batch", 32], ["batch", 32]]
+    assert manifest["hparams"]["audio"]["depths"] == SMALL_CLAP_AUDIO["depths"]
+    assert manifest["hparams"]["features"]["frequency_min"] == 50
+
+
+@pytest.mark.slow
+def test_demo_is_larger_clap_music_with_random_weights(demo_clap_export):
+    folder, log = demo_clap_export
+    assert log.count("RANDOM WEIGHTS") >= 2 and "Validating against the PyTorch reference" in log
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["random_weights"] is True and manifest["family"] == "clap"
+    assert manifest["hparams"]["audio"]["depths"] == [2, 2, 12, 2]
+    assert manifest["hparams"]["audio"]["patch_embeds_hidden_size"] == 128
+    assert [o["shape"][1] for o in manifest["audio"]["outputs"]] == [512, 1024]
+    assert [o["shape"][1] for o in manifest["text"]["outputs"]] == [512, 768]
+    assert (folder / "checkpoint" / "preprocessor_config.json").is_file()
+
+
+def test_fusion_checkpoints_are_refused(tmp_path, capsys):
+    folder = write_demo_folder(
+        tmp_path / "fused",
+        audio={**SMALL_CLAP_AUDIO, "enable_fusion": True, "fusion_type": "aff_2d"},
+        text=SMALL_CLAP_TEXT,
+        projection_dim=32,
+    )
+    with pytest.raises(ValueError, match="fusion"):
+        load_hf_folder(folder)
+    code = main(["--family", "clap", "--hf-model", str(folder), "--output", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("to_onnx.py: error:") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--family", "clap", "--checkpoint", "x.pt"],  # no --text-arch
+        ["--family", "clap", "--demo", "--hf-model", "d"],
+        ["--family", "clap", "--hf-model", "d", "--config", "x.yaml"],
+        ["--family", "clap", "--demo", "--quantize", "int8"],
+        ["--hf-model", "d"],  # TTMR++ has no Hugging Face folders
+        ["--family", "clap"],
+    ],
+)
+def test_usage_errors(tmp_path, args):
+    with pytest.raises(SystemExit) as raised:
+        main([*args, "--output", str(tmp_path)])
+    assert raised.value.code == 2

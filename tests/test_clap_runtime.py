@@ -1,0 +1,114 @@
+"""runtime.Embedder and the CLI with CLAP model folders, against the reference
+(ClapModel on laion_clap's preprocessing: 48 kHz, clipped int16 round trip, repeat-padded
+short tracks, the mean over whole 10-s windows for long ones)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import runtime
+from export.synthetic import random_track
+from runtime.cli import main
+from tests.test_runtime_parity import assert_close as assert_rows_close
+
+RATE, WINDOW = 48000, 480000
+
+
+def assert_close(reference: np.ndarray, got: np.ndarray) -> None:
+    assert_rows_close(reference, got, cosine_min=0.99999, rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def embedder(small_clap_model_dir):
+    return runtime.Embedder(small_clap_model_dir, batch_size=4)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "rate", "gain"),
+    [(3.0, RATE, 1.0), (10.0, RATE, 0.01), (25.0, RATE, 3.0), (12.0, 44100, 0.3)],
+)
+@pytest.mark.parametrize("space", ["joint", "encoder"])
+def test_arrays_match_reference(embedder, small_clap_reference, seconds, rate, gain, space):
+    """Short (repeat-padded), exact, long (two windows, remainder dropped), clipping (gain
+    3) and resampled tracks, mono and stereo."""
+    mono = gain * random_track(1, seconds, rate)
+    stereo = np.stack([mono, gain * random_track(2, seconds, rate)], axis=1)
+    got = embedder.embed_audio([mono, stereo], sample_rate=rate, space=space)
+    expected = np.stack(
+        [small_clap_reference.embed_track(t, rate)[space == "encoder"] for t in (mono, stereo)]
+    )
+    assert_close(expected, got)
+
+
+def test_short_track_is_repeated_then_zero_padded(embedder):
+    clip = 0.3 * random_track(3, 3.0, RATE)  # 144000 samples: three copies, then 48000 zeros
+    padded = np.concatenate([clip, clip, clip, np.zeros(WINDOW - 3 * len(clip), np.float32)])
+    short = embedder.embed_audio([clip], sample_rate=RATE)
+    np.testing.assert_allclose(short, embedder.embed_audio([padded], sample_rate=RATE), atol=1e-6)
+
+
+def test_long_track_is_the_mean_of_its_whole_windows(embedder):
+    track = 0.3 * random_track(4, 27.0, RATE)
+    windows = embedder.embed_audio([track[:WINDOW], track[WINDOW : 2 * WINDOW]], sample_rate=RATE)
+    got = embedder.embed_audio([track], sample_rate=RATE)
+    np.testing.assert_allclose(got[0], windows.mean(axis=0), rtol=0, atol=1e-6)
+
+
+def test_rows_do_not_depend_on_batching(small_clap_model_dir):
+    tracks = [0.3 * random_track(s, seconds, RATE) for s, seconds in ((5, 35.0), (6, 4.0))]
+    alone = runtime.Embedder(small_clap_model_dir, batch_size=1).embed_audio(tracks, RATE)
+    for batch_size in (3, 16):
+        model = runtime.Embedder(small_clap_model_dir, batch_size=batch_size)
+        np.testing.assert_allclose(model.embed_audio(tracks, RATE), alone, rtol=0, atol=1e-6)
+
+
+TEXTS = ["", "a calm solo piano piece in D", "Ünïcödé: café jazz ♪ 🎷", "fast drums " * 40]
+
+
+@pytest.mark.parametrize("space", ["joint", "encoder"])
+def test_texts_are_padded_to_77_and_match_reference(embedder, small_clap_reference, space):
+    ((_, feed),) = embedder.text_batcher().batches(TEXTS, len(TEXTS))
+    assert feed["input_ids"].shape == (len(TEXTS), 77)
+    expected_ids = small_clap_reference.tokenize(TEXTS)["input_ids"].numpy()
+    order = np.argsort([len(t) for t in small_clap_reference.tokenizer(TEXTS)["input_ids"]])
+    np.testing.assert_array_equal(feed["input_ids"], expected_ids[order])
+    got = embedder.embed_text(TEXTS, space=space)
+    assert_close(small_clap_reference.text_encode(TEXTS)[space == "encoder"].numpy(), got)
+
+
+@pytest.mark.slow
+def test_full_size_model_matches_reference(demo_clap_model_dir, demo_clap_reference):
+    model = runtime.Embedder(demo_clap_model_dir)
+    track = 0.3 * random_track(13, 12.0, 44100)
+    assert_close(
+        demo_clap_reference.embed_track(track, 44100)[0][None],
+        model.embed_audio([track], sample_rate=44100),
+    )
+    texts = ["a calm solo piano piece in D", ""]
+    assert_close(demo_clap_reference.text_encode(texts)[0].numpy(), model.embed_text(texts))
+
+
+def test_cli_indexes_and_searches_with_a_clap_folder(small_clap_model_dir, tmp_path, capsys):
+    music = tmp_path / "music"
+    music.mkdir()
+    sf.write(music / "a.wav", random_track(1, 12.0, RATE), RATE)
+    sf.write(music / "b.flac", random_track(2, 4.0, 44100), 44100)
+    common = ["--model-dir", str(small_clap_model_dir)]
+    catalog = tmp_path / "catalog.npz"
+    assert main(["index", str(music), "--out", str(catalog), *common]) == 0
+    assert "indexed 2 new files" in capsys.readouterr().out
+    with np.load(catalog) as data:
+        assert data["embeddings"].shape == (2, 32)
+    assert main(["search", str(catalog), "a calm piano", "-k", "1", *common]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[0] == "1"
+    out = tmp_path / "text.npy"
+    assert (
+        main(["embed-text", "jazz", "rock", "--out", str(out), "--space", "encoder", *common]) == 0
+    )
+    assert np.load(out).shape == (2, 32)
+    out = tmp_path / "audio.npy"
+    assert main(["embed-audio", str(music / "a.wav"), "--out", str(out), *common]) == 0
+    expected = runtime.Embedder(small_clap_model_dir).embed_audio([music / "a.wav"])
+    np.testing.assert_array_equal(np.load(out), expected)
