@@ -64,17 +64,6 @@ def stem_conv(graph: onnx.GraphProto) -> onnx.NodeProto:
     )
 
 
-def stem_convs(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
-    """The convolutions of the ResNet's stem (before its first pooling), first to last."""
-    consumer = {name: node for node in reversed(graph.node) for name in node.input}
-    convs, node = [], stem_conv(graph)
-    while node.op_type != "AveragePool":
-        if node.op_type == "Conv":
-            convs.append(node)
-        node = consumer[node.output[0]]
-    return convs
-
-
 def export_onnx(
     module: nn.Module,
     example: tuple[torch.Tensor, ...],

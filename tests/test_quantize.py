@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from export.graphs import stem_conv, stem_convs
+from export.graphs import stem_conv
 from export.hparams import HParams
 from export.quantize import AUDIO_INT8, TEXT_INT8, frontend_nodes, quantize_model
 from export.reference import track_windows
@@ -48,19 +48,24 @@ def test_manifest_records_the_int8_graphs(small_int8_dir):
     assert (small_int8_dir / AUDIO_INT8).is_file() and (small_int8_dir / TEXT_INT8).is_file()
 
 
-def test_frontend_and_stem_stay_in_float_and_other_convs_are_int8(small_model_dir, small_int8_dir):
+def test_frontend_stem_and_first_stage_stay_in_float_and_other_convs_are_int8(
+    small_model_dir, small_int8_dir
+):
     fp32 = onnx.load(str(small_model_dir / "audio.onnx")).graph
     frontend = set(frontend_nodes(fp32))
     assert {n.op_type for n in fp32.node if n.name in frontend} >= {"Gather", "MatMul", "Log"}
-    stem = {node.name for node in stem_convs(fp32)}
-    assert len(stem) == 3 and stem_conv(fp32).name in stem
     graph = onnx.load(str(small_int8_dir / AUDIO_INT8)).graph
     producers = {out: node for node in graph.node for out in node.output}
     convs = [n for n in graph.node if n.op_type == "Conv"]
     assert len(convs) == 55  # 3 stem + 16 blocks × 3 + 4 downsample
+    in_float = [conv.name for conv in convs if conv.input[1] not in producers]
+    assert len(in_float) == 3 + 10  # the stem, and layer1's 3 blocks × 3 + 1 downsample
+    assert stem_conv(graph).name in in_float
     for conv in convs:
-        weight_from = producers[conv.input[1]].op_type if conv.input[1] in producers else None
-        assert (weight_from == "DequantizeLinear") == (conv.name not in stem), conv.name
+        if conv.name in in_float:
+            assert conv.input[1].startswith(("encoder.conv", "encoder.layer1.")), conv.name
+        else:
+            assert producers[conv.input[1]].op_type == "DequantizeLinear", conv.name
     kept = [n for n in graph.node if n.name in frontend]
     assert len(kept) == len(frontend)  # every frontend node is still there, unquantised
     for node in kept:
