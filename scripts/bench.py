@@ -23,6 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+# Before each timed call: the previous row's idle threads (onnxruntime's spinning pool,
+# torch's OpenMP) would otherwise still be busy-waiting on the cores the next row needs.
+SETTLE_SECONDS = 0.1
 QUERY = "a calm solo piano piece in D major with soft strings"  # 16 tokens with <s> </s>
 _WORDS = (
     "calm energetic dark bright piano guitar drums strings synth jazz rock techno folk slow fast"
@@ -37,6 +40,7 @@ def interleaved_medians(work: dict[str, Callable[[], object]], repeats: int) -> 
     times: dict[str, list[float]] = {name: [] for name in work}
     for _ in range(repeats):
         for name, run in work.items():
+            time.sleep(SETTLE_SECONDS)
             started = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - started)
@@ -54,7 +58,7 @@ def measure(rows: dict[str, tuple[Callable, Callable]], windows: int, texts, rep
     window, one query, a batch of queries."""
     audio = interleaved_medians({name: track for name, (track, _) in rows.items()}, repeats)
     one = interleaved_medians(
-        {name: partial(embed, [QUERY]) for name, (_, embed) in rows.items()}, repeats * 3
+        {name: partial(embed, [QUERY]) for name, (_, embed) in rows.items()}, repeats * 10
     )
     batch = interleaved_medians(
         {name: partial(embed, texts) for name, (_, embed) in rows.items()}, repeats
