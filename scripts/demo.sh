@@ -13,6 +13,7 @@ else
 fi
 music=demo_out/music
 $py -m export.synthetic "$music"
+rm -f demo_out/catalog.npz  # a catalog from an earlier model would mix two models
 $py -m runtime index "$music" --out demo_out/catalog.npz
 echo
 echo '$ python -m runtime search demo_out/catalog.npz "a calm solo piano piece in D" -k 3'
