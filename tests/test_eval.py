@@ -269,17 +269,24 @@ def single_notes(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module", params=["ttmrpp", "clap"])
+def family_model_dir(request) -> Path:
+    """The full-size demo model of each family: eval must work unchanged with both."""
+    fixture = {"ttmrpp": "demo_model_dir", "clap": "demo_clap_model_dir"}[request.param]
+    return request.getfixturevalue(fixture)
+
+
 @pytest.fixture(scope="module")
-def demo_model(demo_model_dir) -> Embedder:
-    return Embedder(demo_model_dir)
+def demo_model(family_model_dir) -> Embedder:
+    return Embedder(family_model_dir)
 
 
-def test_retrieval_on_the_demo_model_equals_metrics_of_its_embeddings(
-    demo_model_dir, demo_model, tmp_path, capsys
+def test_retrieval_on_each_demo_family_equals_metrics_of_its_embeddings(
+    family_model_dir, demo_model, tmp_path, capsys
 ):
     synthetic.main(str(tmp_path / "music"))
     catalog, out = tmp_path / "catalog.npz", tmp_path / "retrieval.json"
-    model = ["--model-dir", str(demo_model_dir)]
+    model = ["--model-dir", str(family_model_dir)]
     assert main(["index", str(tmp_path / "music"), "--out", str(catalog), *model]) == 0
     truth = EXAMPLES / "demo_ground_truth.json"
     code, printed, _ = run(
@@ -302,13 +309,13 @@ def test_retrieval_on_the_demo_model_equals_metrics_of_its_embeddings(
         assert 0.0 <= report["tags"][value] <= 1.0
 
 
-def test_triplets_on_the_demo_model_in_every_setting(
-    demo_model_dir, demo_model, single_notes, tmp_path, capsys
+def test_triplets_on_each_demo_family_in_every_setting(
+    family_model_dir, demo_model, single_notes, tmp_path, capsys
 ):
     out = tmp_path / "triplets.json"
     args = ["eval", "triplets", str(EXAMPLES / "instrument_triplets.csv"), "--out", str(out)]
     args += ["--audio-dir", str(single_notes), "--level", "1"]
-    args += ["--names", str(EXAMPLES / "tinysol_names.json"), "--model-dir", str(demo_model_dir)]
+    args += ["--names", str(EXAMPLES / "tinysol_names.json"), "--model-dir", str(family_model_dir)]
     assert run(args, capsys)[0] == 0
     report = json.loads(out.read_text())
     with_audio = {"flute", "oboe", "clarinet", "violin", "trumpet"}
@@ -328,12 +335,12 @@ def test_triplets_on_the_demo_model_in_every_setting(
         assert first[f"text-text/{space}"] == bool(anchor @ positive > anchor @ negative)
 
 
-def test_instruments_on_the_demo_model_write_report_and_plots(
-    demo_model_dir, single_notes, tmp_path, capsys
+def test_instruments_on_each_demo_family_write_report_and_plots(
+    family_model_dir, single_notes, tmp_path, capsys
 ):
     out = tmp_path / "instruments"
     args = ["eval", "instruments", str(single_notes), "--out", str(out), "--level", "1"]
-    args += ["--names", str(EXAMPLES / "tinysol_names.json"), "--model-dir", str(demo_model_dir)]
+    args += ["--names", str(EXAMPLES / "tinysol_names.json"), "--model-dir", str(family_model_dir)]
     assert run(args, capsys)[0] == 0
     report = json.loads((out / "instruments.json").read_text())
     assert report["instruments"] == ["clarinet", "flute", "oboe", "trumpet", "violin"]
