@@ -12,7 +12,13 @@ import pytest
 
 from export.graphs import stem_conv
 from export.hparams import HParams
-from export.quantize import AUDIO_INT8, TEXT_INT8, frontend_nodes, quantize_model
+from export.quantize import (
+    AUDIO_INT8,
+    FLOAT_CONVS,
+    TEXT_INT8,
+    frontend_nodes,
+    quantize_model,
+)
 from export.reference import track_windows
 from export.synthetic import random_track
 
@@ -48,7 +54,7 @@ def test_manifest_records_the_int8_graphs(small_int8_dir):
     assert (small_int8_dir / AUDIO_INT8).is_file() and (small_int8_dir / TEXT_INT8).is_file()
 
 
-def test_frontend_stem_and_first_stage_stay_in_float_and_other_convs_are_int8(
+def test_frontend_and_early_convs_stay_in_float_and_other_convs_are_int8(
     small_model_dir, small_int8_dir
 ):
     fp32 = onnx.load(str(small_model_dir / "audio.onnx")).graph
@@ -59,11 +65,12 @@ def test_frontend_stem_and_first_stage_stay_in_float_and_other_convs_are_int8(
     convs = [n for n in graph.node if n.op_type == "Conv"]
     assert len(convs) == 55  # 3 stem + 16 blocks × 3 + 4 downsample
     in_float = [conv.name for conv in convs if conv.input[1] not in producers]
-    assert len(in_float) == 3 + 10  # the stem, and layer1's 3 blocks × 3 + 1 downsample
+    # the stem, layer1 (3 blocks × 3 + 1 downsample) and layer2's first block (3 + 1)
+    assert len(in_float) == 3 + 10 + 4
     assert stem_conv(graph).name in in_float
     for conv in convs:
         if conv.name in in_float:
-            assert conv.input[1].startswith(("encoder.conv", "encoder.layer1.")), conv.name
+            assert conv.input[1].startswith(FLOAT_CONVS), conv.name
         else:
             assert producers[conv.input[1]].op_type == "DequantizeLinear", conv.name
     kept = [n for n in graph.node if n.name in frontend]
@@ -71,6 +78,25 @@ def test_frontend_stem_and_first_stage_stay_in_float_and_other_convs_are_int8(
     for node in kept:
         fed_by = {producers[i].op_type for i in node.input if i in producers}
         assert "DequantizeLinear" not in fed_by, node.name
+
+
+def test_attention_pool_projections_are_int8_and_its_scores_stay_float(
+    small_model_dir, small_int8_dir
+):
+    fp32 = onnx.load(str(small_model_dir / "audio.onnx")).graph
+    frontend = set(frontend_nodes(fp32))
+    weights = {init.name for init in fp32.initializer}
+    pool = [n for n in fp32.node if n.op_type == "MatMul" and n.name not in frontend]
+    projections = {n.name for n in pool if any(name in weights for name in n.input)}
+    scores = {n.name for n in pool} - projections
+    assert len(projections) == 3 and len(scores) == 2  # q, k, v; q·kᵀ and softmax·v
+    graph = onnx.load(str(small_int8_dir / AUDIO_INT8)).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    checked = [node for node in graph.node if node.name in projections | scores]
+    assert {node.name for node in checked} == projections | scores
+    for node in checked:
+        fed_by = {producers[i].op_type for i in node.input if i in producers}
+        assert ("DequantizeLinear" in fed_by) == (node.name in projections), node.name
 
 
 @pytest.mark.parametrize(("size", "cosine_min"), [("small", 0.98), ("demo", 0.99)])
