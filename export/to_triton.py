@@ -47,6 +47,8 @@ HEADER = "# Written by export/to_triton.py ({backend} backend); regenerate rathe
 AUDIO_BATCH = {"max": 16, "preferred": [4, 8, 16], "delay_us": 5000, "instances": 2}
 TEXT_BATCH = {"max": 64, "preferred": [16, 32, 64], "delay_us": 2000}
 TOKENIZER_BATCH = {"max": 64, "preferred": [64], "delay_us": 1000}
+# One UTF-8 sentence per request row: what the tokenizer and the text ensemble take.
+TEXT_INPUT = {"name": "text", "data_type": "TYPE_STRING", "dims": [1]}
 DEFAULT_MAX_AUDIO_SECONDS = 15 * 60
 DEFAULT_MAX_BATCH_WINDOWS = 32
 
@@ -154,7 +156,7 @@ def model_configs(
             "name": TOKENIZER_MODEL,
             "backend": "python",
             "max_batch_size": TOKENIZER_BATCH["max"],
-            "input": [{"name": "text", "data_type": "TYPE_STRING", "dims": [1]}],
+            "input": [TEXT_INPUT],
             "output": token_tensors,
             "dynamic_batching": batching(TOKENIZER_BATCH),
             "instance_group": instances(1, "KIND_CPU"),
@@ -164,7 +166,7 @@ def model_configs(
             "name": TEXT_MODEL,
             "platform": "ensemble",
             "max_batch_size": TEXT_BATCH["max"],
-            "input": [{"name": "text", "data_type": "TYPE_STRING", "dims": [1]}],
+            "input": [TEXT_INPUT],
             "output": text_out,
             "ensemble_scheduling": {
                 "step": [

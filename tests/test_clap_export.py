@@ -17,7 +17,7 @@ from export.clap.graphs import log_mel_tensor
 from export.clap.reference import load_hf_folder
 from export.to_onnx import main
 from tests.conftest import SMALL_CLAP_AUDIO, SMALL_CLAP_TEXT
-from tests.test_export_parity import session
+from tests.test_export_parity import session, token_feed
 from tests.test_runtime_parity import assert_close as assert_rows_close
 
 COSINE_MIN = 0.99999  # the bound; measured ≥ 0.9999998
@@ -91,7 +91,7 @@ def test_text_graph_matches_clap_model(request, size):
     tokens = reference.tokenize(TEXTS)
     assert tokens["input_ids"].shape == (len(TEXTS), 77)
     assert tokens["attention_mask"][-1].all()  # the long text was truncated at 77
-    feed = {name: tokens[name].numpy() for name in ("input_ids", "attention_mask")}
+    feed = token_feed(tokens)
     joint, encoder = session(model_dir / "text.onnx").run(None, feed)
     ref_joint, ref_encoder = reference.text_encode(TEXTS)
     assert_close(ref_joint, joint)
@@ -111,7 +111,7 @@ def test_joint_is_get_features_before_normalisation(small_clap_model_dir, small_
     np.testing.assert_allclose(unit, features, rtol=0, atol=1e-5)
     assert not np.allclose(np.linalg.norm(joint, axis=1), 1.0, atol=1e-3)
     tokens = small_clap_reference.tokenize(TEXTS)
-    feed = {name: tokens[name].numpy() for name in ("input_ids", "attention_mask")}
+    feed = token_feed(tokens)
     (joint,) = session(small_clap_model_dir / "text.onnx").run(["joint"], feed)
     with torch.inference_mode():
         features = model.get_text_features(**tokens).pooler_output.numpy()

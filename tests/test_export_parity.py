@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.graphs import stem_conv
+from export.graphs import TEXT_INPUTS, stem_conv
 
 COSINE_MIN = 0.999999
 REL_ERROR_MAX = 1e-5  # max |ort - ref| / max |ref|
@@ -21,6 +21,11 @@ TEXTS = [
     "Ünïcödé: 日本の音楽、ピアノとヴァイオリン — café jazz ♪ 🎷",
     "distorted guitars and fast drums " * 40,  # far past 128 tokens: truncated
 ]
+
+
+def token_feed(tokens: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """The text graph's inputs from a reference ``tokenize()`` result."""
+    return {name: tokens[name].numpy() for name in TEXT_INPUTS}
 
 
 def session(path) -> ort.InferenceSession:
@@ -67,7 +72,7 @@ def test_text_graph_matches_reference_for_mixed_batch(request, size):
     reference = request.getfixturevalue(f"{size}_reference")
     tokens = reference.tokenize(TEXTS)
     assert tokens["input_ids"].shape[1] == reference.hp.max_length  # truncation happened
-    feed = {name: tokens[name].numpy() for name in ("input_ids", "attention_mask")}
+    feed = token_feed(tokens)
     joint, encoder = session(model_dir / "text.onnx").run(None, feed)
     ref_joint, ref_encoder = reference.text_encode(TEXTS)
     assert_close(ref_joint, joint)
@@ -78,7 +83,7 @@ def test_text_graph_matches_reference_one_text_at_a_time(small_model_dir, small_
     text = session(small_model_dir / "text.onnx")
     for sentence in TEXTS:
         tokens = small_reference.tokenize([sentence])
-        feed = {name: tokens[name].numpy() for name in ("input_ids", "attention_mask")}
+        feed = token_feed(tokens)
         joint, encoder = text.run(None, feed)
         ref_joint, ref_encoder = small_reference.text_encode([sentence])
         assert_close(ref_joint, joint)

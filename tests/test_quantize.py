@@ -21,6 +21,7 @@ from export.quantize import (
 )
 from export.reference import track_windows
 from export.synthetic import random_track
+from tests.test_export_parity import token_feed
 
 
 def quantized_copy(model_dir, folder, windows: int):
@@ -115,7 +116,7 @@ def test_int8_audio_stays_close_to_fp32(request, size, cosine_min):
 
 def test_int8_text_stays_close_to_fp32(small_int8_dir, small_reference):
     tokens = small_reference.tokenize(["a calm piano piece", "fast drums and distorted guitar", ""])
-    feed = {name: tokens[name].numpy() for name in ("input_ids", "attention_mask")}
+    feed = token_feed(tokens)
     fp32 = run(small_int8_dir / "text.onnx", feed)
     int8 = run(small_int8_dir / TEXT_INT8, feed)
     assert cosine(fp32, int8).min() >= 0.99
