@@ -64,6 +64,20 @@ def stem_conv(graph: onnx.GraphProto) -> onnx.NodeProto:
     )
 
 
+def frontend_nodes(graph: onnx.GraphProto) -> list[str]:
+    """Names of every node that the graph's first convolution reads from: the frontend
+    (DFT, mel, log and, for TTMR++, the floor), in an audio graph of either family."""
+    first = next(node for node in graph.node if node.op_type == "Conv")
+    producer = {out: node for node in graph.node for out in node.output}
+    names, pending = set(), [first.input[0]]
+    while pending:
+        node = producer.get(pending.pop())
+        if node is not None and node.name not in names:
+            names.add(node.name)
+            pending.extend(node.input)
+    return sorted(names)
+
+
 def export_onnx(
     module: nn.Module,
     example: tuple[torch.Tensor, ...],

@@ -33,7 +33,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from export.graphs import stem_conv
+from export.graphs import frontend_nodes
 from export.hparams import HParams
 from export.reference import load_track, track_windows
 from export.synthetic import random_track
@@ -79,18 +79,6 @@ def calibration_tracks(hp: HParams, folder: Path | None, windows: int) -> list[n
         if total >= windows:
             break
     return tracks
-
-
-def frontend_nodes(graph: onnx.GraphProto) -> list[str]:
-    """Names of every node that computes the stem's input (the log-mel and its floor)."""
-    producer = {out: node for node in graph.node for out in node.output}
-    names, pending = set(), [stem_conv(graph).input[0]]
-    while pending:
-        node = producer.get(pending.pop())
-        if node is not None and node.name not in names:
-            names.add(node.name)
-            pending.extend(node.input)
-    return sorted(names)
 
 
 def float_nodes(graph: onnx.GraphProto) -> list[str]:

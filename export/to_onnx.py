@@ -6,6 +6,7 @@ tokenizer and a manifest.
     python export/to_onnx.py --family clap --checkpoint X.pt --text-arch DIR --output DIR
     python export/to_onnx.py [--family clap] --demo --output DIR  # offline: random weights
     … --quantize int8                                 # TTMR++: also write INT8 graphs (CPU)
+    … --fp16                                          # also write FP16 graphs (GPU)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from export.clap.laion import load_laion_checkpoint
 from export.clap.reference import load_hf_folder, weights_file
 from export.demo import write_demo_checkpoint
 from export.families import FAMILIES
+from export.fp16 import write_fp16_graphs
 from export.graphs import OPSET, OUTPUTS, TEXT_INPUTS
 from export.quantize import quantize_model
 from export.reference import load_reference
@@ -198,6 +200,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=["int8"],
         help="TTMR++: also write INT8 graphs (export/quantize.py), calibrated on synthetic audio",
     )
+    parser.add_argument(
+        "--fp16", action="store_true", help="also write FP16 graphs (export/fp16.py), for GPUs"
+    )
     args = parser.parse_args(argv)
     if args.family == "ttmrpp":
         if args.hf_model:
@@ -236,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
             export_model(args.checkpoint, args.config, args.text_arch, args.output, False)
         if args.quantize:
             quantize_model(args.output)
+        if args.fp16:
+            say("Writing the FP16 graphs (frontend, Softmax, LayerNorm in float32) …")
+            write_fp16_graphs(args.output)
         if args.demo:
             say(f"*** {RANDOM_WEIGHTS_NOTE} ***")
     except (CheckpointError, ValueError, FileNotFoundError) as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -11,11 +12,17 @@ import numpy as np
 
 from runtime.audio import AudioItem, Preprocessing, Track, load_track
 from runtime.errors import InputError
-from runtime.session import choose_providers, open_session
+from runtime.session import GraphSession, choose_providers
 from runtime.text import TextBatcher, check_texts
 
 SPACES = ("joint", "encoder")
-PRECISIONS = ("fp32", "int8")
+# Where each precision's graphs come from: fp32 is the export itself.
+PRECISIONS = {
+    "fp32": "export/to_onnx.py",
+    "fp16": "export/fp16.py (or to_onnx.py --fp16)",
+    "int8": "export/quantize.py (or to_onnx.py --quantize int8)",
+}
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 
 def read_manifest(model_dir: Path) -> dict:
@@ -70,6 +77,36 @@ def tower_feeds(
         yield {"waveform": windows[start : start + batch_size]}
 
 
+def graph_files(manifest: dict, model_dir: Path, precision: str) -> dict[str, str]:
+    """The ONNX file of each tower at ``precision``."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+    if precision == "fp32":
+        return {tower: manifest[tower]["file"] for tower in ("audio", "text")}
+    if precision not in manifest:
+        how = PRECISIONS[precision]
+        raise InputError(f"{model_dir}: no {precision} graphs; write them with {how}")
+    return {tower: manifest[precision][tower] for tower in ("audio", "text")}
+
+
+def engine_files(manifest: dict, model_dir: Path, precision: str, backend: str) -> dict | None:
+    """The TensorRT engines to run, or None for onnxruntime: ``auto`` takes engines of this
+    precision when the folder has them and TensorRT is installed."""
+    if backend not in BACKENDS:
+        raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    engines = manifest.get("tensorrt", {}).get(precision)
+    if backend == "tensorrt" and engines is None:
+        flag = " --fp16" if precision == "fp16" else ""
+        raise InputError(
+            f"{model_dir}: no {precision} TensorRT engines; build them with "
+            f"export/to_tensorrt.py --model-dir {model_dir}{flag}"
+        )
+    installed = importlib.util.find_spec("tensorrt") is not None
+    if backend == "tensorrt" or (backend == "auto" and engines and installed):
+        return {tower: engines[tower] for tower in ("audio", "text")}
+    return None
+
+
 def finish(rows: np.ndarray, normalize: bool) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
     if len(bad):
@@ -82,9 +119,12 @@ def finish(rows: np.ndarray, normalize: bool) -> np.ndarray:
 class Embedder:
     """Embeds tracks and sentences with an exported model folder (``export/to_onnx.py``).
 
-    ``providers=None`` picks TensorRT, then CUDA, then CPU, whichever onnxruntime has;
-    ``.providers`` says which. ``batch_size`` caps the windows (audio) or sentences (text)
-    per graph call. ``precision="int8"`` uses the graphs of ``export/quantize.py``.
+    ``precision``: ``fp32`` (the export), ``fp16`` (GPUs; ``export/fp16.py``) or ``int8``
+    (CPUs; ``export/quantize.py``). ``backend="auto"`` runs the folder's TensorRT engines
+    (``export/to_tensorrt.py``) when it has them at this precision and TensorRT is
+    installed, else onnxruntime with ``providers`` (None: CUDA if this onnxruntime has it,
+    else CPU). ``.backend`` and ``.providers`` say what runs. ``batch_size`` caps the
+    windows (audio) or sentences (text) per graph call.
     """
 
     def __init__(
@@ -94,21 +134,18 @@ class Embedder:
         threads: int | None = None,
         batch_size: int = 8,
         precision: str = "fp32",
+        backend: str = "auto",
     ):
         self.model_dir = Path(model_dir)
         self.manifest = read_manifest(self.model_dir)
-        if precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        if precision == "int8" and "int8" not in self.manifest:
-            raise InputError(f"{self.model_dir}: no INT8 graphs; run export/quantize.py first")
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
-        self.files = (
-            self.manifest["int8"]
-            if precision == "int8"
-            else {tower: self.manifest[tower]["file"] for tower in ("audio", "text")}
-        )
-        self.providers = choose_providers(providers)
+        self.precision = precision
+        self.files = graph_files(self.manifest, self.model_dir, precision)
+        self.engines = engine_files(self.manifest, self.model_dir, precision, backend)
+        self.backend = "onnxruntime" if self.engines is None else "tensorrt"
+        self.requested_providers = providers
+        self.chosen_providers = [] if self.engines else choose_providers(providers)
         self.threads = threads
         self.batch_size = batch_size
         self.preprocessing = Preprocessing.from_manifest(self.manifest["audio"])
@@ -119,12 +156,33 @@ class Embedder:
         self._sessions: dict = {}
         self._text: TextBatcher | None = None
 
+    @property
+    def providers(self) -> list[str]:
+        """What runs the graphs: onnxruntime's providers (those of a session already open,
+        which may have fallen back from what was chosen), or ``["TensorRT"]``."""
+        if self.engines:
+            return ["TensorRT"]
+        opened = next(iter(self._sessions.values()), None)
+        return opened.providers if opened else self.chosen_providers
+
     def session(self, tower: str):
         """Created on first use, so audio-only users never load the text tower."""
         if tower not in self._sessions:
-            path = self.model_dir / self.files[tower]
-            self._sessions[tower] = open_session(path, self.providers, self.threads)
+            if self.engines:
+                from runtime.tensorrt import EngineSession
+
+                self._sessions[tower] = EngineSession(self.model_dir / self.engines[tower])
+            else:
+                path = self.model_dir / self.files[tower]
+                strict = self.requested_providers is not None
+                self._sessions[tower] = GraphSession(
+                    path, self.chosen_providers, self.threads, strict
+                )
         return self._sessions[tower]
+
+    def width(self, tower: str, space: str) -> int:
+        """Embedding size of ``space`` from ``tower``, as the manifest records it."""
+        return self.manifest[tower]["outputs"][SPACES.index(space)]["shape"][1]
 
     def text_batcher(self) -> TextBatcher:
         """The tokenizer, loaded on first use."""
@@ -151,8 +209,7 @@ class Embedder:
             out = np.concatenate([session.run([space], feed)[0] for feed in feeds])
             for position, index in enumerate(group):
                 rows[index] = out[ids == position].mean(axis=0)
-        width = session.get_outputs()[SPACES.index(space)].shape[1]
-        return np.stack(rows) if rows else np.zeros((0, width), np.float32)
+        return np.stack(rows) if rows else np.zeros((0, self.width("audio", space)), np.float32)
 
     def embed_audio(
         self,
@@ -172,8 +229,7 @@ class Embedder:
         check_space(space)
         texts = check_texts(texts)
         session = self.session("text")
-        width = session.get_outputs()[SPACES.index(space)].shape[1]
-        rows = np.zeros((len(texts), width), np.float32)
+        rows = np.zeros((len(texts), self.width("text", space)), np.float32)
         for positions, feed in self.text_batcher().batches(texts, self.batch_size):
             (rows[positions],) = session.run([space], feed)
         return finish(rows, normalize)

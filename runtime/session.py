@@ -1,17 +1,23 @@
-"""ONNX Runtime sessions: provider choice and the options that make them fast."""
+"""ONNX Runtime sessions: provider choice, the options that make them fast, and data moved to
+and from a GPU once per call."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
-# Fastest first; None picks whichever of these this onnxruntime build has.
-PREFERRED_PROVIDERS = (
-    "TensorrtExecutionProvider",
-    "CUDAExecutionProvider",
-    "CPUExecutionProvider",
-)
+from runtime.errors import InputError
+
+# Fastest first; None picks whichever of these this onnxruntime build has. onnxruntime's own
+# TensorRT provider is left out of the default (it would build engines, for minutes, in every
+# new process); engines from export/to_tensorrt.py run through runtime.tensorrt instead.
+PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+# float32 matmuls and convolutions in full float32 rather than TF32 (10-bit mantissa), so
+# the CUDA fp32 path keeps the reference's accuracy.
+PROVIDER_OPTIONS = {"CUDAExecutionProvider": {"use_tf32": "0"}}
 
 
 def choose_providers(providers: list[str] | None) -> list[str]:
@@ -24,7 +30,7 @@ def choose_providers(providers: list[str] | None) -> list[str]:
     return list(providers)
 
 
-def open_session(path: Path, providers: list[str], threads: int | None) -> ort.InferenceSession:
+def session_options(threads: int | None) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only
@@ -35,4 +41,36 @@ def open_session(path: Path, providers: list[str], threads: int | None) -> ort.I
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=providers)
+    return options
+
+
+class GraphSession:
+    """One graph on onnxruntime. On a GPU provider the feed goes up once and only the
+    requested outputs come back (IO binding), rather than every output of the graph.
+    ``strict``: fail, rather than run on the CPU, when the first provider cannot start."""
+
+    def __init__(
+        self, path: Path, providers: list[str], threads: int | None = None, strict: bool = False
+    ):
+        with_options = [(p, PROVIDER_OPTIONS.get(p, {})) for p in providers]
+        self.session = ort.InferenceSession(str(path), session_options(threads), with_options)
+        self.providers = self.session.get_providers()
+        if strict and self.providers[0] != providers[0]:
+            # onnxruntime falls back (with a warning) when a provider cannot start.
+            raise InputError(
+                f"{providers[0]} could not start for {path.name} (onnxruntime fell back to "
+                f"{self.providers}): see onnxruntime's message above"
+            )
+        # Where outputs are bound: the GPU's memory, or None to run without binding.
+        self.output_device = "cuda" if self.providers[0] in GPU_PROVIDERS else None
+
+    def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self.output_device is None:
+            return self.session.run(names, feed)
+        binding = self.session.io_binding()
+        for name, array in feed.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        for name in names:
+            binding.bind_output(name, self.output_device)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()

@@ -10,13 +10,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from export.graphs import stem_conv
+from export.graphs import frontend_nodes, stem_conv
 from export.hparams import HParams
 from export.quantize import (
     AUDIO_INT8,
     FLOAT_CONVS,
     TEXT_INT8,
-    frontend_nodes,
     quantize_model,
 )
 from export.reference import track_windows

@@ -145,3 +145,23 @@ def test_non_finite_model_output_is_an_error_not_a_silent_nan(
         model.embed_audio([good_file])
     with pytest.raises(RuntimeError, match=r"items \[0, 1\]: the model produced non-finite"):
         model.embed_text(["piano", "drums"])
+
+
+def test_missing_precision_or_engines_say_which_command_writes_them(small_model_dir):
+    with pytest.raises(runtime.InputError, match=r"no fp16 graphs; write them with export/fp16"):
+        runtime.Embedder(small_model_dir, precision="fp16")
+    with pytest.raises(runtime.InputError, match=r"no int8 graphs; write them with export/quant"):
+        runtime.Embedder(small_model_dir, precision="int8")
+    with pytest.raises(runtime.InputError, match=r"precision must be one of"):
+        runtime.Embedder(small_model_dir, precision="bf16")
+    with pytest.raises(runtime.InputError, match=r"to_tensorrt.py --model-dir"):
+        runtime.Embedder(small_model_dir, backend="tensorrt")
+    with pytest.raises(runtime.InputError, match=r"backend must be one of"):
+        runtime.Embedder(small_model_dir, backend="openvino")
+
+
+def test_auto_backend_without_engines_runs_onnxruntime(small_model_dir):
+    model = runtime.Embedder(small_model_dir)
+    assert model.backend == "onnxruntime"
+    model.embed_text(["piano"])
+    assert model.providers == model.session("text").providers

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from runtime.session import open_session
+from runtime.session import GraphSession
 
 
 class TritonPythonModel:
@@ -25,7 +25,7 @@ class TritonPythonModel:
         self.outputs = [tensor["name"] for tensor in config["output"]]
         self.batched = config["max_batch_size"] > 0
         graph = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
-        self.session = open_session(graph, ["CPUExecutionProvider"], threads=None)
+        self.session = GraphSession(graph, ["CPUExecutionProvider"])
 
     def execute(self, requests: list) -> list:
         feeds = [
