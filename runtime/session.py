@@ -74,3 +74,14 @@ class GraphSession:
             binding.bind_output(name, self.output_device)
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()
+
+
+def cuda_problem(graph: Path) -> str | None:
+    """Why onnxruntime's CUDA provider cannot run ``graph`` here, or None when it can."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return "no CUDAExecutionProvider in this onnxruntime (install onnxruntime-gpu)"
+    try:
+        GraphSession(graph, ["CUDAExecutionProvider", "CPUExecutionProvider"], strict=True)
+    except InputError:
+        return "onnxruntime's CUDA provider could not start: no CUDA device visible"
+    return None

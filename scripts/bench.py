@@ -1,10 +1,16 @@
 """Measure the runtime against the PyTorch reference, in one run, on the same weights and inputs.
 
     python scripts/bench.py --model-dir models/demo [--threads 2] [--json bench.json]
+                            [--sections cpu,backends] [--batches 1,16,64]
 
-Prints a markdown table (medians of repeated runs, the rows timed in turns; ratios are
-reference time / row time) and the INT8 accuracy against fp32, and writes everything to
-JSON. Rows that cannot run on this machine are listed with the reason.
+Two sections, each a markdown table, all of it written to JSON as well:
+- cpu: the reference against onnxruntime fp32 and INT8 on this CPU, timed in turns in one
+  process (medians; ratios are reference time / row time), peak RSS of a 3-minute track,
+  and INT8's accuracy against fp32.
+- backends: every row of scripts/bench_rows.py this machine can run (the others are listed
+  with the reason), each in a fresh process: audio windows/s at each batch, text queries/s
+  at batch 1 and 64, p50/p99 latency of one query and of one 30-s track, peak host and
+  device memory, and the cosine of its embeddings to the CPU reference's.
 """
 
 from __future__ import annotations
@@ -12,16 +18,19 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+from bench_rows import REFERENCE, ROWS, Row, build, unavailable
 
 # Before each timed call: the previous row's idle threads (onnxruntime's spinning pool,
 # torch's OpenMP) would otherwise still be busy-waiting on the cores the next row needs.
@@ -53,15 +62,17 @@ def queries(count: int, seed: int) -> list[str]:
     return [" ".join(rng.choice(words, size=int(rng.integers(4, 20)))) for _ in range(count)]
 
 
-def measure(rows: dict[str, tuple[Callable, Callable]], windows: int, texts, repeats) -> dict:
-    """The three timings of every row (``embed_track()``, ``embed_texts(list)``): audio per
-    window, one query, a batch of queries."""
-    audio = interleaved_medians({name: track for name, (track, _) in rows.items()}, repeats)
+def measure(rows: dict[str, Row], track: np.ndarray, windows: int, texts, repeats) -> dict:
+    """The CPU section's three timings of every row: audio per window (a whole track),
+    one query, a batch of queries."""
+    audio = interleaved_medians(
+        {name: partial(row.track, track) for name, row in rows.items()}, repeats
+    )
     one = interleaved_medians(
-        {name: partial(embed, [QUERY]) for name, (_, embed) in rows.items()}, repeats * 10
+        {name: partial(row.texts, [QUERY]) for name, row in rows.items()}, repeats * 10
     )
     batch = interleaved_medians(
-        {name: partial(embed, texts) for name, (_, embed) in rows.items()}, repeats
+        {name: partial(row.texts, texts) for name, row in rows.items()}, repeats
     )
     return {
         name: {
@@ -73,28 +84,11 @@ def measure(rows: dict[str, tuple[Callable, Callable]], windows: int, texts, rep
     }
 
 
-def reference_row(model_dir: Path, windows: np.ndarray, threads: int) -> tuple:
-    import torch
-
-    from export.reference import load_reference
-
-    torch.set_num_threads(threads)
-    ckpt = model_dir / "checkpoint"
-    model = load_reference(ckpt / "ttmrpp.pth", ckpt / "ttmrpp.yaml", ckpt / "text_arch")
-    audio = torch.from_numpy(windows)
-    return partial(model.audio_encode, audio), model.text_encode
-
-
 def cpu_embedder(model_dir: Path, precision: str, threads: int, **options):
     from runtime import Embedder
 
     cpu = ["CPUExecutionProvider"]
     return Embedder(model_dir, providers=cpu, threads=threads, precision=precision, **options)
-
-
-def runtime_row(model_dir: Path, precision: str, track: np.ndarray, args) -> tuple:
-    embedder = cpu_embedder(model_dir, precision, args.threads, batch_size=args.windows)
-    return partial(embedder.embed_audio, [track], sample_rate=22050), embedder.embed_text
 
 
 def int8_accuracy(model_dir: Path, tracks: int, query_count: int, threads: int) -> dict:
@@ -153,17 +147,7 @@ print(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0])
     return int(done.stdout.split()[-1]) / 1024
 
 
-def cuda_reason() -> str | None:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return "onnxruntime is not installed"
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return "no CUDAExecutionProvider in this onnxruntime (CPU build or no GPU)"
-    return None
-
-
-def table(rows: dict, reference: dict) -> str:
+def cpu_table(rows: dict, reference: dict) -> str:
     lines = [
         "| row | audio ms/window | × ref | text ms, 1 query | × ref "
         "| text ms/query, batch 32 | × ref |",
@@ -177,53 +161,21 @@ def table(rows: dict, reference: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-dir", type=Path, default=Path("models/demo"))
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--windows", type=int, default=4, help="10-s windows per audio call")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--tracks", type=int, default=300, help="synthetic catalog size (accuracy)")
-    parser.add_argument("--queries", type=int, default=300, help="text queries (accuracy)")
-    parser.add_argument("--json", type=Path, default=Path("bench.json"))
-    args = parser.parse_args(argv)
+def cpu_section(args: argparse.Namespace, manifest: dict) -> dict:
+    """The reference, ORT CPU fp32 and int8 in one process, timed in turns."""
     from export.synthetic import random_track
 
-    manifest = json.loads((args.model_dir / "manifest.json").read_text())
     track = random_track(7, 10.0 * args.windows)
-    from export.hparams import HParams
-    from export.reference import track_windows
-
-    windows = track_windows(track, 22050, HParams.from_dict(manifest["hparams"]))
-    texts = queries(32, seed=0)
-    print(f"Benchmarking {args.model_dir} on {args.threads} threads …", flush=True)
-    reference_name = "PyTorch eager (reference)"
-    callables = {reference_name: reference_row(args.model_dir, windows, args.threads)}
-    skipped = {}
-    for precision in ("fp32", "int8"):
-        if precision == "int8" and "int8" not in manifest:
-            skipped["runtime int8"] = "no INT8 graphs: run export/quantize.py first"
-            continue
-        callables[f"runtime ORT CPU {precision}"] = runtime_row(
-            args.model_dir, precision, track, args
-        )
-    rows = measure(callables, len(windows), texts, args.repeats)
-    reference = rows[reference_name]
-    reason = cuda_reason()
-    if reason:
-        for row in ("ORT CUDA fp32", "ORT CUDA fp16", "TensorRT", "PyTorch eager CUDA"):
-            skipped[row] = reason
-    result = {
-        "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads",
-        "model": str(args.model_dir),
-        "random_weights": manifest.get("random_weights"),
-        "rows": rows,
-        "skipped": skipped,
+    names = [name for name in (REFERENCE, "ORT CPU fp32", "ORT CPU int8")]
+    skipped = {name: why for name in names if (why := unavailable(name, args.model_dir))}
+    rows = {
+        name: build(name, args.model_dir, args.threads) for name in names if name not in skipped
     }
-    print(table(rows, reference))
+    timings = measure(rows, track, args.windows, queries(32, seed=0), args.repeats)
+    print(cpu_table(timings, timings[REFERENCE]))
+    result = {"rows": timings, "skipped": skipped}
     for precision in ("fp32", "int8"):
-        if f"runtime ORT CPU {precision}" in rows:
+        if f"ORT CPU {precision}" in rows:
             mb = peak_memory_mb(args.model_dir, precision, args.threads)
             result[f"peak_rss_mb_3min_track_{precision}"] = mb
             print(f"peak RSS, load + embed a 3-minute track ({precision}): {mb:.0f} MB")
@@ -237,8 +189,180 @@ def main(argv: list[str] | None = None) -> int:
             f"top-10 agreement {accuracy['top10_agreement']:.3f} "
             f"({accuracy['tracks']} tracks, {accuracy['queries']} queries)"
         )
-    for row, why in skipped.items():
-        print(f"skipped: {row}: {why}")
+    return result
+
+
+def timed(run: Callable[[], object], min_runs: int, min_seconds: float) -> list[float]:
+    """Seconds of each call after a warm-up call: at least ``min_runs`` calls, and more
+    until ``min_seconds`` have passed (100 at most)."""
+    run()
+    times: list[float] = []
+    while len(times) < min_runs or (sum(times) < min_seconds and len(times) < 100):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def device_memory_mb() -> float | None:
+    """GPU memory this process holds (allocators keep their peak), from nvidia-smi."""
+    query = ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader"]
+    try:
+        listing = subprocess.run(query, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    for line in listing.splitlines():
+        pid, used = line.split(",")
+        if int(pid) == os.getpid():
+            return float(used.split()[0])
+    return 0.0
+
+
+def bench_inputs(model_dir: Path, batches: list[int]) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """The same windows, sentences and 30-s track for every row."""
+    from export.hparams import HParams
+    from export.reference import track_windows
+    from export.synthetic import random_track
+
+    hp = HParams.from_dict(json.loads((model_dir / "manifest.json").read_text())["hparams"])
+    windows = track_windows(random_track(7, 10.0 * max(batches)), hp.sr, hp)
+    return windows, queries(64, seed=0), random_track(9, 30.0)
+
+
+def row_process(args: argparse.Namespace) -> int:
+    """``--row NAME``: time one row in this fresh process; write its JSON and embeddings."""
+    batches = [int(b) for b in args.batches.split(",")]
+    windows, texts, track = bench_inputs(args.model_dir, batches)
+    row = build(args.row, args.model_dir, args.threads)
+    result = {}
+    for batch in batches:
+        seconds = statistics.median(timed(partial(row.windows, windows[:batch]), 3, 2.0))
+        result[f"audio_windows_per_s_batch_{batch}"] = batch / seconds
+    for batch in (1, 64):
+        seconds = statistics.median(timed(partial(row.texts, texts[:batch]), 3, 2.0))
+        result[f"text_queries_per_s_batch_{batch}"] = batch / seconds
+    for what, run, runs in (
+        ("query", partial(row.texts, [QUERY]), args.latency_runs),
+        ("track_30s", partial(row.track, track), max(10, args.latency_runs // 5)),
+    ):
+        ms = 1e3 * np.array(timed(run, runs, 0.0))
+        result[f"{what}_ms_p50"], result[f"{what}_ms_p99"] = np.percentile(ms, [50, 99])
+    result["host_peak_mb"] = (
+        int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) / 1024
+    )
+    result["device_mb"] = device_memory_mb()
+    np.savez(args.out / "embeddings.npz", windows=row.windows(windows[:16]), texts=row.texts(texts))
+    (args.out / "result.json").write_text(json.dumps(result))
+    return 0
+
+
+def cosine_min(a: np.ndarray, b: np.ndarray) -> float:
+    return float(((a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)).min())
+
+
+def backends_section(args: argparse.Namespace) -> dict:
+    """Every row this machine can run, each in a fresh process (so memory is its own)."""
+    rows, skipped, embeddings = {}, {}, {}
+    for name in ROWS:
+        reason = unavailable(name, args.model_dir)
+        if reason:
+            skipped[name] = reason
+            continue
+        print(f"  {name} …", flush=True)
+        with tempfile.TemporaryDirectory() as scratch:
+            command = [sys.executable, __file__, "--row", name, "--out", scratch]
+            command += ["--model-dir", str(args.model_dir), "--threads", str(args.threads)]
+            command += ["--batches", args.batches, "--latency-runs", str(args.latency_runs)]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode:
+                skipped[name] = f"failed: {done.stderr.strip().splitlines()[-1]}"
+                continue
+            rows[name] = json.loads((Path(scratch) / "result.json").read_text())
+            with np.load(Path(scratch) / "embeddings.npz") as saved:
+                embeddings[name] = dict(saved)
+    for name, row in rows.items():
+        for part in ("windows", "texts"):
+            row[f"cosine_to_reference_{part}"] = cosine_min(
+                embeddings[REFERENCE][part], embeddings[name][part]
+            )
+    print(backends_table(rows, args.batches.split(",")))
+    for line in speedups(rows, args.batches.split(",")[-1]):
+        print(line)
+    return {"rows": rows, "skipped": skipped}
+
+
+def backends_table(rows: dict, batches: list[str]) -> str:
+    head = [f"audio win/s @{b}" for b in batches] + ["text q/s @1", "text q/s @64"]
+    head += ["1 query ms p50/p99", "30-s track ms p50/p99", "host MB", "GPU MB"]
+    head += ["cos audio", "cos text"]
+    lines = ["| row | " + " | ".join(head) + " |", "|---" + "|---:" * len(head) + "|"]
+    for name, row in rows.items():
+        cells = [f"{row[f'audio_windows_per_s_batch_{b}']:.1f}" for b in batches]
+        cells += [f"{row[f'text_queries_per_s_batch_{b}']:.1f}" for b in (1, 64)]
+        for what in ("query", "track_30s"):
+            cells.append(f"{row[f'{what}_ms_p50']:.1f} / {row[f'{what}_ms_p99']:.1f}")
+        device = row["device_mb"]
+        cells += [f"{row['host_peak_mb']:.0f}", "–" if device is None else f"{device:.0f}"]
+        cells += [
+            f"{row['cosine_to_reference_windows']:.6f}",
+            f"{row['cosine_to_reference_texts']:.6f}",
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def speedups(rows: dict, batch: str) -> list[str]:
+    """Audio throughput at the largest batch against the eager rows on the same device."""
+    key = f"audio_windows_per_s_batch_{batch}"
+    eager = {
+        "cpu": [REFERENCE],
+        "cuda": ["PyTorch eager CUDA fp32", "PyTorch eager CUDA fp16 autocast"],
+    }
+    lines = []
+    for name, row in rows.items():
+        if name.startswith("PyTorch"):
+            continue
+        device = "cpu" if " CPU " in name else "cuda"
+        ratios = [f"{row[key] / rows[e][key]:.2f}× {e}" for e in eager[device] if e in rows]
+        if ratios:
+            lines.append(f"audio @{batch}: {name} = " + ", ".join(ratios))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, default=Path("models/demo"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sections", default="cpu,backends", help="cpu, backends or both")
+    parser.add_argument("--windows", type=int, default=4, help="cpu: 10-s windows per track")
+    parser.add_argument("--repeats", type=int, default=5, help="cpu: timed rounds")
+    parser.add_argument("--tracks", type=int, default=300, help="synthetic catalog size (accuracy)")
+    parser.add_argument("--queries", type=int, default=300, help="text queries (accuracy)")
+    parser.add_argument("--batches", default="1,16,64", help="backends: audio batch sizes")
+    parser.add_argument("--latency-runs", type=int, default=100, help="backends: one-query runs")
+    parser.add_argument("--json", type=Path, default=Path("bench.json"))
+    parser.add_argument("--row", choices=sorted(ROWS), help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.row:
+        return row_process(args)
+    manifest = json.loads((args.model_dir / "manifest.json").read_text())
+    result = {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads",
+        "model": str(args.model_dir),
+        "random_weights": manifest.get("random_weights"),
+    }
+    sections = args.sections.split(",")
+    if "cpu" in sections:
+        print(f"CPU: {args.model_dir} on {args.threads} threads …", flush=True)
+        result["cpu"] = cpu_section(args, manifest)
+    if "backends" in sections:
+        print(f"Backends: {args.model_dir}, each row in its own process …", flush=True)
+        result["backends"] = backends_section(args)
+    for section in ("cpu", "backends"):
+        for row, why in result.get(section, {}).get("skipped", {}).items():
+            print(f"skipped ({section}): {row}: {why}")
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")
     return 0

@@ -7,33 +7,21 @@ Without one (no onnxruntime-gpu, or no device visible), the CUDA tests skip and 
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 import runtime
 from export.synthetic import random_track
-from runtime.session import GraphSession
+from runtime.session import GraphSession, cuda_problem
 from tests.test_fp16 import fp16_copy
 from tests.test_runtime_parity import assert_close
 
 CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-def cuda_missing(model_dir) -> str | None:
-    """Why the CUDA provider cannot run here, or None when it can."""
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return "no CUDAExecutionProvider in this onnxruntime (needs onnxruntime-gpu)"
-    try:
-        GraphSession(model_dir / "text.onnx", CUDA, strict=True)
-    except runtime.InputError:
-        return "the CUDA provider could not start: no CUDA device visible"
-    return None
-
-
 @pytest.fixture(scope="module")
 def cuda_demo_dir(demo_model_dir, tmp_path_factory):
     """The full-size demo with FP16 graphs, on a machine where CUDA runs."""
-    reason = cuda_missing(demo_model_dir)
+    reason = cuda_problem(demo_model_dir / "text.onnx")
     if reason:
         pytest.skip(reason)
     return fp16_copy(demo_model_dir, tmp_path_factory.mktemp("cuda_demo") / "model")
