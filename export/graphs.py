@@ -41,6 +41,14 @@ class AudioGraph(nn.Module):
         return self.projector(encoder), encoder
 
 
+def roberta_position_ids(input_ids: torch.Tensor, pad_token_id: int) -> torch.Tensor:
+    """RoBERTa's position ids (the pad id, plus the count of non-pad tokens so far; pads
+    keep the pad id), counted in float32: TensorRT's ONNX CumSum is documented for float
+    types only, and float32 counts exactly up to 2^24 tokens."""
+    real = (input_ids != pad_token_id).float()
+    return (torch.cumsum(real, dim=1) * real).long() + pad_token_id
+
+
 class TextGraph(nn.Module):
     """``(input_ids, attention_mask)`` int64 ``[B, L]`` → ``(joint, encoder)``."""
 
@@ -49,7 +57,8 @@ class TextGraph(nn.Module):
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        return self.model.text_encode_ids(input_ids, attention_mask)
+        positions = roberta_position_ids(input_ids, self.model.text_encoder.config.pad_token_id)
+        return self.model.text_encode_ids(input_ids, attention_mask, positions)
 
 
 def stem_conv(graph: onnx.GraphProto) -> onnx.NodeProto:

@@ -60,9 +60,14 @@ class TTMRpp(nn.Module):
         )
 
     def text_encode_ids(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask)
+        hidden = self.text_encoder(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+        )
         encoder = hidden.last_hidden_state[:, 0]
         return self.text_projector(encoder), encoder
 

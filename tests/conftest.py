@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,46 @@ def demo_clap_reference(demo_clap_export):
     from export.clap.reference import load_hf_folder
 
     return load_hf_folder(demo_clap_export[0] / "checkpoint")
+
+
+# FP16 graphs (export/fp16.py) beside a fixture's fp32 ones.
+def fp16_copy(model_dir: Path, folder: Path) -> Path:
+    """The model folder with FP16 graphs added: fp32 files linked, the manifest copied."""
+    from export.fp16 import write_fp16_graphs
+
+    folder.mkdir()
+    for path in model_dir.iterdir():
+        if path.name == "manifest.json":
+            shutil.copy(path, folder / path.name)
+        else:
+            (folder / path.name).symlink_to(path)
+    with contextlib.redirect_stdout(io.StringIO()):
+        write_fp16_graphs(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def small_fp16_dir(small_model_dir, tmp_path_factory):
+    return fp16_copy(small_model_dir, tmp_path_factory.mktemp("small_fp16") / "model")
+
+
+@pytest.fixture(scope="session")
+def demo_fp16_dir(demo_model_dir, tmp_path_factory):
+    return fp16_copy(demo_model_dir, tmp_path_factory.mktemp("demo_fp16") / "model")
+
+
+@pytest.fixture(scope="session")
+def demo_clap_fp16_dir(demo_clap_model_dir, tmp_path_factory):
+    return fp16_copy(demo_clap_model_dir, tmp_path_factory.mktemp("demo_clap_fp16") / "model")
+
+
+@pytest.fixture(scope="session")
+def small_clap_fp16_dir(small_clap_export, tmp_path_factory):
+    """Written by ``to_onnx.py --family clap --hf-model DIR --fp16``."""
+    folder = tmp_path_factory.mktemp("small_clap_fp16") / "model"
+    argv = ["--family", "clap", "--hf-model", str(small_clap_export[1]), "--output", str(folder)]
+    from export.to_onnx import main
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main([*argv, "--fp16"]) == 0
+    return folder

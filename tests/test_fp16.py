@@ -7,11 +7,7 @@ float16 kernels are tested in test_gpu.py, on a machine that has one.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -19,46 +15,10 @@ import pytest
 from onnx import TensorProto
 
 import runtime
-from export.fp16 import FP16_FILES, write_fp16_graphs
+from export.fp16 import FP16_FILES
 from export.graphs import frontend_nodes
 from export.synthetic import random_track
-from export.to_onnx import main as to_onnx
 from tests.test_runtime_parity import assert_close
-
-QUIET = contextlib.redirect_stdout(io.StringIO())
-
-
-def fp16_copy(model_dir: Path, folder: Path) -> Path:
-    """The model folder with FP16 graphs added: fp32 files linked, the manifest copied."""
-    folder.mkdir()
-    for path in model_dir.iterdir():
-        if path.name == "manifest.json":
-            shutil.copy(path, folder / path.name)
-        else:
-            (folder / path.name).symlink_to(path)
-    with QUIET:
-        write_fp16_graphs(folder)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def small_fp16_dir(small_model_dir, tmp_path_factory):
-    return fp16_copy(small_model_dir, tmp_path_factory.mktemp("small_fp16") / "model")
-
-
-@pytest.fixture(scope="session")
-def demo_fp16_dir(demo_model_dir, tmp_path_factory):
-    return fp16_copy(demo_model_dir, tmp_path_factory.mktemp("demo_fp16") / "model")
-
-
-@pytest.fixture(scope="session")
-def small_clap_fp16_dir(small_clap_export, tmp_path_factory):
-    """Written by ``to_onnx.py --family clap --hf-model DIR --fp16``."""
-    folder = tmp_path_factory.mktemp("small_clap_fp16") / "model"
-    argv = ["--family", "clap", "--hf-model", str(small_clap_export[1]), "--output", str(folder)]
-    with QUIET:
-        assert to_onnx([*argv, "--fp16"]) == 0
-    return folder
 
 
 def element_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -144,11 +104,9 @@ def test_full_size_fp16_stays_close_to_the_reference(demo_fp16_dir, demo_referen
     assert_close(reference, model.embed_text(texts), 0.999, 0.05)
 
 
-def test_full_size_clap_fp16_stays_close_to_the_reference(
-    demo_clap_model_dir, demo_clap_reference, tmp_path
-):
-    folder = fp16_copy(demo_clap_model_dir, tmp_path / "model")
-    model = runtime.Embedder(folder, precision="fp16", providers=["CPUExecutionProvider"])
+def test_full_size_clap_fp16_stays_close_to_the_reference(demo_clap_fp16_dir, demo_clap_reference):
+    cpu = ["CPUExecutionProvider"]
+    model = runtime.Embedder(demo_clap_fp16_dir, precision="fp16", providers=cpu)
     rate = demo_clap_reference.sample_rate
     tracks = [random_track(23, 7.0, rate), random_track(24, 12.0, rate)]
     expected = np.stack([demo_clap_reference.embed_track(t, rate)[0] for t in tracks])

@@ -12,19 +12,18 @@ import pytest
 import runtime
 from export.synthetic import random_track
 from runtime.session import GraphSession, cuda_problem
-from tests.test_fp16 import fp16_copy
 from tests.test_runtime_parity import assert_close
 
 CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
 @pytest.fixture(scope="module")
-def cuda_demo_dir(demo_model_dir, tmp_path_factory):
+def cuda_demo_dir(demo_model_dir, request):
     """The full-size demo with FP16 graphs, on a machine where CUDA runs."""
     reason = cuda_problem(demo_model_dir / "text.onnx")
     if reason:
         pytest.skip(reason)
-    return fp16_copy(demo_model_dir, tmp_path_factory.mktemp("cuda_demo") / "model")
+    return request.getfixturevalue("demo_fp16_dir")
 
 
 def test_io_binding_returns_what_a_plain_run_returns(small_model_dir):

@@ -3,9 +3,7 @@ and hand-built graphs that prove each check can refuse."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import shutil
 
 import numpy as np
 import onnx
@@ -20,9 +18,6 @@ FAMILIES = [
     pytest.param("demo_model_dir", marks=pytest.mark.slow),
     pytest.param("demo_clap_model_dir", marks=pytest.mark.slow),
 ]
-needs_fp16 = pytest.mark.skipif(
-    importlib.util.find_spec("export.fp16") is None, reason="export/fp16.py not merged yet"
-)
 
 
 def load_graph(model_dir, tower: str, precision: str = "fp32") -> onnx.ModelProto:
@@ -31,22 +26,10 @@ def load_graph(model_dir, tower: str, precision: str = "fp32") -> onnx.ModelProt
     return onnx.load(str(model_dir / name))
 
 
-def int64_cumsum(problem: str) -> bool:
-    """The one problem our text graphs have: RoBERTa's position ids are a CumSum of the
-    padding mask in INT64, and TensorRT's table lists CumSum for FP32/FP16/BF16 only."""
-    return "(CumSum): INT64 tensors" in problem
-
-
+@pytest.mark.parametrize("tower", ["audio", "text"])
 @pytest.mark.parametrize("folder", FAMILIES)
-def test_audio_graphs_pass_the_tensorrt_check(folder, request):
-    assert unsupported(load_graph(request.getfixturevalue(folder), "audio")) == []
-
-
-@pytest.mark.parametrize("folder", FAMILIES)
-def test_text_graphs_are_refused_only_for_the_int64_cumsum_of_position_ids(folder, request):
-    problems = unsupported(load_graph(request.getfixturevalue(folder), "text"))
-    assert problems, "the CumSum is buildable now: assert that the text graphs pass"
-    assert [p for p in problems if not int64_cumsum(p)] == []
+def test_graphs_pass_the_tensorrt_check(folder, tower, request):
+    assert unsupported(load_graph(request.getfixturevalue(folder), tower)) == []
 
 
 def test_only_clap_audio_computes_in_float64_which_tensorrt_runs_in_float32(
@@ -62,19 +45,10 @@ def test_only_clap_audio_computes_in_float64_which_tensorrt_runs_in_float32(
         assert check(load_graph(folder, tower)).float64_nodes == []
 
 
-@needs_fp16
-@pytest.mark.parametrize("folder", ["small_model_dir", "small_clap_model_dir"])
-def test_fp16_graphs_pass_the_tensorrt_check_as_the_fp32_ones_do(folder, request, tmp_path):
-    from export.fp16 import write_fp16_graphs
-
-    model_dir = tmp_path / "model"
-    shutil.copytree(request.getfixturevalue(folder), model_dir)
-    write_fp16_graphs(model_dir)
-    manifest = json.loads((model_dir / "manifest.json").read_text())
-    assert manifest["fp16"] == {"audio": "audio.fp16.onnx", "text": "text.fp16.onnx"}
-    assert unsupported(load_graph(model_dir, "audio", "fp16")) == []
-    text = unsupported(load_graph(model_dir, "text", "fp16"))
-    assert [p for p in text if not int64_cumsum(p)] == []
+@pytest.mark.parametrize("tower", ["audio", "text"])
+@pytest.mark.parametrize("folder", ["small_fp16_dir", "small_clap_fp16_dir"])
+def test_fp16_graphs_pass_the_tensorrt_check(folder, tower, request):
+    assert unsupported(load_graph(request.getfixturevalue(folder), tower, "fp16")) == []
 
 
 # Hand-built graphs: each case gives a model TensorRT refuses (bad=True) and its nearest

@@ -11,7 +11,7 @@ from torch import nn
 
 from export.clap.frontend import ClapFrontend
 from export.clap.reference import ClapReference
-from export.graphs import TEXT_INPUTS, export_onnx
+from export.graphs import TEXT_INPUTS, export_onnx, roberta_position_ids
 
 AUDIO_INPUTS = ("waveform",)
 
@@ -42,7 +42,8 @@ class TextGraph(nn.Module):
         self.reference = reference
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        return self.reference.text_encode_ids(input_ids, attention_mask)
+        positions = roberta_position_ids(input_ids, self.text_model.config.pad_token_id)
+        return self.reference.text_encode_ids(input_ids, attention_mask, positions)
 
 
 def log_mel_tensor(graph: onnx.GraphProto) -> str:

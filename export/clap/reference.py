@@ -98,9 +98,14 @@ class ClapReference:
         )
 
     def text_encode_ids(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        encoder = self.model.text_model(input_ids=input_ids, attention_mask=attention_mask)
+        encoder = self.model.text_model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+        )
         encoder = encoder.pooler_output
         return self.model.text_projection(encoder), encoder
 
