@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import onnx
@@ -22,6 +23,7 @@ from onnx.onnx_pb import TensorProto
 from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 from onnxruntime.transformers.onnx_model import OnnxModel
 
+from export.command import run_command
 from export.graphs import frontend_nodes
 
 FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
@@ -110,13 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fp16.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, required=True, help="folder from to_onnx.py")
     args = parser.parse_args(argv)
-    try:
-        print(f"Writing the FP16 graphs of {args.model_dir} …", flush=True)
-        write_fp16_graphs(args.model_dir)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"fp16.py: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    print(f"Writing the FP16 graphs of {args.model_dir} …", flush=True)
+    return run_command("fp16.py", partial(write_fp16_graphs, args.model_dir))
 
 
 if __name__ == "__main__":

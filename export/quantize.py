@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from export.command import run_command
 from export.graphs import frontend_nodes
 from export.hparams import HParams
 from export.reference import load_track, track_windows
@@ -164,12 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration-windows", type=int, default=32, help="10-s windows to use")
     args = parser.parse_args(argv)
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization warns via root
-    try:
-        quantize_model(args.model_dir, args.calibration_dir, args.calibration_windows)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"quantize.py: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    work = partial(quantize_model, args.model_dir, args.calibration_dir, args.calibration_windows)
+    return run_command("quantize.py", work)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import json
 import logging
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from export.checkpoint import CheckpointError, sha256
 from export.clap.demo import write_demo_folder
 from export.clap.laion import load_laion_checkpoint
 from export.clap.reference import load_hf_folder, weights_file
+from export.command import EXPECTED, run_command
 from export.demo import write_demo_checkpoint
 from export.families import FAMILIES
 from export.fp16 import write_fp16_graphs
@@ -221,35 +223,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def export(args: argparse.Namespace) -> None:
+    """Everything the command line asked for, in order."""
+    if args.demo:
+        say(f"*** {RANDOM_WEIGHTS_NOTE} ***")
+    if args.family == "clap":
+        export_clap(args)
+    elif args.demo:
+        say(f"Writing the demo checkpoint (seed {args.seed}) → {args.output / 'checkpoint'}")
+        checkpoint, config, text_arch = write_demo_checkpoint(
+            args.output / "checkpoint", seed=args.seed
+        )
+        export_model(checkpoint, config, text_arch, args.output, random_weights=True)
+    else:
+        export_model(args.checkpoint, args.config, args.text_arch, args.output, False)
+    if args.quantize:
+        quantize_model(args.output)
+    if args.fp16:
+        say("Writing the FP16 graphs (frontend, Softmax, LayerNorm in float32) …")
+        write_fp16_graphs(args.output)
+    if args.demo:
+        say(f"*** {RANDOM_WEIGHTS_NOTE} ***")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.getLogger().setLevel(logging.ERROR)  # exporter and quantiser chatter
     transformers.utils.logging.disable_progress_bar()
     torch.manual_seed(0)
-    try:
-        if args.demo:
-            say(f"*** {RANDOM_WEIGHTS_NOTE} ***")
-        if args.family == "clap":
-            export_clap(args)
-        elif args.demo:
-            say(f"Writing the demo checkpoint (seed {args.seed}) → {args.output / 'checkpoint'}")
-            checkpoint, config, text_arch = write_demo_checkpoint(
-                args.output / "checkpoint", seed=args.seed
-            )
-            export_model(checkpoint, config, text_arch, args.output, random_weights=True)
-        else:
-            export_model(args.checkpoint, args.config, args.text_arch, args.output, False)
-        if args.quantize:
-            quantize_model(args.output)
-        if args.fp16:
-            say("Writing the FP16 graphs (frontend, Softmax, LayerNorm in float32) …")
-            write_fp16_graphs(args.output)
-        if args.demo:
-            say(f"*** {RANDOM_WEIGHTS_NOTE} ***")
-    except (CheckpointError, ValueError, FileNotFoundError) as err:
-        print(f"to_onnx.py: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command("to_onnx.py", partial(export, args), (CheckpointError, *EXPECTED))
 
 
 if __name__ == "__main__":

@@ -16,10 +16,12 @@ import argparse
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import onnx
 
+from export.command import EXPECTED, run_command
 from export.tensorrt_support import check
 from runtime.tensorrt import INSTALL_HINT, Shape, device_name
 
@@ -219,22 +221,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def build(args: argparse.Namespace) -> None:
+    manifest = read_manifest(args.model_dir)
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise BuildError(f"TensorRT is not installed: {INSTALL_HINT}") from None
+    build_engines(trt, args, manifest)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        manifest = read_manifest(args.model_dir)
-        try:
-            import tensorrt as trt
-        except ImportError:
-            print(
-                f"to_tensorrt.py: error: TensorRT is not installed: {INSTALL_HINT}", file=sys.stderr
-            )
-            return 2
-        build_engines(trt, args, manifest)
-    except (BuildError, ValueError, FileNotFoundError) as err:
-        print(f"to_tensorrt.py: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command("to_tensorrt.py", partial(build, args), (BuildError, *EXPECTED))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from runtime import model_dir_from
 from runtime.audio import find_audio_files
 from runtime.catalog import Catalog
-from runtime.embedder import BACKENDS, PRECISIONS, SPACES, Embedder
+from runtime.embedder import BACKENDS, BATCH_SIZE, PRECISIONS, SPACES, Embedder
 from runtime.errors import InputError
 
 FILES_PER_CALL = 8  # files embedded together: windows of several tracks share graph calls
@@ -104,7 +104,9 @@ def build_parser() -> Parser:
     common = Parser(add_help=False)
     common.add_argument("--model-dir", help="exported model folder (default: $TTMR_MODEL_DIR)")
     common.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
-    common.add_argument("--batch-size", type=int, default=8, help="windows / sentences per call")
+    common.add_argument(
+        "--batch-size", type=int, default=BATCH_SIZE, help="windows / sentences per call"
+    )
     common.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
     common.add_argument(
         "--backend", choices=BACKENDS, default="auto", help="auto: TensorRT engines if built"

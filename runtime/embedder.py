@@ -23,6 +23,7 @@ PRECISIONS = {
     "int8": "export/quantize.py (or to_onnx.py --quantize int8)",
 }
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
+BATCH_SIZE = 8  # windows or sentences per graph call, by default
 
 
 def read_manifest(model_dir: Path) -> dict:
@@ -132,7 +133,7 @@ class Embedder:
         model_dir: str | os.PathLike,
         providers: list[str] | None = None,
         threads: int | None = None,
-        batch_size: int = 8,
+        batch_size: int = BATCH_SIZE,
         precision: str = "fp32",
         backend: str = "auto",
     ):

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 from bench_rows import REFERENCE, ROWS, Row, build, unavailable
 
+from runtime.embedder import BATCH_SIZE
+
 # Before each timed call: the previous row's idle threads (onnxruntime's spinning pool,
 # torch's OpenMP) would otherwise still be busy-waiting on the cores the next row needs.
 SETTLE_SECONDS = 0.1
@@ -166,11 +168,11 @@ def cpu_section(args: argparse.Namespace, manifest: dict) -> dict:
     from export.synthetic import random_track
 
     track = random_track(7, 10.0 * args.windows)
-    names = [name for name in (REFERENCE, "ORT CPU fp32", "ORT CPU int8")]
+    names = (REFERENCE, "ORT CPU fp32", "ORT CPU int8")
     skipped = {name: why for name in names if (why := unavailable(name, args.model_dir))}
-    rows = {
-        name: build(name, args.model_dir, args.threads) for name in names if name not in skipped
-    }
+    runnable = [name for name in names if name not in skipped]
+    # The Embedder's default batch size: what a user gets (the reference takes all at once).
+    rows = {name: build(name, args.model_dir, args.threads, BATCH_SIZE) for name in runnable}
     timings = measure(rows, track, args.windows, queries(32, seed=0), args.repeats)
     print(cpu_table(timings, timings[REFERENCE]))
     result = {"rows": timings, "skipped": skipped}
@@ -233,7 +235,7 @@ def row_process(args: argparse.Namespace) -> int:
     """``--row NAME``: time one row in this fresh process; write its JSON and embeddings."""
     batches = [int(b) for b in args.batches.split(",")]
     windows, texts, track = bench_inputs(args.model_dir, batches)
-    row = build(args.row, args.model_dir, args.threads)
+    row = build(args.row, args.model_dir, args.threads, max(64, *batches))
     result = {}
     for batch in batches:
         seconds = statistics.median(timed(partial(row.windows, windows[:batch]), 3, 2.0))

@@ -66,8 +66,14 @@ def torch_row(model_dir: Path, device: str, autocast: bool, threads: int) -> Row
 
 
 def runtime_row(
-    model_dir: Path, providers: list[str] | None, precision: str, backend: str, threads: int
+    model_dir: Path,
+    providers: list[str] | None,
+    precision: str,
+    backend: str,
+    threads: int,
+    batch_size: int,
 ) -> Row:
+    """``batch_size``: sentences per call (the Embedder sorts them by length first)."""
     from runtime import Embedder
 
     embedder = Embedder(
@@ -76,7 +82,7 @@ def runtime_row(
         threads=threads,
         precision=precision,
         backend=backend,
-        batch_size=64,
+        batch_size=batch_size,
     )
     audio = embedder.session("audio")
 
@@ -112,14 +118,15 @@ ROWS = {
 }
 
 
-def build(name: str, model_dir: Path, threads: int) -> Row:
+def build(name: str, model_dir: Path, threads: int, batch_size: int) -> Row:
+    """Row ``name``; the runtime's rows embed at most ``batch_size`` sentences per call."""
     spec = ROWS[name]
     if spec.place.startswith("torch"):
         device = spec.place.removeprefix("torch-")
         return torch_row(model_dir, device, spec.precision == "fp16", threads)
     providers = {"cpu": CPU, "cuda": CUDA, "trt": None}[spec.place]
     backend = "tensorrt" if spec.place == "trt" else "onnxruntime"
-    return runtime_row(model_dir, providers, spec.precision, backend, threads)
+    return runtime_row(model_dir, providers, spec.precision, backend, threads, batch_size)
 
 
 def unavailable(name: str, model_dir: Path) -> str | None:
