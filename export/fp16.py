@@ -55,18 +55,13 @@ def drop_round_trips(model: onnx.ModelProto) -> None:
                 renamed[node.output[0]] = down.input[0]
     for node in graph.node:
         node.input[:] = [renamed.get(name, name) for name in node.input]
-    used = {name for node in graph.node for name in node.input} | outputs
-    dead = [node for node in graph.node if node.op_type == "Cast" and node.output[0] not in used]
-    while dead:
-        for node in dead:
-            graph.node.remove(node)
+    while True:  # a removed Cast to float32 can leave its Cast to float16 unread
         used = {name for node in graph.node for name in node.input} | outputs
         dead = [n for n in graph.node if n.op_type == "Cast" and n.output[0] not in used]
-
-
-def audio_frontend(graph: onnx.GraphProto) -> list[str]:
-    """The frontend's nodes in an audio graph; none in a text graph."""
-    return frontend_nodes(graph) if any(n.op_type == "Conv" for n in graph.node) else []
+        if not dead:
+            return
+        for node in dead:
+            graph.node.remove(node)
 
 
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -84,7 +79,7 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
             model,
             keep_io_types=True,
             op_block_list=FLOAT32_OPS,
-            node_block_list=audio_frontend(model.graph),
+            node_block_list=frontend_nodes(model.graph),
         )
     )
     converted.topological_sort()

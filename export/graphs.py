@@ -61,22 +61,13 @@ class TextGraph(nn.Module):
         return self.model.text_encode_ids(input_ids, attention_mask, positions)
 
 
-def stem_conv(graph: onnx.GraphProto) -> onnx.NodeProto:
-    """The ResNet's first convolution in an fp32 audio graph: its input is the log-mel."""
-    weights = {init.name: init for init in graph.initializer}
-    return next(
-        node
-        for node in graph.node
-        if node.op_type == "Conv"
-        and node.input[1] in weights
-        and list(weights[node.input[1]].dims)[1:] == [1, 3, 3]
-    )
-
-
 def frontend_nodes(graph: onnx.GraphProto) -> list[str]:
     """Names of every node that the graph's first convolution reads from: the frontend
-    (DFT, mel, log and, for TTMR++, the floor), in an audio graph of either family."""
-    first = next(node for node in graph.node if node.op_type == "Conv")
+    (DFT, mel, log and, for TTMR++, the floor) of either family's audio graph; none in a
+    graph without convolutions (a text graph)."""
+    first = next((node for node in graph.node if node.op_type == "Conv"), None)
+    if first is None:
+        return []
     producer = {out: node for node in graph.node for out in node.output}
     names, pending = set(), [first.input[0]]
     while pending:

@@ -145,7 +145,8 @@ class Embedder:
         self.files = graph_files(self.manifest, self.model_dir, precision)
         self.engines = engine_files(self.manifest, self.model_dir, precision, backend)
         self.backend = "onnxruntime" if self.engines is None else "tensorrt"
-        self.requested_providers = providers
+        # A provider list given by the caller must start; the default may fall back to CPU.
+        self.strict_providers = providers is not None
         self.chosen_providers = [] if self.engines else choose_providers(providers)
         self.threads = threads
         self.batch_size = batch_size
@@ -175,9 +176,8 @@ class Embedder:
                 self._sessions[tower] = EngineSession(self.model_dir / self.engines[tower])
             else:
                 path = self.model_dir / self.files[tower]
-                strict = self.requested_providers is not None
                 self._sessions[tower] = GraphSession(
-                    path, self.chosen_providers, self.threads, strict
+                    path, self.chosen_providers, self.threads, self.strict_providers
                 )
         return self._sessions[tower]
 

@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from export.graphs import frontend_nodes, stem_conv
+from export.graphs import frontend_nodes
 from export.hparams import HParams
 from export.quantize import (
     AUDIO_INT8,
@@ -20,7 +20,7 @@ from export.quantize import (
 )
 from export.reference import track_windows
 from export.synthetic import random_track
-from tests.test_export_parity import token_feed
+from tests.test_export_parity import stem_conv, token_feed
 
 
 def quantized_copy(model_dir, folder, windows: int):
