@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -37,7 +38,7 @@ from runtime.embedder import BATCH_SIZE
 # Before each timed call: the previous row's idle threads (onnxruntime's spinning pool,
 # torch's OpenMP) would otherwise still be busy-waiting on the cores the next row needs.
 SETTLE_SECONDS = 0.1
-QUERY = "a calm solo piano piece in D major with soft strings"  # 16 tokens with <s> </s>
+QUERY = "a calm solo piano piece in D major with soft strings"  # its token count is printed
 _WORDS = (
     "calm energetic dark bright piano guitar drums strings synth jazz rock techno folk slow fast"
 )
@@ -149,6 +150,65 @@ print(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0])
     return int(done.stdout.split()[-1]) / 1024
 
 
+def query_tokens(model_dir: Path) -> int:
+    """How many tokens the model's own tokenizer makes of ``QUERY`` (with ``<s>``, ``</s>``)."""
+    from runtime.text import TextBatcher
+
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    batcher = TextBatcher.from_manifest(model_dir, manifest["text"])
+    _, feed = next(batcher.batches([QUERY], 1))
+    return feed["input_ids"].shape[1]
+
+
+def text_matmul_floor(model_dir: Path, tokens: int, threads: int, repeats: int) -> dict:
+    """The fp32 text tower's weight MatMuls alone, in a graph of nothing else, on ``tokens``
+    rows: the part of one query that tuning the graph around them cannot remove."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from runtime.session import session_options
+
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    model = onnx.load(str(model_dir / manifest["text"]["file"]))
+    weights = {init.name: init for init in model.graph.initializer if len(init.dims) == 2}
+    products = [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    sizes = sorted({weights[n.input[1]].dims[0] for n in products})
+    nodes = [
+        helper.make_node("MatMul", [f"x{weights[n.input[1]].dims[0]}", n.input[1]], [f"y{i}"])
+        for i, n in enumerate(products)
+    ]
+    value = partial(helper.make_tensor_value_info, elem_type=TensorProto.FLOAT)
+    graph = helper.make_graph(
+        nodes,
+        "text_weight_matmuls",
+        [value(f"x{k}", shape=[tokens, k]) for k in sizes],
+        [value(node.output[0], shape=None) for node in nodes],
+        [weights[n.input[1]] for n in products],
+    )
+    floor = helper.make_model(graph, opset_imports=model.opset_import)
+    session = ort.InferenceSession(
+        floor.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"]
+    )
+    rng = np.random.default_rng(0)
+    feed = {f"x{k}": rng.standard_normal((tokens, k), np.float32) for k in sizes}
+    seconds = interleaved_medians({"matmuls": partial(session.run, None, feed)}, repeats)
+    flops = 2 * tokens * sum(int(np.prod(weights[n.input[1]].dims)) for n in products)
+    return {"matmuls": len(products), "ms": 1e3 * seconds["matmuls"], "gflops": flops / 1e9}
+
+
+def cpu_name() -> str:
+    """The processor's model name, and whether it has AVX-512 VNNI (what INT8 speed rests on)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine()
+    name = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
+    flags = re.search(r"^flags\s*:\s*(.+)$", info, re.M)
+    vnni = ", AVX-512 VNNI" if flags and "avx512_vnni" in flags.group(1).split() else ""
+    return f"{name.group(1) if name else platform.machine()}, {os.cpu_count()} cores{vnni}"
+
+
 def cpu_table(rows: dict, reference: dict) -> str:
     lines = [
         "| row | audio ms/window | × ref | text ms, 1 query | × ref "
@@ -175,7 +235,14 @@ def cpu_section(args: argparse.Namespace, manifest: dict) -> dict:
     rows = {name: build(name, args.model_dir, args.threads, BATCH_SIZE) for name in runnable}
     timings = measure(rows, track, args.windows, queries(32, seed=0), args.repeats)
     print(cpu_table(timings, timings[REFERENCE]))
-    result = {"rows": timings, "skipped": skipped}
+    tokens = query_tokens(args.model_dir)
+    floor = text_matmul_floor(args.model_dir, tokens, args.threads, args.repeats * 10)
+    result = {"rows": timings, "skipped": skipped, "query_tokens": tokens, "text_matmuls": floor}
+    print(
+        f"one query = {tokens} tokens; the fp32 text tower's {floor['matmuls']} weight MatMuls "
+        f"alone (a graph of nothing else): {floor['ms']:.1f} ms, "
+        f"{1e3 * floor['gflops'] / floor['ms']:.0f} GFLOP/s"
+    )
     for precision in ("fp32", "int8"):
         if f"ORT CPU {precision}" in rows:
             mb = peak_memory_mb(args.model_dir, precision, args.threads)
@@ -351,13 +418,13 @@ def main(argv: list[str] | None = None) -> int:
     manifest = json.loads((args.model_dir / "manifest.json").read_text())
     result = {
         "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads",
+        "machine": f"{cpu_name()}, {args.threads} threads",
         "model": str(args.model_dir),
         "random_weights": manifest.get("random_weights"),
     }
     sections = args.sections.split(",")
     if "cpu" in sections:
-        print(f"CPU: {args.model_dir} on {args.threads} threads …", flush=True)
+        print(f"CPU: {args.model_dir} on {result['machine']} …", flush=True)
         result["cpu"] = cpu_section(args, manifest)
     if "backends" in sections:
         print(f"Backends: {args.model_dir}, each row in its own process …", flush=True)
