@@ -172,11 +172,15 @@ def text_matmul_floor(model_dir: Path, tokens: int, threads: int, repeats: int) 
     manifest = json.loads((model_dir / "manifest.json").read_text())
     model = onnx.load(str(model_dir / manifest["text"]["file"]))
     weights = {init.name: init for init in model.graph.initializer if len(init.dims) == 2}
-    products = [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
-    sizes = sorted({weights[n.input[1]].dims[0] for n in products})
+    matrices = [
+        weights[n.input[1]]
+        for n in model.graph.node
+        if n.op_type == "MatMul" and n.input[1] in weights
+    ]
+    sizes = sorted({matrix.dims[0] for matrix in matrices})
     nodes = [
-        helper.make_node("MatMul", [f"x{weights[n.input[1]].dims[0]}", n.input[1]], [f"y{i}"])
-        for i, n in enumerate(products)
+        helper.make_node("MatMul", [f"x{matrix.dims[0]}", matrix.name], [f"y{i}"])
+        for i, matrix in enumerate(matrices)
     ]
     value = partial(helper.make_tensor_value_info, elem_type=TensorProto.FLOAT)
     graph = helper.make_graph(
@@ -184,7 +188,7 @@ def text_matmul_floor(model_dir: Path, tokens: int, threads: int, repeats: int) 
         "text_weight_matmuls",
         [value(f"x{k}", shape=[tokens, k]) for k in sizes],
         [value(node.output[0], shape=None) for node in nodes],
-        [weights[n.input[1]] for n in products],
+        matrices,
     )
     floor = helper.make_model(graph, opset_imports=model.opset_import)
     session = ort.InferenceSession(
@@ -193,8 +197,8 @@ def text_matmul_floor(model_dir: Path, tokens: int, threads: int, repeats: int) 
     rng = np.random.default_rng(0)
     feed = {f"x{k}": rng.standard_normal((tokens, k), np.float32) for k in sizes}
     seconds = interleaved_medians({"matmuls": partial(session.run, None, feed)}, repeats)
-    flops = 2 * tokens * sum(int(np.prod(weights[n.input[1]].dims)) for n in products)
-    return {"matmuls": len(products), "ms": 1e3 * seconds["matmuls"], "gflops": flops / 1e9}
+    flops = 2 * tokens * sum(int(np.prod(matrix.dims)) for matrix in matrices)
+    return {"matmuls": len(matrices), "ms": 1e3 * seconds["matmuls"], "gflops": flops / 1e9}
 
 
 def cpu_name() -> str:
