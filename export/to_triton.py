@@ -43,7 +43,7 @@ HEADER = "# Written by export/to_triton.py ({backend} backend); regenerate rathe
 
 # Serving policy. Audio: a dynamic batch is a few tracks (each up to 90 windows); the tower
 # sees at most max_batch_windows windows per execution unless one track alone has more.
-# Text: tokenize many sentences at once, run the tower on batches of equal padded length.
+# Text: tokenize many sentences at once, run the tower on batches of one padded length.
 AUDIO_BATCH = {"max": 16, "preferred": [4, 8, 16], "delay_us": 5000, "instances": 2}
 TEXT_BATCH = {"max": 64, "preferred": [16, 32, 64], "delay_us": 2000}
 TOKENIZER_BATCH = {"max": 64, "preferred": [64], "delay_us": 1000}
@@ -123,6 +123,18 @@ def tower_config(name: str, graph: dict, backend: str, policy: dict | None) -> d
     return config
 
 
+def ragged_text_tower(config: dict, text: dict) -> dict:
+    """The Python-backend text tower takes sentences of different padded lengths in one
+    execution (its ``model.py`` pads them to the longest with these values), so requests
+    from separate tokenizer executions still batch. Triton's ONNX Runtime backend would
+    concatenate ragged inputs flat, so the other backends keep equal-shape batching."""
+    pads = {"input_ids": text["pad_token_id"], "attention_mask": 0}
+    for tensor in config["input"]:
+        tensor["allow_ragged_batch"] = True
+    config["parameters"] = parameters({"pad_values": json.dumps(pads)})
+    return config
+
+
 def model_configs(
     manifest: dict, backend: str, max_audio_seconds: float, max_batch_windows: int
 ) -> dict[str, dict]:
@@ -131,13 +143,21 @@ def model_configs(
     audio_out = tensors(audio["outputs"], batched=True)
     text_out = tensors(text["outputs"], batched=True)
     token_tensors = tensors(text["inputs"], batched=True)
+    text_tower = tower_config(TEXT_TOWER, text, backend, policy=TEXT_BATCH)
     return {
         AUDIO_MODEL: {
             "name": AUDIO_MODEL,
             "backend": "python",
             "max_batch_size": AUDIO_BATCH["max"],
             "input": [
-                {"name": "waveform", "data_type": "TYPE_FP32", "dims": [-1]},
+                # Tracks differ in length; each request reaches execute() whole, so the
+                # batcher may group them without padding.
+                {
+                    "name": "waveform",
+                    "data_type": "TYPE_FP32",
+                    "dims": [-1],
+                    "allow_ragged_batch": True,
+                },
                 {"name": "sample_rate", "data_type": "TYPE_INT32", "dims": [1]},
             ],
             "output": audio_out,
@@ -161,7 +181,7 @@ def model_configs(
             "dynamic_batching": batching(TOKENIZER_BATCH),
             "instance_group": instances(1, "KIND_CPU"),
         },
-        TEXT_TOWER: tower_config(TEXT_TOWER, text, backend, policy=TEXT_BATCH),
+        TEXT_TOWER: ragged_text_tower(text_tower, text) if backend == "python" else text_tower,
         TEXT_MODEL: {
             "name": TEXT_MODEL,
             "platform": "ensemble",
