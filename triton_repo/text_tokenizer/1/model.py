@@ -3,7 +3,8 @@
 Tokenizes with the runtime's own ``runtime.text.TextBatcher`` (the exported
 ``tokenizer.json``, truncation built in, padding with the model's pad id). All requests of
 one execution are padded to the same length, so text_tower can run them together even on
-Triton's ONNX Runtime backend, whose dynamic batcher only groups equal shapes. A row that is not UTF-8 fails its own request.
+Triton's ONNX Runtime backend, whose dynamic batcher only groups equal shapes. A row that
+is not UTF-8 fails its own request.
 """
 
 from __future__ import annotations
