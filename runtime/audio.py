@@ -17,6 +17,13 @@ import soxr
 from runtime.errors import InputError
 
 AudioItem = str | os.PathLike | np.ndarray
+# What one item may be, checked before anything is allocated or resampled: a crafted header
+# (a FLAC claiming 2^36 frames, a WAV at 1 Hz) must not make the decoder or soxr allocate
+# without bound or spin. Rates cover telephone audio to 768 kHz studio masters.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000
+MAX_AUDIO_SECONDS = 4 * 3600  # four hours: a long DJ mix or concert recording
+# Decoded samples of one file, all channels: four hours of 48 kHz stereo (5.2 GB float32).
+MAX_DECODED_SAMPLES = MAX_AUDIO_SECONDS * 48_000 * 2
 # What soundfile (libsndfile) decodes; used to find music in folders.
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif"})
 
@@ -72,26 +79,17 @@ def describe(index: int, item: object) -> str:
 
 
 def decode(index: int, item: AudioItem, sample_rate: int | None) -> tuple[np.ndarray, int]:
-    """A path or an array → mono float32 samples and their rate."""
+    """A path or an array → mono float32 samples and their rate, within the limits above."""
     if isinstance(item, (str, os.PathLike)):
-        path = Path(item)
-        if not path.is_file():
-            raise InputError(f"{describe(index, item)}: no such file")
-        try:
-            samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
-        except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-            raise InputError(f"{describe(index, item)}: cannot decode audio ({err})") from None
+        samples, rate = read_file(index, Path(item))
     elif isinstance(item, np.ndarray):
         samples, rate = as_float_samples(index, item), sample_rate
         if rate is None:
             raise InputError(f"{describe(index, item)}: arrays need sample_rate")
+        check_size(index, item, samples.shape[0], samples.shape[1], rate)
     else:
         raise InputError(
             f"{describe(index, item)}: expected a path or a numpy array, got {type(item).__name__}"
-        )
-    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
-        raise InputError(
-            f"{describe(index, item)}: sample rate must be a positive integer, got {rate!r}"
         )
     if samples.shape[0] == 0:
         raise InputError(f"{describe(index, item)}: the audio is empty")
@@ -100,11 +98,53 @@ def decode(index: int, item: AudioItem, sample_rate: int | None) -> tuple[np.nda
     return samples.mean(axis=1, dtype=np.float32), int(rate)
 
 
+def read_file(index: int, path: Path) -> tuple[np.ndarray, int]:
+    """Decode with libsndfile after checking the header's rate, length and channels."""
+    if not path.is_file():
+        raise InputError(f"{describe(index, path)}: no such file")
+    try:
+        with soundfile.SoundFile(path) as audio:
+            check_size(index, path, audio.frames, audio.channels, audio.samplerate)
+            return audio.read(dtype="float32", always_2d=True), audio.samplerate
+    except InputError:
+        raise
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        raise InputError(f"{describe(index, path)}: cannot decode audio ({err})") from None
+
+
+def check_size(index: int, item: AudioItem, frames: int, channels: int, rate: object) -> None:
+    """The rate within [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE] Hz, at most MAX_AUDIO_SECONDS and
+    MAX_DECODED_SAMPLES: what a header or a caller claims is checked before it is used."""
+    name = describe(index, item)
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
+        raise InputError(f"{name}: sample rate must be a positive integer, got {rate!r}")
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise InputError(
+            f"{name}: sample rate {rate} Hz is outside the supported "
+            f"{MIN_SAMPLE_RATE}–{MAX_SAMPLE_RATE} Hz"
+        )
+    if frames / rate > MAX_AUDIO_SECONDS:
+        raise InputError(
+            f"{name}: {frames / rate / 3600:.1f} hours of audio are more than the "
+            f"{MAX_AUDIO_SECONDS / 3600:g}-hour limit per item"
+        )
+    if frames * channels > MAX_DECODED_SAMPLES:
+        raise InputError(
+            f"{name}: {frames} frames × {channels} channels are more than "
+            f"{MAX_DECODED_SAMPLES} samples per item"
+        )
+
+
 def as_float_samples(index: int, array: np.ndarray) -> np.ndarray:
     """Mono ``[n]`` or channels-last ``[n, c]``, float or integer PCM → float32 ``[n, c]``."""
     if array.ndim not in (1, 2) or (array.ndim == 2 and array.shape[1] == 0):
         raise InputError(
             f"{describe(index, array)}: expected shape [n] or [n, channels], got {array.shape}"
+        )
+    if array.ndim == 2 and array.shape[1] > array.shape[0]:
+        raise InputError(
+            f"{describe(index, array)}: shape {array.shape} looks channels-first (more "
+            "channels than samples); pass [n, channels], e.g. array.T"
         )
     if np.issubdtype(array.dtype, np.floating):
         samples = array.astype(np.float32)
@@ -130,11 +170,17 @@ def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
 
 
 def normalise(samples: np.ndarray) -> np.ndarray:
-    """Peak-normalise to [-1, 1]; silence stays zeros."""
+    """Peak-normalise to [-1, 1]; silence stays zeros. In float32 as the reference does,
+    unless the span of samples near ±FLT_MAX overflows float32: then in float64."""
     low, high = samples.min(), samples.max()
-    if high > low:
-        return (samples - low) / (high - low) * 2 - 1
-    return np.zeros_like(samples)
+    if not high > low:
+        return np.zeros_like(samples)
+    with np.errstate(over="ignore"):
+        span = high - low
+    if not np.isfinite(span):
+        low, high = np.float64(low), np.float64(high)
+        return ((samples - low) / (high - low) * 2 - 1).astype(np.float32)
+    return (samples - low) / span * 2 - 1
 
 
 def int16_round_trip(samples: np.ndarray) -> np.ndarray:
@@ -156,6 +202,11 @@ def window(samples: np.ndarray, size: int, short_audio: str) -> np.ndarray:
 def load_track(index: int, item: AudioItem, sample_rate: int | None, steps: Preprocessing) -> Track:
     decoded, rate = decode(index, item, sample_rate)
     samples = resample(decoded, rate, steps.sample_rate)
+    if not np.isfinite(samples).all():  # soxr's ringing past ±FLT_MAX
+        raise InputError(
+            f"{describe(index, item)}: the audio overflows float32 when resampled "
+            "(samples near ±3.4e38); scale it down"
+        )
     if steps.peak_normalise:
         samples = normalise(samples)
     if steps.int16:
