@@ -10,6 +10,7 @@ scores = queries @ tracks.T
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -29,6 +30,7 @@ __all__ = [
 ]
 
 _embedders: dict[Path, Embedder] = {}
+_embedders_lock = threading.Lock()
 
 
 def model_dir_from(model_dir: str | os.PathLike | None) -> Path:
@@ -41,9 +43,10 @@ def model_dir_from(model_dir: str | os.PathLike | None) -> Path:
 
 def _embedder(model_dir: str | os.PathLike | None) -> Embedder:
     folder = model_dir_from(model_dir).resolve()
-    if folder not in _embedders:
-        _embedders[folder] = Embedder(folder)
-    return _embedders[folder]
+    with _embedders_lock:  # threads calling embed_audio() at once share one Embedder
+        if folder not in _embedders:
+            _embedders[folder] = Embedder(folder)
+        return _embedders[folder]
 
 
 def embed_audio(

@@ -56,7 +56,12 @@ class Preprocessing:
                 "manifest.json does not say how to preprocess audio (an older export): "
                 "export the model again with export/to_onnx.py"
             )
-        steps = cls(audio["sample_rate"], audio["window_samples"], **audio["preprocessing"])
+        try:
+            steps = cls(audio["sample_rate"], audio["window_samples"], **audio["preprocessing"])
+        except TypeError as err:
+            raise InputError(f"manifest.json: audio.preprocessing is malformed ({err})") from None
+        if not all(isinstance(flag, bool) for flag in (steps.peak_normalise, steps.int16)):
+            raise InputError("manifest.json: audio.preprocessing flags must be true or false")
         if steps.short_audio not in SHORT_AUDIO:
             raise InputError(
                 f"manifest.json: short_audio {steps.short_audio!r} not in {SHORT_AUDIO}"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -12,6 +12,7 @@ import numpy as np
 
 from runtime.audio import AudioItem, Preprocessing, Track, load_track
 from runtime.errors import InputError
+from runtime.model_folder import inside, read_manifest
 from runtime.session import GraphSession, choose_providers
 from runtime.text import TextBatcher, check_texts
 
@@ -24,16 +25,6 @@ PRECISIONS = {
 }
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 BATCH_SIZE = 8  # windows or sentences per graph call, by default
-
-
-def read_manifest(model_dir: Path) -> dict:
-    path = model_dir / "manifest.json"
-    if not path.is_file():
-        raise InputError(
-            f"model folder {str(model_dir)!r} has no manifest.json: export one with "
-            "export/to_onnx.py (or set TTMR_MODEL_DIR)"
-        )
-    return json.loads(path.read_text())
 
 
 def check_space(space: str) -> None:
@@ -126,6 +117,8 @@ class Embedder:
     installed, else onnxruntime with ``providers`` (None: CUDA if this onnxruntime has it,
     else CPU). ``.backend`` and ``.providers`` say what runs. ``batch_size`` caps the
     windows (audio) or sentences (text) per graph call.
+
+    One instance may be shared by threads: each graph is loaded once, under a lock.
     """
 
     def __init__(
@@ -155,8 +148,14 @@ class Embedder:
         self.window_samples = self.preprocessing.window_samples
         # Graphs whose windows of a track are coupled take the rows' track ids (TTMR++).
         self.per_track = "track" in {i["name"] for i in self.manifest["audio"]["inputs"]}
+        # Checked now, so a tampered or partial folder fails here, naming the file.
+        self.paths = {
+            tower: inside(self.model_dir, name, f"the {tower} graph")
+            for tower, name in (self.engines or self.files).items()
+        }
+        self.text_batcher = TextBatcher.from_manifest(self.model_dir, self.manifest["text"])
         self._sessions: dict = {}
-        self._text: TextBatcher | None = None
+        self._lock = threading.Lock()
 
     @property
     def providers(self) -> list[str]:
@@ -168,28 +167,31 @@ class Embedder:
         return opened.providers if opened else self.chosen_providers
 
     def session(self, tower: str):
-        """Created on first use, so audio-only users never load the text tower."""
-        if tower not in self._sessions:
-            if self.engines:
-                from runtime.tensorrt import EngineSession
+        """Created on first use, so audio-only users never load the text tower; once, even
+        when many threads ask at the same time."""
+        with self._lock:
+            if tower not in self._sessions:
+                self._sessions[tower] = self.open_session(tower)
+            return self._sessions[tower]
 
-                self._sessions[tower] = EngineSession(self.model_dir / self.engines[tower])
-            else:
-                path = self.model_dir / self.files[tower]
-                self._sessions[tower] = GraphSession(
-                    path, self.chosen_providers, self.threads, self.strict_providers
-                )
-        return self._sessions[tower]
+    def open_session(self, tower: str):
+        path = self.paths[tower]
+        if self.engines:
+            from runtime.tensorrt import EngineSession
+
+            return EngineSession(path)
+        session = GraphSession(path, self.chosen_providers, self.threads, self.strict_providers)
+        expected = sorted(tensor["name"] for tensor in self.manifest[tower]["inputs"])
+        if sorted(session.input_names) != expected:
+            raise InputError(
+                f"{path}: inputs {sorted(session.input_names)} are not the {tower} tower's "
+                f"{expected} (a swapped or replaced file?)"
+            )
+        return session
 
     def width(self, tower: str, space: str) -> int:
         """Embedding size of ``space`` from ``tower``, as the manifest records it."""
         return self.manifest[tower]["outputs"][SPACES.index(space)]["shape"][1]
-
-    def text_batcher(self) -> TextBatcher:
-        """The tokenizer, loaded on first use."""
-        if self._text is None:
-            self._text = TextBatcher.from_manifest(self.model_dir, self.manifest["text"])
-        return self._text
 
     def load_tracks(self, items: Iterable[AudioItem], sample_rate: int | None) -> list[Track]:
         """Decode and window every item first: one bad item fails before any graph runs."""
@@ -231,6 +233,6 @@ class Embedder:
         texts = check_texts(texts)
         session = self.session("text")
         rows = np.zeros((len(texts), self.width("text", space)), np.float32)
-        for positions, feed in self.text_batcher().batches(texts, self.batch_size):
+        for positions, feed in self.text_batcher.batches(texts, self.batch_size):
             (rows[positions],) = session.run([space], feed)
         return finish(rows, normalize)

@@ -7,6 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import (
+    Fail,
+    InvalidGraph,
+    InvalidProtobuf,
+    NoSuchFile,
+)
 
 from runtime.errors import InputError
 
@@ -53,7 +59,12 @@ class GraphSession:
         self, path: Path, providers: list[str], threads: int | None = None, strict: bool = False
     ):
         with_options = [(p, PROVIDER_OPTIONS.get(p, {})) for p in providers]
-        self.session = ort.InferenceSession(str(path), session_options(threads), with_options)
+        try:
+            self.session = ort.InferenceSession(str(path), session_options(threads), with_options)
+        except (InvalidProtobuf, InvalidGraph, Fail, NoSuchFile) as err:
+            reason = str(err).strip().splitlines()[0]
+            raise InputError(f"{path}: not a graph onnxruntime can load ({reason})") from None
+        self.input_names = [value.name for value in self.session.get_inputs()]
         self.providers = self.session.get_providers()
         if strict and self.providers[0] != providers[0]:
             # onnxruntime falls back (with a warning) when a provider cannot start.

@@ -9,6 +9,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from runtime.errors import InputError
+from runtime.model_folder import inside
 
 
 class TextBatcher:
@@ -16,7 +17,11 @@ class TextBatcher:
     to the longest text of a batch or, with ``pad_to``, to that many tokens (CLAP)."""
 
     def __init__(self, tokenizer_file: Path, pad_id: int, pad_to: int | None = None):
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        try:
+            self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        except Exception as err:  # tokenizers raises a bare Exception for a malformed file
+            reason = str(err).strip().splitlines()[0]
+            raise InputError(f"{tokenizer_file}: not a tokenizer.json ({reason})") from None
         self.pad_id = pad_id
         self.pad_to = pad_to
 
@@ -25,7 +30,9 @@ class TextBatcher:
         """``manifest["text"]``: the tokenizer file, the pad id, and ``padding``
         (``longest`` or ``max_length``)."""
         pad_to = text["max_length"] if text["padding"] == "max_length" else None
-        return cls(model_dir / text["tokenizer"], text["pad_token_id"], pad_to)
+        return cls(
+            inside(model_dir, text["tokenizer"], "the tokenizer"), text["pad_token_id"], pad_to
+        )
 
     def batches(
         self, texts: list[str], batch_size: int
@@ -55,4 +62,12 @@ def check_texts(texts: object) -> list[str]:
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             raise InputError(f"item {index}: expected a string, got {type(text).__name__}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            # Lone surrogates: from a broken decode, or command-line bytes that are not UTF-8.
+            raise InputError(
+                f"item {index}: the text is not valid Unicode ({err.reason} at character "
+                f"{err.start})"
+            ) from None
     return texts

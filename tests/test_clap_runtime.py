@@ -69,7 +69,7 @@ TEXTS = ["", "a calm solo piano piece in D", "Ünïcödé: café jazz ♪ 🎷",
 
 @pytest.mark.parametrize("space", ["joint", "encoder"])
 def test_texts_are_padded_to_77_and_match_reference(embedder, small_clap_reference, space):
-    ((_, feed),) = embedder.text_batcher().batches(TEXTS, len(TEXTS))
+    ((_, feed),) = embedder.text_batcher.batches(TEXTS, len(TEXTS))
     assert feed["input_ids"].shape == (len(TEXTS), 77)
     expected_ids = small_clap_reference.tokenize(TEXTS)["input_ids"].numpy()
     order = np.argsort([len(t) for t in small_clap_reference.tokenizer(TEXTS)["input_ids"]])

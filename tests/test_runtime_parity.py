@@ -114,7 +114,7 @@ def test_texts_match_reference(embedder, small_reference, space):
 
 def test_tokenizer_ids_equal_reference_ids(embedder, small_reference):
     for text in TEXTS:
-        ((_, feed),) = embedder.text_batcher().batches([text], 1)
+        ((_, feed),) = embedder.text_batcher.batches([text], 1)
         expected = small_reference.tokenize([text])["input_ids"][0].tolist()
         assert feed["input_ids"][0].tolist() == expected
 
