@@ -62,15 +62,9 @@ def index(args: argparse.Namespace) -> None:
     failures: list[str] = []
     with tqdm(total=len(todo), unit="file", desc="indexing", file=sys.stderr) as bar:
         for start in range(0, len(todo), FILES_PER_CALL):
-            chunk, tracks = todo[start : start + FILES_PER_CALL], []
-            for path in chunk:
-                try:
-                    tracks.append((path, model.load_tracks([path], None)[0]))
-                except InputError as err:
-                    failures.append(f"{path}: {str(err).split(': ', 1)[-1]}")
-            rows = model.embed_tracks([track for _, track in tracks])
-            for (path, track), row in zip(tracks, rows, strict=True):
-                catalog.add(str(path), track.duration, row)
+            chunk = todo[start : start + FILES_PER_CALL]
+            for path, duration, row in embed_chunk(model, chunk, failures):
+                catalog.add(str(path), duration, row)
             catalog.save(args.out)  # after every chunk, so an interrupted run resumes
             bar.update(len(chunk))
     print(f"indexed {len(todo) - len(failures)} new files; {len(catalog.paths)} in {args.out}")
@@ -78,6 +72,41 @@ def index(args: argparse.Namespace) -> None:
         print(f"could not read {len(failures)} files:")
         for failure in failures:
             print(f"  {failure}")
+
+
+def embed_chunk(
+    model: Embedder, chunk: list[Path], failures: list[str]
+) -> list[tuple[Path, float, np.ndarray]]:
+    """``(path, duration, joint row)`` of each file of ``chunk`` that embeds; whatever makes
+    one file fail (a decoder's crash, a graph error, a non-finite row) is added to
+    ``failures`` and the rest go on. A failing chunk is retried file by file."""
+    tracks = []
+    for path in chunk:
+        try:
+            tracks.append((path, model.load_tracks([path], None)[0]))
+        except Exception as err:  # one file must never end the run
+            failures.append(f"{path}: {reason(err)}")
+    try:
+        rows = model.embed_tracks([track for _, track in tracks])
+    except Exception as err:  # e.g. a graph error: find the file that causes it
+        if len(tracks) == 1:
+            failures.append(f"{tracks[0][0]}: {reason(err)}")
+            return []
+        return [done for one in tracks for done in embed_chunk(model, [one[0]], failures)]
+    embedded = []
+    for (path, track), row in zip(tracks, rows, strict=True):
+        if np.isfinite(row).all():
+            embedded.append((path, track.duration, row))
+        else:
+            failures.append(f"{path}: the model produced a non-finite embedding")
+    return embedded
+
+
+def reason(err: Exception) -> str:
+    """An error without the item label that the one-item calls put before it."""
+    if isinstance(err, InputError):
+        return str(err).split(": ", 1)[-1]
+    return f"{type(err).__name__}: {err}"
 
 
 def search(args: argparse.Namespace) -> None:

@@ -118,3 +118,66 @@ def test_python_dash_m_runtime_is_the_entry_point(model_env, tmp_path):
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().startswith("ttmr: error: item 0")
+
+
+def test_index_lists_a_file_that_crashes_its_decoder_and_goes_on(
+    music, model_env, tmp_path, capsys, monkeypatch
+):
+    """Not only InputErrors: any failure of one file (here a decoder that raises
+    MemoryError, as a crafted header once made libsndfile do) is listed, never fatal."""
+    real_read = sf.SoundFile.read
+
+    def read(self, *args, **kwargs):
+        if self.name.endswith("b.flac"):
+            raise MemoryError("Unable to allocate 256. GiB")
+        return real_read(self, *args, **kwargs)
+
+    monkeypatch.setattr(sf.SoundFile, "read", read)
+    catalog = tmp_path / "catalog.npz"
+    assert main(["index", str(music), "--out", str(catalog)]) == 0
+    out = capsys.readouterr().out
+    assert "indexed 2 new files; 2 in" in out
+    assert "b.flac: MemoryError: Unable to allocate 256. GiB" in out
+    with np.load(catalog) as data:
+        assert sorted(os.path.basename(p) for p in data["paths"]) == ["a.wav", "c.ogg"]
+
+
+def test_index_isolates_a_file_whose_graph_call_fails_or_gives_nan(
+    music, model_env, tmp_path, capsys, monkeypatch
+):
+    """A failing graph call is retried file by file, so only the file that causes it is
+    listed; a non-finite row is never written to the catalog."""
+    from runtime.embedder import Embedder
+
+    real_embed = Embedder.embed_tracks
+
+    def embed_tracks(self, tracks, space="joint"):
+        durations = [round(track.duration) for track in tracks]
+        if 12 in durations:  # a.wav
+            raise RuntimeError("graph failed")
+        rows = real_embed(self, tracks, space)
+        if 21 in durations:  # c.ogg
+            rows[durations.index(21)] = np.nan
+        return rows
+
+    monkeypatch.setattr(Embedder, "embed_tracks", embed_tracks)
+    catalog = tmp_path / "catalog.npz"
+    assert main(["index", str(music), "--out", str(catalog)]) == 0
+    out = capsys.readouterr().out
+    assert "a.wav: RuntimeError: graph failed" in out
+    assert "c.ogg: the model produced a non-finite embedding" in out
+    with np.load(catalog) as data:
+        assert [os.path.basename(p) for p in data["paths"]] == ["b.flac"]
+        assert np.isfinite(data["embeddings"]).all()
+
+
+def test_non_utf8_command_line_text_is_one_line_exit_2(model_env, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime", "embed-text", b"caf\xe9", "--out", tmp_path / "x.npy"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TTMR_MODEL_DIR": str(model_env)},
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("ttmr: error: item 0: the text is not valid Unicode")
+    assert done.stderr.count("\n") == 1
