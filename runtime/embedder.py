@@ -12,7 +12,7 @@ import numpy as np
 
 from runtime.audio import AudioItem, Preprocessing, Track, load_track
 from runtime.errors import InputError
-from runtime.model_folder import inside, read_manifest
+from runtime.model_folder import graph_inputs, inside, read_manifest
 from runtime.session import GraphSession, choose_providers
 from runtime.text import TextBatcher, check_texts
 
@@ -99,6 +99,16 @@ def engine_files(manifest: dict, model_dir: Path, precision: str, backend: str) 
     return None
 
 
+def check_graph(path: Path, inputs: list[dict], tower: str) -> None:
+    """The ONNX file is whole and takes the inputs the manifest gives for ``tower``."""
+    expected, found = sorted(t["name"] for t in inputs), sorted(graph_inputs(path))
+    if found != expected:
+        raise InputError(
+            f"{path}: inputs {found} are not the {tower} tower's {expected} "
+            "(a swapped or replaced file?)"
+        )
+
+
 def finish(rows: np.ndarray, normalize: bool) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
     if len(bad):
@@ -153,6 +163,9 @@ class Embedder:
             tower: inside(self.model_dir, name, f"the {tower} graph")
             for tower, name in (self.engines or self.files).items()
         }
+        if not self.engines:
+            for tower, path in self.paths.items():
+                check_graph(path, self.manifest[tower]["inputs"], tower)
         self.text_batcher = TextBatcher.from_manifest(self.model_dir, self.manifest["text"])
         self._sessions: dict = {}
         self._lock = threading.Lock()
@@ -180,14 +193,7 @@ class Embedder:
             from runtime.tensorrt import EngineSession
 
             return EngineSession(path)
-        session = GraphSession(path, self.chosen_providers, self.threads, self.strict_providers)
-        expected = sorted(tensor["name"] for tensor in self.manifest[tower]["inputs"])
-        if sorted(session.input_names) != expected:
-            raise InputError(
-                f"{path}: inputs {sorted(session.input_names)} are not the {tower} tower's "
-                f"{expected} (a swapped or replaced file?)"
-            )
-        return session
+        return GraphSession(path, self.chosen_providers, self.threads, self.strict_providers)
 
     def width(self, tower: str, space: str) -> int:
         """Embedding size of ``space`` from ``tower``, as the manifest records it."""
