@@ -86,12 +86,12 @@ def positive(value: object) -> bool:
 
 
 def inside(model_dir: Path, name: str, what: str) -> Path:
-    """The file ``name`` of the folder; a name that leads outside it (``../``, an absolute
-    path, a link out) or that is not a file is refused."""
-    folder = model_dir.resolve()
-    path = (folder / name).resolve()
-    if not path.is_relative_to(folder) or Path(name).is_absolute():
+    """The file ``name`` of the folder. A name that leads out of it (``..``, an absolute
+    path) is refused; a link the folder's owner made is followed, as folders that link
+    their graphs from elsewhere (``to_triton.py --link``) need."""
+    if Path(name).is_absolute() or ".." in Path(name).parts:
         raise InputError(f"{model_dir / 'manifest.json'}: {what} {name!r} is outside the folder")
+    path = model_dir / name
     if not path.is_file():
         raise InputError(f"{model_dir}: {what} {name!r} is missing (a partial copy?)")
     return path

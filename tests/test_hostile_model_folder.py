@@ -104,12 +104,13 @@ def test_tampered_folder_is_refused_when_the_embedder_is_made(folder, case):
         runtime.Embedder(folder)
 
 
-def test_a_link_out_of_the_folder_is_refused(folder, tmp_path):
+def test_a_graph_linked_from_elsewhere_is_followed(folder, tmp_path):
+    """Only names are checked: a link the folder's owner made is theirs to make."""
     outside = tmp_path / "elsewhere.onnx"
     shutil.move(folder / "audio.onnx", outside)
     (folder / "audio.onnx").symlink_to(outside)
-    with pytest.raises(runtime.InputError, match=r"'audio\.onnx' is outside the folder"):
-        runtime.Embedder(folder)
+    model = runtime.Embedder(folder)
+    assert np.isfinite(model.embed_audio([random_track(1, 2.0)], sample_rate=22050)).all()
 
 
 def test_truncated_graph_is_refused_naming_the_file(folder):
