@@ -1,7 +1,7 @@
 """Hostile or broken exporter inputs: Hugging Face folders that ask to run their own code,
-corrupt weights and configs. Each must be refused as one line
-``to_onnx.py: error: <file>: <reason>`` with exit code 2, never a traceback, and nothing in
-them may run."""
+corrupt weights and configs, YAML with Python tags or ill-typed hyper-parameters. Each must
+be refused as one line ``to_onnx.py: error: <file>: <reason>`` with exit code 2, never a
+traceback, and nothing in them may run."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from export.to_onnx import main
 
@@ -194,3 +195,51 @@ def test_broken_config_json_is_refused_by_file(
     (folder / "config.json").write_bytes(content)
     err = refusal(folder_argv(route, folder), capsys)
     assert f"{folder / 'config.json'}: {reason}" in err
+
+
+def test_yaml_python_tag_is_refused_without_running(ttmrpp_argv, tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    config = tmp_path / "evil.yaml"
+    config.write_text(f'sr: !!python/object/apply:os.system ["touch {marker}"]\n')
+    err = refusal(ttmrpp_argv(config=config), capsys)
+    assert f"{config}: " in err and "python/object/apply:os.system" in err
+    assert not marker.exists()
+
+
+BROKEN_YAML = {
+    "bad-syntax": (b"sr: [22050, 44100\nn_mels: 128\n", "not plain YAML"),
+    "not-a-mapping": (b"- sr\n- n_mels\n", "not a YAML mapping"),
+    "non-utf8": (b"sr: 22050\nn_mels: \xff\xfe\n", "not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN_YAML)
+def test_broken_yaml_is_refused_by_file(broken, ttmrpp_argv, tmp_path, capsys):
+    content, reason = BROKEN_YAML[broken]
+    config = tmp_path / "broken.yaml"
+    config.write_bytes(content)
+    err = refusal(ttmrpp_argv(config=config), capsys)
+    assert f"{config}: {reason}" in err
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "reason"),
+    [
+        ("sr", "abc", "not an integer"),
+        ("n_mels", -3, "not positive"),
+        ("width", 8.5, "not an integer"),
+        ("n_fft", True, "not an integer"),
+        ("duration", float("nan"), "not positive"),
+        ("hop_size", "0.01", "not a number"),
+        ("hop_size", 1e-6, "under one sample"),
+        ("text_arch", 5, "not a string"),
+    ],
+)
+def test_hyperparameter_of_wrong_type_or_range_is_refused_by_name(
+    name, value, reason, small_export, ttmrpp_argv, tmp_path, capsys
+):
+    config = tmp_path / "bad.yaml"
+    hparams = yaml.safe_load(small_export[1][1].read_text())
+    config.write_text(yaml.safe_dump({**hparams, name: value}))
+    err = refusal(ttmrpp_argv(config=config), capsys)
+    assert f"{config}: hyper-parameter {name} " in err and reason in err
