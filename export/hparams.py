@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import yaml
+
+from export.untrusted import InputError, first_line, read_text
 
 PUBLISHED = {
     "sr": 22050,
@@ -21,6 +24,13 @@ PUBLISHED = {
     "max_length": 128,
     "mlp_dim": 128,
     "temperature": 0.1,
+}
+# What each annotation in HParams accepts (and how to name it); numbers must also be positive
+# and finite, and a bool is never a number, although Python counts it as an int.
+KINDS = {
+    "int": ((int,), "an integer"),
+    "float": ((int, float), "a number"),
+    "str": ((str,), "a string"),
 }
 
 
@@ -51,22 +61,57 @@ class HParams:
 
     @classmethod
     def from_dict(cls, raw: dict) -> HParams:
-        names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in raw]
+        """The hyper-parameters of ``raw``, each checked for its type and range, so that a
+        bad value is refused by name instead of failing deep inside the export."""
+        fields = dataclasses.fields(cls)
+        missing = [f.name for f in fields if f.name not in raw]
         if missing:
             raise ValueError(f"config lacks the hyper-parameters {missing}")
-        return cls(**{n: raw[n] for n in names})
+        for field in fields:
+            problem = value_problem(raw[field.name], field.type)
+            if problem:
+                raise ValueError(f"hyper-parameter {field.name} is {raw[field.name]!r}: {problem}")
+        hp = cls(**{f.name: raw[f.name] for f in fields})
+        if hp.hop_length < 1:
+            raise ValueError(
+                f"hyper-parameter hop_size is {hp.hop_size!r}: under one sample at sr {hp.sr}"
+            )
+        return hp
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> HParams:
-        with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh)
+        """The hyper-parameters of an upstream ``.yaml``, an untrusted file: it is read as
+        plain YAML data only (``!!python`` tags are refused) and every failure names it."""
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(read_text(path))
+        except yaml.YAMLError as err:
+            raise InputError(f"{path}: not plain YAML ({yaml_problem(err)})") from None
         if not isinstance(raw, dict):
-            raise ValueError(f"{path}: not a YAML mapping of hyper-parameters")
+            raise InputError(f"{path}: not a YAML mapping of hyper-parameters")
         try:
             return cls.from_dict(raw)
         except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
+            raise InputError(f"{path}: {err}") from None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def value_problem(value: object, kind: str) -> str | None:
+    """Why ``value`` cannot be a hyper-parameter annotated ``kind``; None when it can."""
+    types, noun = KINDS[kind]
+    if isinstance(value, bool) or not isinstance(value, types):
+        return f"not {noun}"
+    if kind != "str" and not 0 < value < math.inf:
+        return "not positive and finite"
+    return None
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's reason and line, on one line (its message spans several)."""
+    problem = getattr(err, "problem", None)
+    mark = getattr(err, "problem_mark", None)
+    if problem and mark:
+        return f"line {mark.line + 1}: {problem}"
+    return first_line(err)

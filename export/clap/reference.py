@@ -8,6 +8,7 @@ them. ``joint`` is the unnormalised projection (``get_*_features`` L2-normalise 
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import librosa
 import numpy as np
 import torch
 from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
+
+from export.untrusted import InputError, check_hf_folder, check_safetensors, first_line
 
 # laion_clap tokenizes every text to exactly 77 tokens (padding="max_length").
 TEXT_LENGTH = 77
@@ -142,22 +145,33 @@ def track_windows(waveform: np.ndarray, sample_rate: int, rate: int, size: int) 
 
 def load_hf_folder(folder: str | Path) -> ClapReference:
     """A Hugging Face CLAP folder (config.json, weights, tokenizer and preprocessor files),
-    read locally; nothing is downloaded."""
+    read locally; nothing is downloaded. The folder is untrusted input: it is checked first
+    (``check_hf_folder``), and none of its code may run."""
     folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise ValueError(f"{folder}: not a Hugging Face model folder (no config.json)")
+    check_hf_folder(folder, "clap")
+    weights = weights_file(folder)
+    options = {"local_files_only": True, "trust_remote_code": False}
     try:
-        model = ClapModel.from_pretrained(folder, local_files_only=True)
-        features = ClapFeatureExtractor.from_pretrained(folder, local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        model = ClapModel.from_pretrained(folder, **options)
+        features = ClapFeatureExtractor.from_pretrained(folder, **options)
+        tokenizer = AutoTokenizer.from_pretrained(folder, **options)
+    except pickle.UnpicklingError:  # torch's own message advises weights_only=False
+        raise InputError(
+            f"{weights}: not a readable PyTorch weights file (torch.load with weights_only=True "
+            "refused it: it is corrupt or holds objects other than tensors)"
+        ) from None
     except (OSError, ValueError) as err:
-        raise ValueError(f"{folder}: cannot load the CLAP model ({err})") from None
+        raise ValueError(f"{folder}: cannot load the CLAP model ({first_line(err)})") from None
     return ClapReference(model, features, tokenizer)
 
 
 def weights_file(folder: str | Path) -> Path:
-    """The weights file of a Hugging Face folder (safetensors, else the PyTorch pickle)."""
+    """The weights file of a Hugging Face folder (safetensors, else the PyTorch pickle); a
+    safetensors header is read here, so that a corrupt one is refused by name."""
     for name in ("model.safetensors", "pytorch_model.bin"):
-        if (Path(folder) / name).is_file():
-            return Path(folder) / name
+        path = Path(folder) / name
+        if path.is_file():
+            if path.suffix == ".safetensors":
+                check_safetensors(path)
+            return path
     raise ValueError(f"{folder}: no model.safetensors or pytorch_model.bin")
