@@ -8,7 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from export.untrusted import InputError, first_line, read_text
+from export.untrusted import first_line, read_text
+from runtime.errors import InputError
 
 PUBLISHED = {
     "sr": 22050,

@@ -14,13 +14,11 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
+from runtime.errors import InputError
+
 # Besides config.json, the JSON files of a folder through which transformers' Auto* classes
 # import the folder's own Python modules (their ``auto_map``).
 CODE_MAP_FILES = ("tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
-
-
-class InputError(ValueError):
-    """An input file that cannot be used: ``<file>: <reason>``, on one line."""
 
 
 def first_line(err: BaseException) -> str:
