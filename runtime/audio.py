@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 import os
+import stat
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,16 +26,55 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000
 MAX_AUDIO_SECONDS = 4 * 3600  # four hours: a long DJ mix or concert recording
 # Decoded samples of one file, all channels: four hours of 48 kHz stereo (5.2 GB float32).
 MAX_DECODED_SAMPLES = MAX_AUDIO_SECONDS * 48_000 * 2
-# What soundfile (libsndfile) decodes; used to find music in folders.
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif"})
+# What soundfile (libsndfile) decodes, by the extensions music files carry; used to find
+# music in folders.
+AUDIO_EXTENSIONS = frozenset(
+    {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc"}
+    | {".caf", ".w64", ".rf64", ".au", ".snd", ".voc"}
+)
+
+
+@dataclass
+class FolderScan:
+    """What a folder holds: its audio files (resolved, each once, sorted) and how many
+    other files it has, by extension, so that a caller can say what it left out."""
+
+    files: list[Path]
+    skipped: Counter[str]
+
+
+def scan_folder(folder: Path) -> FolderScan:
+    """Every audio file below ``folder``. Hidden files and folders (and macOS's ``._``
+    sidecars) are passed over, links to folders are not followed (no loops), and
+    anything that is not a regular file (a FIFO, a dangling or looping link) is skipped."""
+    if not folder.is_dir():
+        raise InputError(f"{str(folder)!r} is not a folder")
+    found: set[Path] = set()
+    skipped: Counter[str] = Counter()
+    for root, folders, names in os.walk(folder):
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        for name in names:
+            if name.startswith("."):
+                continue
+            path = Path(root) / name
+            if path.suffix.lower() not in AUDIO_EXTENSIONS:
+                skipped[path.suffix.lower() or "(none)"] += 1
+                continue
+            try:
+                resolved = path.resolve(strict=True)
+            except (OSError, RuntimeError):  # dangling or looping link
+                skipped[path.suffix.lower()] += 1
+                continue
+            if stat.S_ISREG(resolved.stat().st_mode):
+                found.add(resolved)
+            else:
+                skipped[path.suffix.lower()] += 1
+    return FolderScan(sorted(found), skipped)
 
 
 def find_audio_files(folder: Path) -> list[Path]:
-    """Every file below ``folder`` with an audio extension, resolved and sorted."""
-    if not folder.is_dir():
-        raise InputError(f"{str(folder)!r} is not a folder")
-    found = (p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
-    return sorted(p.resolve() for p in found if p.is_file())
+    """Every audio file below ``folder`` (``scan_folder``'s files)."""
+    return scan_folder(folder).files
 
 
 SHORT_AUDIO = ("zero_pad", "repeat_pad")
@@ -108,7 +149,9 @@ def read_file(index: int, path: Path) -> tuple[np.ndarray, int]:
     if not path.is_file():
         raise InputError(f"{describe(index, path)}: no such file")
     try:
-        with soundfile.SoundFile(path) as audio:
+        # Through a file object: given a path, libsndfile also reads a macOS "._" sidecar
+        # beside the file (as a Sound Designer II resource fork), which breaks the file.
+        with open(path, "rb") as fh, soundfile.SoundFile(fh) as audio:
             check_size(index, path, audio.frames, audio.channels, audio.samplerate)
             return audio.read(dtype="float32", always_2d=True), audio.samplerate
     except InputError:

@@ -3,14 +3,13 @@ numpy (and so pandas) reads, written atomically so an interrupted ``index`` resu
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from runtime.errors import InputError
+from runtime.files import write_atomically
 
 
 @dataclass
@@ -21,6 +20,8 @@ class Catalog:
 
     @classmethod
     def load(cls, path: Path, missing_ok: bool = False) -> Catalog:
+        if path.is_dir():
+            raise InputError(f"catalog {str(path)!r} is a folder: give a file name")
         if not path.is_file():
             if missing_ok:
                 return cls()
@@ -44,16 +45,26 @@ class Catalog:
         return np.stack(self.embeddings) if self.embeddings else np.zeros((0, 0), np.float32)
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, scratch = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(handle, "wb") as fh:
+        """Atomically: an interrupted save leaves the previous catalog."""
+
+        def write(fh) -> None:
             np.savez(
                 fh,
                 paths=np.array(self.paths, dtype=str),
                 durations=np.array(self.durations, dtype=np.float64),
                 embeddings=self.matrix().astype(np.float32),
             )
-        os.replace(scratch, path)
+
+        write_atomically(path, write)
+
+    def check_width(self, width: int, path: Path) -> None:
+        """A catalog holds one model's space: rows of another width are refused by name."""
+        if self.embeddings and len(self.embeddings[0]) != width:
+            raise InputError(
+                f"catalog {str(path)!r} holds {len(self.embeddings[0])}-d embeddings, but this "
+                f"model's are {width}-d: it was made by another model (use another --out, or "
+                "the model that made it)"
+            )
 
     def top(self, query: np.ndarray, k: int) -> list[tuple[float, float, str]]:
         """Cosine top-k as ``(score, duration, path)``, best first."""

@@ -1,25 +1,28 @@
 """``python -m runtime`` / ``ttmr``: embed files and sentences, index a music folder, search it,
 evaluate a model.
 
-Exit code 0 on success, 2 on bad input (one line on stderr, no traceback).
+Exit code 0 on success, 2 on bad input (one line on stderr, no traceback), 3 when ``index``
+finished but could not embed some files (listed), 130 when interrupted with Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from runtime import model_dir_from
-from runtime.audio import find_audio_files
 from runtime.catalog import Catalog
 from runtime.embedder import BACKENDS, BATCH_SIZE, PRECISIONS, SPACES, Embedder
 from runtime.errors import InputError
+from runtime.files import check_rows_file, write_rows
+from runtime.indexing import Interrupted, index_folder
 
-FILES_PER_CALL = 8  # files embedded together: windows of several tracks share graph calls
+SOME_FILES_FAILED = 3  # index finished, but listed files could not be embedded
+INTERRUPTED = 130  # Ctrl-C, as shells report it
 
 
 class Parser(argparse.ArgumentParser):
@@ -39,83 +42,68 @@ def embedder_from(args: argparse.Namespace) -> Embedder:
     )
 
 
-def save_rows(rows: np.ndarray, out: Path) -> None:
-    np.save(out, rows)
-    print(f"wrote {rows.shape[0]} × {rows.shape[1]} embeddings → {out}")
-
-
 def embed_audio(args: argparse.Namespace) -> None:
+    check_rows_file(args.out)
+    for index, name in enumerate(args.files):
+        if Path(name).is_dir():
+            raise InputError(
+                f"item {index} ({name!r}) is a folder: pass audio files, or use "
+                "'ttmr index FOLDER --out catalog.npz' for a whole folder"
+            )
     model = embedder_from(args)
-    save_rows(model.embed_audio(args.files, space=args.space, normalize=args.normalize), args.out)
+    rows = model.embed_audio(args.files, space=args.space, normalize=args.normalize)
+    save_rows(args.out, rows, args.files)
 
 
 def embed_text(args: argparse.Namespace) -> None:
+    check_rows_file(args.out)
     model = embedder_from(args)
-    save_rows(model.embed_text(args.texts, space=args.space, normalize=args.normalize), args.out)
+    rows = model.embed_text(args.texts, space=args.space, normalize=args.normalize)
+    save_rows(args.out, rows, args.texts)
 
 
-def index(args: argparse.Namespace) -> None:
+def save_rows(out: Path, rows: np.ndarray, items: list[str]) -> None:
+    write_rows(out, rows, items)
+    print(f"wrote {rows.shape[0]} × {rows.shape[1]} embeddings → {out}")
+
+
+def index(args: argparse.Namespace) -> int:
     model = embedder_from(args)
-    catalog = Catalog.load(args.out, missing_ok=True)
-    known = set(catalog.paths)
-    todo = [p for p in find_audio_files(args.music_dir) if str(p) not in known]
-    failures: list[str] = []
-    with tqdm(total=len(todo), unit="file", desc="indexing", file=sys.stderr) as bar:
-        for start in range(0, len(todo), FILES_PER_CALL):
-            chunk = todo[start : start + FILES_PER_CALL]
-            for path, duration, row in embed_chunk(model, chunk, failures):
-                catalog.add(str(path), duration, row)
-            catalog.save(args.out)  # after every chunk, so an interrupted run resumes
-            bar.update(len(chunk))
-    print(f"indexed {len(todo) - len(failures)} new files; {len(catalog.paths)} in {args.out}")
-    if failures:
-        print(f"could not read {len(failures)} files:")
-        for failure in failures:
-            print(f"  {failure}")
-
-
-def embed_chunk(
-    model: Embedder, chunk: list[Path], failures: list[str]
-) -> list[tuple[Path, float, np.ndarray]]:
-    """``(path, duration, joint row)`` of each file of ``chunk`` that embeds; whatever makes
-    one file fail (a decoder's crash, a graph error, a non-finite row) is added to
-    ``failures`` and the rest go on. A failing chunk is retried file by file."""
-    tracks = []
-    for path in chunk:
-        try:
-            tracks.append((path, model.load_tracks([path], None)[0]))
-        except Exception as err:  # one file must never end the run
-            failures.append(f"{path}: {reason(err)}")
     try:
-        rows = model.embed_tracks([track for _, track in tracks])
-    except Exception as err:  # e.g. a graph error: find the file that causes it
-        if len(tracks) == 1:
-            failures.append(f"{tracks[0][0]}: {reason(err)}")
-            return []
-        return [done for one in tracks for done in embed_chunk(model, [one[0]], failures)]
-    embedded = []
-    for (path, track), row in zip(tracks, rows, strict=True):
-        if np.isfinite(row).all():
-            embedded.append((path, track.duration, row))
-        else:
-            failures.append(f"{path}: the model produced a non-finite embedding")
-    return embedded
+        run = index_folder(model, args.music_dir, args.out)
+    except Interrupted as stop:
+        print(
+            f"ttmr: interrupted; {files(stop.run.added)} saved ({stop.run.total} in "
+            f"{args.out}); re-run to resume",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
+    print(f"indexed {files(run.added, 'new ')}; {run.total} in {args.out}")
+    if run.skipped:
+        counts = ", ".join(f"{ext} {n}" for ext, n in run.skipped.most_common())
+        print(f"passed over, not audio files: {sum(run.skipped.values())} ({counts})")
+    if run.failures:
+        print(f"could not read {files(len(run.failures))}:")
+        for failure in run.failures:
+            print(f"  {failure}")
+        return SOME_FILES_FAILED
+    return 0
 
 
-def reason(err: Exception) -> str:
-    """An error without the item label that the one-item calls put before it."""
-    if isinstance(err, InputError):
-        return str(err).split(": ", 1)[-1]
-    return f"{type(err).__name__}: {err}"
+def files(count: int, kind: str = "") -> str:
+    return f"{count} {kind}file{'' if count == 1 else 's'}"
 
 
 def search(args: argparse.Namespace) -> None:
     if (args.query is None) == (args.like is None):
         raise InputError("give either a text query or --like FILE")
+    if args.query is not None and not args.query.strip():
+        raise InputError("the text query is empty")
     if args.k < 1:
         raise InputError(f"-k must be at least 1, got {args.k}")
     catalog = Catalog.load(args.catalog)
     model = embedder_from(args)
+    catalog.check_width(model.width("audio", "joint"), args.catalog)
     if args.like is not None:
         query = model.embed_audio([args.like])[0]
     else:
@@ -132,21 +120,31 @@ def search(args: argparse.Namespace) -> None:
 def build_parser() -> Parser:
     common = Parser(add_help=False)
     common.add_argument("--model-dir", help="exported model folder (default: $TTMR_MODEL_DIR)")
-    common.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
     common.add_argument(
-        "--batch-size", type=int, default=BATCH_SIZE, help="windows / sentences per call"
+        "--threads", type=at_least_one, help="onnxruntime threads (default: all cores)"
+    )
+    common.add_argument(
+        "--batch-size", type=at_least_one, default=BATCH_SIZE, help="windows / sentences per call"
     )
     common.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
     common.add_argument(
         "--backend", choices=BACKENDS, default="auto", help="auto: TensorRT engines if built"
     )
     embed = Parser(add_help=False)
-    embed.add_argument("--out", type=Path, required=True, help="output .npy file")
+    embed.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help=".npy (rows), .npz (rows and the items they belong to) or .json",
+    )
     embed.add_argument("--space", choices=SPACES, default="joint")
     embed.add_argument("--normalize", action="store_true", help="L2-normalise the rows")
 
     parser = Parser(prog="ttmr", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    parser.add_argument("--version", action="version", version=f"ttmr {package_version()}")
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=Parser
+    )
     sub = commands.add_parser("embed-audio", parents=[common, embed], help="embed audio files")
     sub.add_argument("files", nargs="+")
     sub.set_defaults(run=embed_audio)
@@ -169,14 +167,38 @@ def build_parser() -> Parser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def at_least_one(text: str) -> int:
+    """argparse type of --threads and --batch-size."""
     try:
-        args = build_parser().parse_args(argv)
-        args.run(args)
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("ttmr-runtime")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        parser.print_help(sys.stderr)  # no command: what the commands are
+        return 2
+    try:
+        args = parser.parse_args(argv)
+        return args.run(args) or 0
     except InputError as err:
         print(f"ttmr: error: {err}", file=sys.stderr)
         return 2
-    return 0
+    except KeyboardInterrupt:
+        print("ttmr: interrupted", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -35,19 +35,20 @@ def model_env(small_model_dir, monkeypatch):
 
 def test_index_reports_the_corrupt_file_and_resumes(music, model_env, tmp_path, capsys):
     catalog = tmp_path / "catalog.npz"
-    assert main(["index", str(music), "--out", str(catalog)]) == 0
+    assert main(["index", str(music), "--out", str(catalog)]) == 3  # one file unreadable
     out = capsys.readouterr().out
     assert "indexed 3 new files; 3 in" in out
-    assert "could not read 1 files" in out and "broken.wav" in out
+    assert "could not read 1 file:" in out and "broken.wav" in out
+    assert "passed over, not audio files: 1 (.txt 1)" in out
     with np.load(catalog) as data:
         assert sorted(os.path.basename(p) for p in data["paths"]) == ["a.wav", "b.flac", "c.ogg"]
         assert data["embeddings"].shape == (3, 16)
         np.testing.assert_allclose(sorted(data["durations"]), [4.0, 12.0, 21.0], atol=1e-3)
-    assert main(["index", str(music), "--out", str(catalog)]) == 0
+    assert main(["index", str(music), "--out", str(catalog)]) == 3
     assert "indexed 0 new files; 3 in" in capsys.readouterr().out
     shutil.copy(music / "a.wav", music / "sub" / "d.wav")
-    assert main(["index", str(music), "--out", str(catalog)]) == 0
-    assert "indexed 1 new files; 4 in" in capsys.readouterr().out
+    assert main(["index", str(music), "--out", str(catalog)]) == 3
+    assert "indexed 1 new file; 4 in" in capsys.readouterr().out
 
 
 def test_search_by_text_and_by_example_prints_a_table(music, model_env, tmp_path, capsys):
@@ -128,13 +129,13 @@ def test_index_lists_a_file_that_crashes_its_decoder_and_goes_on(
     real_read = sf.SoundFile.read
 
     def read(self, *args, **kwargs):
-        if self.name.endswith("b.flac"):
+        if str(getattr(self.name, "name", self.name)).endswith("b.flac"):  # a path or a file
             raise MemoryError("Unable to allocate 256. GiB")
         return real_read(self, *args, **kwargs)
 
     monkeypatch.setattr(sf.SoundFile, "read", read)
     catalog = tmp_path / "catalog.npz"
-    assert main(["index", str(music), "--out", str(catalog)]) == 0
+    assert main(["index", str(music), "--out", str(catalog)]) == 3
     out = capsys.readouterr().out
     assert "indexed 2 new files; 2 in" in out
     assert "b.flac: MemoryError: Unable to allocate 256. GiB" in out
@@ -162,7 +163,7 @@ def test_index_isolates_a_file_whose_graph_call_fails_or_gives_nan(
 
     monkeypatch.setattr(Embedder, "embed_tracks", embed_tracks)
     catalog = tmp_path / "catalog.npz"
-    assert main(["index", str(music), "--out", str(catalog)]) == 0
+    assert main(["index", str(music), "--out", str(catalog)]) == 3
     out = capsys.readouterr().out
     assert "a.wav: RuntimeError: graph failed" in out
     assert "c.ogg: the model produced a non-finite embedding" in out
