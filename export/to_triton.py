@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -51,6 +52,10 @@ TOKENIZER_BATCH = {"max": 64, "preferred": [64], "delay_us": 1000}
 TEXT_INPUT = {"name": "text", "data_type": "TYPE_STRING", "dims": [1]}
 DEFAULT_MAX_AUDIO_SECONDS = 15 * 60
 DEFAULT_MAX_BATCH_WINDOWS = 32
+# The default limit on samples per audio request is the longest track at this rate (15 min
+# at 48 kHz: 43.2 M samples, 173 MB): a client's sample rate cannot raise it, and it bounds
+# what one request makes the server hold. Higher-rate audio needs a higher limit.
+REQUEST_LIMIT_RATE = 48_000
 
 
 def default_backend() -> str:
@@ -123,6 +128,21 @@ def tower_config(name: str, graph: dict, backend: str, policy: dict | None) -> d
     return config
 
 
+def largest(tensors: list[dict], bound: int) -> dict[str, list[int]]:
+    """Each tensor's largest accepted dims (without a batch dimension): its variable dims
+    capped at ``bound``."""
+    return {t["name"]: [bound if d == -1 else d for d in t["dims"]] for t in tensors}
+
+
+def limited_tower(config: dict, bound: int) -> dict:
+    """A Python-backend tower refuses inputs whose variable dims exceed ``bound`` (rows of
+    ``audio_tower``, tokens of ``text_tower``), NaN/inf inputs, and never answers NaN; the
+    ONNX Runtime backend has no such check, so only Python-backend configs carry it."""
+    limits = parameters({"max_dims": json.dumps(largest(config["input"], bound))})
+    config["parameters"] = {**config.get("parameters", {}), **limits}
+    return config
+
+
 def ragged_text_tower(config: dict, text: dict) -> dict:
     """The Python-backend text tower takes sentences of different padded lengths in one
     execution (its ``model.py`` pads them to the longest with these values), so requests
@@ -135,8 +155,16 @@ def ragged_text_tower(config: dict, text: dict) -> dict:
     return config
 
 
+def default_request_samples(max_audio_seconds: float) -> int:
+    return math.ceil(max_audio_seconds * REQUEST_LIMIT_RATE)
+
+
 def model_configs(
-    manifest: dict, backend: str, max_audio_seconds: float, max_batch_windows: int
+    manifest: dict,
+    backend: str,
+    max_audio_seconds: float,
+    max_batch_windows: int,
+    max_request_samples: int,
 ) -> dict[str, dict]:
     """Every model's configuration, as dicts in the ModelConfig protobuf's JSON form."""
     audio, text = manifest["audio"], manifest["text"]
@@ -144,6 +172,14 @@ def model_configs(
     text_out = tensors(text["outputs"], batched=True)
     token_tensors = tensors(text["inputs"], batched=True)
     text_tower = tower_config(TEXT_TOWER, text, backend, policy=TEXT_BATCH)
+    audio_tower = tower_config(AUDIO_TOWER, audio, backend, policy=None)
+    if backend == "python":
+        # One audio_tower call: a pack of max_batch_windows windows, or one longest track.
+        track_windows = math.ceil(
+            max_audio_seconds * audio["sample_rate"] / audio["window_samples"]
+        )
+        audio_tower = limited_tower(audio_tower, max(max_batch_windows, track_windows))
+        text_tower = limited_tower(ragged_text_tower(text_tower, text), text["max_length"])
     return {
         AUDIO_MODEL: {
             "name": AUDIO_MODEL,
@@ -168,10 +204,11 @@ def model_configs(
                     "tower": AUDIO_TOWER,
                     "max_audio_seconds": max_audio_seconds,
                     "max_batch_windows": max_batch_windows,
+                    "max_request_samples": max_request_samples,
                 }
             ),
         },
-        AUDIO_TOWER: tower_config(AUDIO_TOWER, audio, backend, policy=None),
+        AUDIO_TOWER: audio_tower,
         TOKENIZER_MODEL: {
             "name": TOKENIZER_MODEL,
             "backend": "python",
@@ -181,7 +218,7 @@ def model_configs(
             "dynamic_batching": batching(TOKENIZER_BATCH),
             "instance_group": instances(1, "KIND_CPU"),
         },
-        TEXT_TOWER: ragged_text_tower(text_tower, text) if backend == "python" else text_tower,
+        TEXT_TOWER: text_tower,
         TEXT_MODEL: {
             "name": TEXT_MODEL,
             "platform": "ensemble",
@@ -233,12 +270,15 @@ def fill_repository(
     link: bool = False,
     max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
     max_batch_windows: int = DEFAULT_MAX_BATCH_WINDOWS,
+    max_request_samples: int | None = None,
 ) -> list[str]:
     """Write every model's config, graph and Python code into ``repository``; returns the
     model names. The Python models' version folders also get the files of the model folder
-    they read (``manifest.json``, ``tokenizer.json``)."""
+    they read (``manifest.json``, ``tokenizer.json``). ``max_request_samples`` defaults to
+    ``max_audio_seconds`` at REQUEST_LIMIT_RATE."""
     manifest = json.loads((model_dir / "manifest.json").read_text())
-    configs = model_configs(manifest, backend, max_audio_seconds, max_batch_windows)
+    samples = max_request_samples or default_request_samples(max_audio_seconds)
+    configs = model_configs(manifest, backend, max_audio_seconds, max_batch_windows, samples)
     python_models = PYTHON_MODELS + ((AUDIO_TOWER, TEXT_TOWER) if backend == "python" else ())
     files = {
         AUDIO_MODEL: [model_dir / "manifest.json"],
@@ -283,9 +323,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_MAX_BATCH_WINDOWS,
         help="windows per audio-tower execution, unless one track has more (default: %(default)s)",
     )
+    parser.add_argument(
+        "--max-request-samples",
+        type=int,
+        help="audio requests holding more samples (all rows) are rejected, whatever their "
+        f"sample rate (default: --max-audio-seconds at {REQUEST_LIMIT_RATE} Hz)",
+    )
     args = parser.parse_args(argv)
     if args.max_audio_seconds <= 0:
         parser.error("--max-audio-seconds must be positive")
+    if args.max_request_samples is not None and args.max_request_samples < 1:
+        parser.error("--max-request-samples must be at least 1")
     if args.max_batch_windows < 1:
         parser.error("--max-batch-windows must be at least 1")
     return args
@@ -303,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         args.link,
         args.max_audio_seconds,
         args.max_batch_windows,
+        args.max_request_samples,
     )
     print(f"{args.repository}: {', '.join(names)} ({args.backend} backend)")
     print(f"Serve on CPU with: scripts/serve.sh {os.fspath(args.repository)}")

@@ -18,12 +18,13 @@ import numpy as np
 
 from runtime.audio import AudioItem
 from runtime.embedder import Embedder
-from runtime.errors import InputError
+from runtime.errors import InputError, TritonUnavailable
 
 __all__ = [
     "Embedder",
     "InputError",
     "TritonEmbedder",
+    "TritonUnavailable",
     "embed_audio",
     "embed_text",
     "model_dir_from",

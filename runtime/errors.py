@@ -1,5 +1,10 @@
-"""The one exception users need to catch for bad input."""
+"""The exceptions users need to catch: bad input, and a Triton server out of reach."""
 
 
 class InputError(ValueError):
     """Bad input to the runtime; the message names the offending item (index, path)."""
+
+
+class TritonUnavailable(ConnectionError):
+    """No answer from the Triton server (down, refusing connections, a wrong address): a
+    ``ConnectionError``, so callers can retry or fail over; the message names the URL."""

@@ -8,19 +8,38 @@ the runtime's own code. Requests are kept in flight together so the server batch
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from runtime.audio import AudioItem, decode, describe
 from runtime.embedder import check_items, check_space, finish
-from runtime.errors import InputError
+from runtime.errors import InputError, TritonUnavailable
 from runtime.text import check_texts
 
 AUDIO_MODEL, TEXT_MODEL = "ttmrpp_audio", "ttmrpp_text"
 PROTOCOLS = ("http", "grpc")
+# The gRPC status of a server that cannot be reached (HTTP raises OSError instead).
+UNREACHABLE = "StatusCode.UNAVAILABLE"
+
+
+def server_address(url: str, protocol: str) -> str:
+    """``host:port``, as tritonclient takes it; ``url`` may also carry the protocol's own
+    scheme (``http://host:port``, ``grpc://host:port``), which tritonclient would misread."""
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    if parts.scheme != protocol or not parts.netloc or parts.path not in ("", "/"):
+        raise InputError(
+            f"url {url!r}: expected host:port or {protocol}://host:port for the {protocol} "
+            "protocol (no path; TLS is not supported)"
+        )
+    return parts.netloc
 
 
 class TritonEmbedder:
@@ -28,6 +47,10 @@ class TritonEmbedder:
     HTTP and 8001 gRPC by default). ``max_in_flight`` bounds the requests sent ahead of
     their answers; ``timeout`` is how long one answer may take in seconds (a 15-minute track
     is one request, and a minute of CPU). Use it as a context manager, or call ``close()``.
+
+    One instance may be shared by threads: each thread gets its own connection (the HTTP
+    client runs on gevent, whose connections work only in the thread that made them), and
+    ``close()`` closes them all. A server that cannot be reached raises TritonUnavailable.
     """
 
     def __init__(
@@ -50,19 +73,56 @@ class TritonEmbedder:
             raise ImportError(
                 f"TritonEmbedder needs tritonclient: pip install 'ttmr-runtime[triton]' ({err})"
             ) from err
+        self.url = server_address(url, protocol)
         self.protocol = protocol
         self.max_in_flight = max_in_flight
         self.timeout = timeout
         self._api = client
         if protocol == "http":
-            options = {"concurrency": max_in_flight, "network_timeout": timeout}
+            self._options = {"concurrency": max_in_flight, "network_timeout": timeout}
         else:
-            options = {}
-        self._client = client.InferenceServerClient(url, **options)
+            self._options = {}
+        self._local = threading.local()
+        self._clients: list = []
+        self._lock = threading.Lock()
         self._configs: dict[str, dict] = {}
 
+    @property
+    def _client(self):
+        """This thread's client, made on its first call."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._api.InferenceServerClient(self.url, **self._options)
+            with self._lock:
+                self._clients.append(client)
+            self._local.client = client
+        return client
+
     def close(self) -> None:
-        self._client.close()
+        """Close every thread's connection (call it when no thread is embedding)."""
+        with self._lock:
+            clients, self._clients = self._clients, []
+            self._local = threading.local()
+        for client in clients:
+            client.close()
+
+    @contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """Turn the ways a server can be out of reach into TritonUnavailable."""
+        try:
+            yield
+        except OSError as err:  # HTTP: refused, reset, unknown host, timed out
+            raise self._unavailable(err) from err
+        except self._api.InferenceServerException as err:
+            if str(err.status()) == UNREACHABLE:
+                raise self._unavailable(err) from err
+            raise
+
+    def _unavailable(self, err: Exception) -> TritonUnavailable:
+        reason = " ".join(str(err).split())
+        return TritonUnavailable(
+            f"Triton server {self.protocol}://{self.url} unreachable: {reason}"
+        )
 
     def __enter__(self) -> TritonEmbedder:
         return self
@@ -73,10 +133,12 @@ class TritonEmbedder:
     def config(self, model: str) -> dict:
         """The served model's configuration (JSON form), fetched once."""
         if model not in self._configs:
-            if self.protocol == "http":
-                self._configs[model] = self._client.get_model_config(model)
-            else:
-                self._configs[model] = self._client.get_model_config(model, as_json=True)["config"]
+            with self._reaching():
+                if self.protocol == "http":
+                    config = self._client.get_model_config(model)
+                else:
+                    config = self._client.get_model_config(model, as_json=True)["config"]
+            self._configs[model] = config
         return self._configs[model]
 
     def width(self, model: str, space: str) -> int:
@@ -120,12 +182,13 @@ class TritonEmbedder:
                     raise InputError(f"{name}: the server refused it: {err.message()}") from err
                 raise
 
-        for model, name, inputs in jobs:
-            if len(pending) == self.max_in_flight:
+        with self._reaching():
+            for model, name, inputs in jobs:
+                if len(pending) == self.max_in_flight:
+                    collect()
+                pending.append((name, self.start(model, inputs, space)))
+            while pending:
                 collect()
-            pending.append((name, self.start(model, inputs, space)))
-        while pending:
-            collect()
         return answers
 
     def embed_audio(
@@ -139,16 +202,24 @@ class TritonEmbedder:
         Every item is decoded and checked before anything is sent."""
         check_space(space)
         items = check_items(items)
-        limit = float(self.config(AUDIO_MODEL)["parameters"]["max_audio_seconds"]["string_value"])
+        limits = self.config(AUDIO_MODEL)["parameters"]
+        max_seconds = float(limits["max_audio_seconds"]["string_value"])
+        max_samples = int(limits.get("max_request_samples", {}).get("string_value", 0))
         tracks = []
         for index, item in enumerate(items):
-            samples, rate = decode(index, item, sample_rate)
-            if len(samples) / rate > limit:
+            samples, rate = decode(index, item, sample_rate)  # refuses rates out of range
+            name = describe(index, item)
+            if max_samples and len(samples) > max_samples:
                 raise InputError(
-                    f"{describe(index, item)}: {len(samples) / rate:.1f} s of audio, over the "
-                    f"server's limit of {limit:g} s"
+                    f"{name}: {len(samples)} samples, over the server's limit of {max_samples} "
+                    "samples per request"
                 )
-            tracks.append((describe(index, item), samples, rate))
+            if len(samples) / rate > max_seconds:
+                raise InputError(
+                    f"{name}: {len(samples) / rate:.1f} s of audio, over the server's limit of "
+                    f"{max_seconds:g} s"
+                )
+            tracks.append((name, samples, rate))
         jobs = (
             (
                 AUDIO_MODEL,

@@ -6,6 +6,9 @@ A model with a batch dimension (``text_tower``) runs the requests of one executi
 batch: its config lets Triton group sentences of different lengths, and each input is
 padded at the end to the longest with the config's ``pad_values`` (the pad id, mask 0).
 One without (``audio_tower``, whose track ids are per execution) runs each on its own.
+Any client may call a tower directly, so each request is checked first: dims within the
+config's ``max_dims`` (Triton bounds only the batch) and finite values; and an answer with
+NaN or infinite values is an error, never a result.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from runtime.errors import InputError
 from runtime.session import GraphSession
 
 
@@ -27,16 +31,36 @@ def padded(values: list[np.ndarray], pad: int) -> np.ndarray:
     )
 
 
+def error(message: str, code: int) -> pb_utils.InferenceResponse:
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
+
+
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
         self.inputs = [tensor["name"] for tensor in config["input"]]
         self.outputs = [tensor["name"] for tensor in config["output"]]
         self.batched = config["max_batch_size"] > 0
-        pad_values = config.get("parameters", {}).get("pad_values")
-        self.pad_values = json.loads(pad_values["string_value"]) if pad_values else {}
+        options = {k: json.loads(v["string_value"]) for k, v in config["parameters"].items()}
+        self.pad_values = options.get("pad_values", {})
+        self.max_dims = options["max_dims"]
         graph = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
         self.session = GraphSession(graph, ["CPUExecutionProvider"])
+
+    def check(self, feed: dict[str, np.ndarray]) -> None:
+        """InputError naming the input (and the row) that is too large or not finite."""
+        for name, value in feed.items():
+            shape = value.shape[1:] if self.batched else value.shape
+            for axis, (size, limit) in enumerate(zip(shape, self.max_dims[name], strict=True)):
+                if size > limit:
+                    what = "values per row" if self.batched or axis else "rows"
+                    raise InputError(
+                        f"{name}: {size} {what}, more than this server's limit of {limit}"
+                    )
+            if value.dtype.kind == "f":
+                bad = ~np.isfinite(value.reshape(len(value), -1)).all(axis=1)
+                if bad.any():
+                    raise InputError(f"{name}: row {np.argmax(bad)} holds NaN or infinite values")
 
     def batch(self, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         return {
@@ -47,22 +71,32 @@ class TritonPythonModel:
         }
 
     def execute(self, requests: list) -> list:
-        feeds = [
-            {
+        responses: list = [None] * len(requests)
+        feeds = {}
+        for index, request in enumerate(requests):
+            feed = {
                 name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
                 for name in self.inputs
             }
-            for request in requests
-        ]
-        groups = [list(range(len(feeds)))] if self.batched else [[i] for i in range(len(feeds))]
-        responses: list = [None] * len(requests)
+            try:
+                self.check(feed)
+            except InputError as err:
+                responses[index] = error(str(err), pb_utils.TritonError.INVALID_ARG)
+                continue
+            feeds[index] = feed
+        groups = [list(feeds)] if self.batched else [[i] for i in feeds]
         for members in groups:
+            if not members:
+                continue
             try:
                 results = self.session.run(self.outputs, self.batch([feeds[i] for i in members]))
+                if not all(np.isfinite(result).all() for result in results):
+                    raise ArithmeticError("the model produced NaN or infinite values")
             except Exception as err:  # ONNX Runtime rejects what the config could not
-                error = pb_utils.TritonError(f"{type(err).__name__}: {err}")
                 for i in members:
-                    responses[i] = pb_utils.InferenceResponse(error=error)
+                    responses[i] = error(
+                        f"{type(err).__name__}: {err}", pb_utils.TritonError.INTERNAL
+                    )
                 continue
             ends = np.cumsum([len(feeds[i][self.inputs[0]]) for i in members])
             for i, end in zip(members, ends, strict=True):

@@ -7,6 +7,8 @@ does. Whole tracks of a dynamic batch are packed into ``audio_tower`` calls
 (``runtime.embedder.pack``); where the tower takes track ids (TTMR++) they are 0..k-1 per
 call: the windows of a track share their log-mel floor and no two tracks ever do. A track's
 embedding is the mean over its windows. A bad row fails its own request, nothing else.
+Limits are checked before any work, none trusting the client's sample rate: the request's
+samples (all rows), then each row's rate (runtime.audio's range), then its seconds.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from runtime.audio import Preprocessing, Track, load_track
+from runtime.audio import Preprocessing, Track, check_size, load_track
 from runtime.embedder import pack, tower_feeds
 from runtime.errors import InputError
 
@@ -35,6 +37,7 @@ class TritonPythonModel:
         self.tower = options["tower"]
         self.max_seconds = float(options["max_audio_seconds"])
         self.max_windows = int(options["max_batch_windows"])
+        self.max_samples = int(options["max_request_samples"])
         self.outputs = [tensor["name"] for tensor in config["output"]]
         folder = Path(args["model_repository"]) / args["model_version"]
         audio = json.loads((folder / "manifest.json").read_text())["audio"]
@@ -47,9 +50,15 @@ class TritonPythonModel:
         rates = pb_utils.get_input_tensor_by_name(request, "sample_rate").as_numpy()[:, 0]
         if len(waveforms) == 0:
             raise InputError("the request holds no rows")
+        if waveforms.size > self.max_samples:
+            raise InputError(
+                f"the request holds {waveforms.shape[0]} rows × {waveforms.shape[1]} samples, "
+                f"more than this server's limit of {self.max_samples} samples per request"
+            )
         tracks = []
         for row, (samples, rate) in enumerate(zip(waveforms, rates, strict=True)):
-            if rate > 0 and len(samples) / rate > self.max_seconds:
+            check_size(row, samples, len(samples), 1, rate)
+            if len(samples) / rate > self.max_seconds:
                 raise InputError(
                     f"item {row}: {len(samples)} samples at {rate} Hz are more than this "
                     f"server's limit of {self.max_seconds:g} s of audio"
