@@ -30,7 +30,9 @@ __all__ = [
     "model_dir_from",
 ]
 
-_embedders: dict[Path, Embedder] = {}
+# The Embedder options the module-level helpers take besides the call's own arguments.
+EMBEDDER_OPTIONS = ("providers", "threads", "batch_size", "precision", "backend")
+_embedders: dict[tuple, Embedder] = {}
 _embedders_lock = threading.Lock()
 
 
@@ -42,26 +44,32 @@ def model_dir_from(model_dir: str | os.PathLike | None) -> Path:
     return Path(chosen)
 
 
-def _embedder(model_dir: str | os.PathLike | None) -> Embedder:
+def _embedder(model_dir: str | os.PathLike | None, kwargs: dict) -> Embedder:
+    """The cached Embedder of this folder and these options; ``kwargs`` keeps the call's own
+    arguments once the Embedder options are taken out of it."""
+    options = {name: kwargs.pop(name) for name in EMBEDDER_OPTIONS if name in kwargs}
     folder = model_dir_from(model_dir).resolve()
+    key = (folder, repr(sorted(options.items())))
     with _embedders_lock:  # threads calling embed_audio() at once share one Embedder
-        if folder not in _embedders:
-            _embedders[folder] = Embedder(folder)
-        return _embedders[folder]
+        if key not in _embedders:
+            _embedders[key] = Embedder(folder, **options)
+        return _embedders[key]
 
 
 def embed_audio(
     items: Iterable[AudioItem], model_dir: str | os.PathLike | None = None, **kwargs
 ) -> np.ndarray:
-    """``Embedder(model_dir).embed_audio(items, **kwargs)`` with the Embedder cached."""
-    return _embedder(model_dir).embed_audio(items, **kwargs)
+    """``Embedder(model_dir, **options).embed_audio(items, **rest)``, with the Embedder
+    cached: ``kwargs`` may hold the Embedder's options (``precision``, ``threads``, …) and
+    ``embed_audio``'s own arguments."""
+    return _embedder(model_dir, kwargs).embed_audio(items, **kwargs)
 
 
 def embed_text(
     texts: Iterable[str], model_dir: str | os.PathLike | None = None, **kwargs
 ) -> np.ndarray:
-    """``Embedder(model_dir).embed_text(texts, **kwargs)`` with the Embedder cached."""
-    return _embedder(model_dir).embed_text(texts, **kwargs)
+    """``Embedder(model_dir, **options).embed_text(texts, **rest)``, as ``embed_audio``."""
+    return _embedder(model_dir, kwargs).embed_text(texts, **kwargs)
 
 
 def __getattr__(name: str):

@@ -244,8 +244,7 @@ class TritonEmbedder:
         texts = check_texts(texts)
         size = int(self.config(TEXT_MODEL)["max_batch_size"])
         batches = [
-            (start, encoded(texts[start : start + size], start))
-            for start in range(0, len(texts), size)
+            (start, encoded(texts[start : start + size])) for start in range(0, len(texts), size)
         ]
         jobs = (
             (
@@ -261,12 +260,7 @@ class TritonEmbedder:
         return finish(np.concatenate(rows), normalize)
 
 
-def encoded(texts: list[str], start: int) -> np.ndarray:
-    """``[n, 1]`` UTF-8 bytes, the server's ``text`` input; ``start`` numbers the items."""
-    rows = []
-    for index, text in enumerate(texts, start):
-        try:
-            rows.append([text.encode("utf-8")])
-        except UnicodeEncodeError as err:
-            raise InputError(f"item {index}: the text is not encodable as UTF-8 ({err})") from None
-    return np.array(rows, dtype=np.object_)
+def encoded(texts: list[str]) -> np.ndarray:
+    """``[n, 1]`` UTF-8 bytes, the server's ``text`` input (``check_texts`` made sure every
+    text encodes)."""
+    return np.array([[text.encode("utf-8")] for text in texts], dtype=np.object_)

@@ -165,3 +165,14 @@ def test_auto_backend_without_engines_runs_onnxruntime(small_model_dir):
     assert model.backend == "onnxruntime"
     model.embed_text(["piano"])
     assert model.providers == model.session("text").providers
+
+
+def test_module_level_helpers_take_the_embedder_options(small_model_dir):
+    direct = runtime.Embedder(small_model_dir, threads=1, batch_size=1)
+    expected = direct.embed_text(["piano", "drums"], normalize=True)
+    got = runtime.embed_text(
+        ["piano", "drums"], model_dir=small_model_dir, threads=1, batch_size=1, normalize=True
+    )
+    np.testing.assert_array_equal(got, expected)
+    with pytest.raises(runtime.InputError, match=r"no int8 graphs; write them with"):
+        runtime.embed_audio([np.zeros(100, np.float32)], small_model_dir, precision="int8")
