@@ -212,12 +212,14 @@ class TritonEmbedder:
             if max_samples and len(samples) > max_samples:
                 raise InputError(
                     f"{name}: {len(samples)} samples, over the server's limit of {max_samples} "
-                    "samples per request"
+                    "samples per request (set when the repository is written: "
+                    "to_triton.py --max-request-samples)"
                 )
             if len(samples) / rate > max_seconds:
                 raise InputError(
                     f"{name}: {len(samples) / rate:.1f} s of audio, over the server's limit of "
-                    f"{max_seconds:g} s"
+                    f"{max_seconds:g} s (set when the repository is written: "
+                    "to_triton.py --max-audio-seconds)"
                 )
             tracks.append((name, samples, rate))
         jobs = (
