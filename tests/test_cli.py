@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,6 +122,13 @@ def test_python_dash_m_runtime_is_the_entry_point(model_env, tmp_path):
     assert done.stderr.strip().startswith("ttmr: error: item 0")
 
 
+def catalog_names(catalog: Path) -> list[str]:
+    """The file names a catalog holds, sorted; its rows must all be finite."""
+    with np.load(catalog) as data:
+        assert np.isfinite(data["embeddings"]).all()
+        return sorted(os.path.basename(p) for p in data["paths"])
+
+
 def test_index_lists_a_file_that_crashes_its_decoder_and_goes_on(
     music, model_env, tmp_path, capsys, monkeypatch
 ):
@@ -139,8 +147,7 @@ def test_index_lists_a_file_that_crashes_its_decoder_and_goes_on(
     out = capsys.readouterr().out
     assert "indexed 2 new files; 2 in" in out
     assert "b.flac: MemoryError: Unable to allocate 256. GiB" in out
-    with np.load(catalog) as data:
-        assert sorted(os.path.basename(p) for p in data["paths"]) == ["a.wav", "c.ogg"]
+    assert catalog_names(catalog) == ["a.wav", "c.ogg"]
 
 
 def test_index_isolates_a_file_whose_graph_call_fails_or_gives_nan(
@@ -167,9 +174,7 @@ def test_index_isolates_a_file_whose_graph_call_fails_or_gives_nan(
     out = capsys.readouterr().out
     assert "a.wav: RuntimeError: graph failed" in out
     assert "c.ogg: the model produced a non-finite embedding" in out
-    with np.load(catalog) as data:
-        assert [os.path.basename(p) for p in data["paths"]] == ["b.flac"]
-        assert np.isfinite(data["embeddings"]).all()
+    assert catalog_names(catalog) == ["b.flac"]
 
 
 def test_non_utf8_command_line_text_is_one_line_exit_2(model_env, tmp_path):

@@ -450,6 +450,28 @@ def statistics(server: Server, model: str) -> tuple[int, int]:
     return int(stats["inference_count"]), int(stats["execution_count"])
 
 
+def run_at_once(count: int, work) -> None:
+    """``work(number)`` in ``count`` threads started together; each must finish within
+    150 s and none may fail."""
+    start = threading.Barrier(count)
+    failures: list[BaseException] = []
+
+    def run(number: int) -> None:
+        try:
+            start.wait(timeout=60)
+            work(number)
+        except BaseException as err:
+            failures.append(err)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=150)
+    assert not any(thread.is_alive() for thread in threads), "clients still running"
+    assert not failures, failures
+
+
 def test_concurrent_clients_get_their_solo_results(server, audio_files):
     """16 clients, half HTTP and half gRPC, send tracks and sentences at once; each answer
     equals the one the same request got alone, and the server did batch them."""
@@ -458,34 +480,22 @@ def test_concurrent_clients_get_their_solo_results(server, audio_files):
         solo_audio = [alone.embed_audio([path])[0] for path in audio_files]
         solo_text = [alone.embed_text([text])[0] for text in texts]
     before = {m: statistics(server, m) for m in (AUDIO_MODEL, TEXT_TOWER)}
-    start = threading.Barrier(16)
     audio_errors: list[float] = []
     text_cosines: list[float] = []
-    failures: list[BaseException] = []
 
     def client(number: int) -> None:
-        try:
-            protocol = "http" if number % 2 else "grpc"
-            with TritonEmbedder(server.url(protocol), protocol) as mine:
-                start.wait(timeout=60)
-                for step in range(6):
-                    track = (number + step) % len(audio_files)
-                    got = mine.embed_audio([audio_files[track]])[0]
-                    audio_errors.append(float(np.abs(got - solo_audio[track]).max()))
-                    for text in range(number + step, number + step + 2):
-                        got = mine.embed_text([texts[text % len(texts)]])
-                        expected = solo_text[text % len(texts)][None]
-                        text_cosines.append(float(cosines(got, expected)[0]))
-        except BaseException as err:
-            failures.append(err)
+        protocol = "http" if number % 2 else "grpc"
+        with TritonEmbedder(server.url(protocol), protocol) as mine:
+            for step in range(6):
+                track = (number + step) % len(audio_files)
+                got = mine.embed_audio([audio_files[track]])[0]
+                audio_errors.append(float(np.abs(got - solo_audio[track]).max()))
+                for text in range(number + step, number + step + 2):
+                    got = mine.embed_text([texts[text % len(texts)]])
+                    expected = solo_text[text % len(texts)][None]
+                    text_cosines.append(float(cosines(got, expected)[0]))
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=150)
-    assert not any(thread.is_alive() for thread in threads), "clients still running"
-    assert not failures, failures
+    run_at_once(16, client)
     assert len(audio_errors) == 16 * 6 and len(text_cosines) == 16 * 6 * 2
     print(f"concurrency: audio max |Δ| {max(audio_errors):.2e}, text min cos {min(text_cosines)}")
     assert max(audio_errors) <= 1e-6
@@ -563,14 +573,15 @@ def bad_requests() -> dict[str, tuple[str, list, str]]:
     }
 
 
-def send(server: Server, protocol: str, model: str, tensors: list) -> None:
+def send(server: Server, protocol: str, model: str, tensors: list):
+    """One inference request of ``(name, array, datatype)`` tensors; the response."""
     api = httpclient if protocol == "http" else grpcclient
     inputs = []
     for name, array, datatype in tensors:
         value = api.InferInput(name, list(array.shape), datatype)
         value.set_data_from_numpy(array)
         inputs.append(value)
-    server.client(protocol).infer(model, inputs)
+    return server.client(protocol).infer(model, inputs)
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
@@ -716,21 +727,10 @@ def test_admin_apis_need_the_key_and_inference_does_not(server, protocol):
 # ---------------------------------------------------------------- limits
 
 
-def infer(server: Server, protocol: str, model: str, tensors: list):
-    """``send`` that returns the response."""
-    api = httpclient if protocol == "http" else grpcclient
-    inputs = []
-    for name, array, datatype in tensors:
-        value = api.InferInput(name, list(array.shape), datatype)
-        value.set_data_from_numpy(array)
-        inputs.append(value)
-    return server.client(protocol).infer(model, inputs)
-
-
 def refused(server: Server, protocol: str, model: str, tensors: list) -> str:
     """The INVALID_ARG message the request gets."""
     with pytest.raises(InferenceServerException) as caught:
-        infer(server, protocol, model, tensors)
+        send(server, protocol, model, tensors)
     assert str(caught.value.status()) in ("400", "StatusCode.INVALID_ARGUMENT"), caught.value
     return caught.value.message()
 
@@ -784,7 +784,7 @@ def test_towers_refuse_non_finite_input_and_too_many_rows(server, small_model_di
     for protocol in ("http", "grpc"):
         assert "NaN" in refused(server, protocol, AUDIO_TOWER, tower(2, np.nan))
         assert "rows" in refused(server, protocol, AUDIO_TOWER, tower(rows + 1))
-        assert np.isfinite(infer(server, protocol, AUDIO_TOWER, tower(2)).as_numpy("joint")).all()
+        assert np.isfinite(send(server, protocol, AUDIO_TOWER, tower(2)).as_numpy("joint")).all()
         ids = np.ones((1, max_tokens + 1), np.int64)
         tokens = [("input_ids", ids, "INT64"), ("attention_mask", ids, "INT64")]
         assert str(max_tokens) in refused(server, protocol, TEXT_TOWER, tokens)
@@ -799,30 +799,18 @@ def test_one_embedder_is_safe_to_share_between_threads(server, audio_files, prot
     remote = TritonEmbedder(server.url(protocol), protocol)
     solo_audio = remote.embed_audio(audio_files)
     solo_text = remote.embed_text(texts)
-    start = threading.Barrier(16)
-    failures: list[BaseException] = []
     differences: list[float] = []
 
     def client(number: int) -> None:
-        try:
-            start.wait(timeout=60)
-            for step in range(3):
-                track = (number + step) % len(audio_files)
-                got = remote.embed_audio([audio_files[track]])[0]
-                differences.append(float(np.abs(got - solo_audio[track]).max()))
-                got = remote.embed_text(texts[step:] + texts[:step])
-                order = np.roll(np.arange(len(texts)), -step)
-                differences.append(float(np.abs(got - solo_text[order]).max()))
-        except BaseException as err:
-            failures.append(err)
+        for step in range(3):
+            track = (number + step) % len(audio_files)
+            got = remote.embed_audio([audio_files[track]])[0]
+            differences.append(float(np.abs(got - solo_audio[track]).max()))
+            got = remote.embed_text(texts[step:] + texts[:step])
+            order = np.roll(np.arange(len(texts)), -step)
+            differences.append(float(np.abs(got - solo_text[order]).max()))
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=150)
-    assert not any(thread.is_alive() for thread in threads), "clients still running"
-    assert not failures, failures
+    run_at_once(16, client)
     assert len(differences) == 16 * 3 * 2 and max(differences) <= 1e-5
     remote.close()
 
