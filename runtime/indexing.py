@@ -56,17 +56,21 @@ def index_folder(model: Embedder, music_dir: Path, out: Path) -> IndexRun:
     run = IndexRun(total=len(catalog.paths), skipped=scan.skipped)
     seconds = {path: header_seconds(path) for path in todo}
     with native_stderr_silenced() as stderr, progress(sum(seconds.values()), stderr) as bar:
+
+        def bar_update(decoded: Path) -> None:
+            bar.update(seconds[decoded])
+
         try:
             for start in range(0, len(todo), FILES_PER_CALL):
                 chunk = todo[start : start + FILES_PER_CALL]
-                bar.set_postfix_str(chunk[0].name[:30], refresh=False)
-                done = interruptible(lambda chunk=chunk: embed_chunk(model, chunk, run.failures))
+                done = interruptible(
+                    lambda chunk=chunk: embed_chunk(model, chunk, run.failures, bar_update)
+                )
                 for path, duration, row in done:
                     catalog.add(str(path), duration, row)
                 catalog.save(out)  # after every chunk, so an interrupted run resumes
                 run.added += len(done)
                 run.total = len(catalog.paths)
-                bar.update(sum(seconds[path] for path in chunk))
         except KeyboardInterrupt:
             raise Interrupted(run) from None
     return run
@@ -129,17 +133,22 @@ def interruptible(work: Callable[[], Result]) -> Result:
 
 
 def embed_chunk(
-    model: Embedder, chunk: list[Path], failures: list[str]
+    model: Embedder,
+    chunk: list[Path],
+    failures: list[str],
+    decoded: Callable[[Path], object] = lambda path: None,
 ) -> list[tuple[Path, float, np.ndarray]]:
     """``(path, duration, joint row)`` of each file of ``chunk`` that embeds; whatever makes
     one file fail (a decoder's crash, a graph error, a non-finite row) is added to
-    ``failures`` and the rest go on. A failing chunk is retried file by file."""
+    ``failures`` and the rest go on. A failing chunk is retried file by file. ``decoded``
+    hears of each file as it is read, so that progress moves file by file."""
     tracks = []
     for path in chunk:
         try:
             tracks.append((path, model.load_tracks([path], None)[0]))
         except Exception as err:  # one file must never end the run
             failures.append(f"{path}: {reason(err)}")
+        decoded(path)
     try:
         rows = model.embed_tracks([track for _, track in tracks])
     except Exception as err:  # e.g. a graph error: find the file that causes it
