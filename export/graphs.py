@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
@@ -20,6 +23,10 @@ FOLD_LIMIT = 1 << 30  # elements: fold constants of any size
 AUDIO_INPUTS = ("waveform", "track")
 TEXT_INPUTS = ("input_ids", "attention_mask")
 OUTPUTS = ("joint", "encoder")
+# At every export, torch.onnx registers torchvision's detection ops (nms, roi_align, …) and,
+# without torchvision, logs a warning for each; none of them is in these graphs.
+REGISTRY_LOG = logging.getLogger("torch.onnx._internal.exporter._registration")
+TORCHVISION_NOTE = "torchvision is not installed"
 
 
 class AudioGraph(nn.Module):
@@ -78,6 +85,21 @@ def frontend_nodes(graph: onnx.GraphProto) -> list[str]:
     return sorted(names)
 
 
+def not_about_torchvision(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(TORCHVISION_NOTE)
+
+
+@contextlib.contextmanager
+def torchvision_notes_dropped() -> Iterator[None]:
+    """Keep the exporter's notes on missing torchvision ops, which we never use, off stderr;
+    its other messages still show."""
+    REGISTRY_LOG.addFilter(not_about_torchvision)
+    try:
+        yield
+    finally:
+        REGISTRY_LOG.removeFilter(not_about_torchvision)
+
+
 def export_onnx(
     module: nn.Module,
     example: tuple[torch.Tensor, ...],
@@ -86,7 +108,12 @@ def export_onnx(
     path: Path,
 ) -> onnx.ModelProto:
     """Export with the dynamo exporter, fold every constant subgraph, then check the file."""
-    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+    with (
+        warnings.catch_warnings(),
+        torchvision_notes_dropped(),
+        torch.inference_mode(False),
+        torch.no_grad(),
+    ):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             module.eval(),

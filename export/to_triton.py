@@ -1,6 +1,6 @@
 """Fill a Triton Inference Server model repository from an exported model folder.
 
-    python export/to_triton.py --model-dir DIR --repository REPO [--backend BACKEND]
+    python -m export.to_triton --model-dir DIR --repository REPO [--backend BACKEND]
 
 The client-facing models take one track's waveform or one sentence per row:
 
@@ -34,11 +34,18 @@ from tritonclient.grpc import model_config_pb2
 
 from runtime.triton_client import AUDIO_MODEL, TEXT_MODEL
 
-SOURCE = Path(__file__).resolve().parents[1] / "triton_repo"
+# The Python backend's model.py of each model, shipped as package data next to this module.
+CODE_DIR = Path(__file__).resolve().parent / "triton_models"
 BACKENDS = ("onnxruntime", "tensorrt", "python")
 ORT_BACKEND_DIR = Path("/opt/tritonserver/backends/onnxruntime")  # NVIDIA's container
 TOKENIZER_MODEL, AUDIO_TOWER, TEXT_TOWER = "text_tokenizer", "audio_tower", "text_tower"
 PYTHON_MODELS = (AUDIO_MODEL, TOKENIZER_MODEL)  # always Python; the towers only for python
+CODE = {
+    AUDIO_MODEL: "ttmrpp_audio.py",
+    TOKENIZER_MODEL: "text_tokenizer.py",
+    AUDIO_TOWER: "onnx_tower.py",
+    TEXT_TOWER: "onnx_tower.py",
+}
 DTYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64"}
 HEADER = "# Written by export/to_triton.py ({backend} backend); regenerate rather than edit.\n"
 
@@ -294,7 +301,7 @@ def fill_repository(
             target = "model.onnx" if path.suffix == ".onnx" else path.name
             place(path, version / target, link and path.suffix == ".onnx")
         if name in python_models:
-            place(SOURCE / name / "1" / "model.py", version / "model.py", link=False)
+            place(CODE_DIR / CODE[name], version / "model.py", link=False)
     return list(configs)
 
 

@@ -8,6 +8,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import onnx
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from export.checkpoint import sha256
 from export.to_onnx import export_model, main
 
+ROOT = Path(__file__).resolve().parents[1]
 FILES = ("audio.onnx", "text.onnx", "tokenizer.json", "manifest.json")
 
 
@@ -98,6 +100,22 @@ def test_bad_checkpoint_exits_2_with_one_line(small_export, tmp_path, capsys):
     assert code == 2
     assert err.startswith("to_onnx.py: error:") and err.count("\n") == 1
     assert "x.pth: not a readable PyTorch checkpoint" in err
+
+
+@pytest.mark.slow  # a small model, but a separate process: ~40 s on two shared cores
+def test_export_command_prints_nothing_about_torchvision(small_export, tmp_path):
+    """torch.onnx warns at every export that torchvision's detection ops are unavailable;
+    none is in these graphs, so a user should not read about them."""
+    checkpoint, config, text_arch = small_export[1]
+    args = ["--checkpoint", str(checkpoint), "--config", str(config), "--text-arch", str(text_arch)]
+    done = subprocess.run(
+        [sys.executable, "-m", "export.to_onnx", *args, "--output", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "torchvision" not in done.stderr, done.stderr
 
 
 def test_checkpoint_without_config_is_a_usage_error(tmp_path):
