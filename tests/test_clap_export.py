@@ -136,9 +136,10 @@ def test_manifest_says_how_to_preprocess(small_clap_model_dir):
     assert manifest["random_weights"] is False  # exported from a folder: the exporter can't tell
     audio, text = manifest["audio"], manifest["text"]
     assert audio["sample_rate"] == 48000 and audio["window_samples"] == 480000
-    assert audio["preprocessing"] == {
+    assert manifest["checkpoint"]["origin"] == "huggingface"
+    assert audio["preprocessing"] == {  # transformers' ClapFeatureExtractor: no int16
         "peak_normalise": False,
-        "int16": True,
+        "int16": False,
         "short_audio": "repeat_pad",
     }
     assert audio["inputs"] == [{"name": "waveform", "dtype": "float32", "shape": ["batch", 480000]}]

@@ -1,6 +1,7 @@
-"""runtime.Embedder and the CLI with CLAP model folders, against the reference
-(ClapModel on laion_clap's preprocessing: 48 kHz, clipped int16 round trip, repeat-padded
-short tracks, the mean over whole 10-s windows for long ones)."""
+"""runtime.Embedder and the CLI with CLAP model folders exported from Hugging Face folders,
+against the reference (ClapModel on transformers' preprocessing: 48 kHz, the samples as they
+are, repeat-padded short tracks, the mean over whole 10-s windows for long ones) and against
+ClapProcessor itself."""
 
 from __future__ import annotations
 
