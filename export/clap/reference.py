@@ -65,6 +65,11 @@ class ClapReference:
                 "the feature extractor's truncation is 'fusion', which only fusion checkpoints "
                 "read; non-fusion checkpoints need 'rand_trunc'"
             )
+        if self.features.padding != "repeatpad":
+            raise ValueError(
+                f"the feature extractor's padding is {self.features.padding!r}; only "
+                "'repeatpad' (repeat a short track whole, then zero-pad) is supported"
+            )
         if self.features.top_db is not None:
             raise ValueError("a feature extractor with top_db (a dB range limit) is not supported")
         if self.features.feature_size != audio.num_mel_bins:
