@@ -20,7 +20,8 @@ from export.reference import TTMRpp
 @dataclass(frozen=True)
 class Family:
     """``export_audio`` / ``export_text`` write a tower's graph; ``settings`` gives the
-    manifest's ``hparams`` and the ``audio`` / ``text`` preprocessing settings."""
+    manifest's ``hparams``, the ``audio`` / ``text`` preprocessing settings and, where the
+    family has any, ``checkpoint`` fields (CLAP: its origin)."""
 
     name: str
     export_audio: Callable[[object, Path], onnx.ModelProto]
@@ -44,8 +45,9 @@ def ttmrpp_settings(model: TTMRpp) -> dict:
 
 
 def clap_settings(reference: ClapReference) -> dict:
-    """laion_clap: 48 kHz, no normalisation, clipped int16 round trip, short tracks
-    repeat-padded; texts padded to exactly 77 tokens."""
+    """48 kHz, no normalisation, short tracks repeat-padded, texts padded to exactly 77
+    tokens, as both laion_clap and transformers do; the clipped int16 round trip only where
+    the checkpoint's origin (recorded with it) is laion_clap, whose own code does it."""
     config, features = reference.model.config, reference.features
     audio_keys = ("patch_embeds_hidden_size", "depths", "num_attention_heads", "window_size")
     audio_keys += ("spec_size", "num_mel_bins", "hidden_size")
@@ -63,9 +65,14 @@ def clap_settings(reference: ClapReference) -> dict:
         "audio": {
             "sample_rate": reference.sample_rate,
             "window_samples": reference.window_samples,
-            "preprocessing": {"peak_normalise": False, "int16": True, "short_audio": "repeat_pad"},
+            "preprocessing": {
+                "peak_normalise": False,
+                "int16": reference.int16,
+                "short_audio": "repeat_pad",
+            },
         },
         "text": {"max_length": reference.max_length, "padding": "max_length"},
+        "checkpoint": {"origin": reference.origin},
     }
 
 

@@ -145,7 +145,11 @@ def export_reference(
             "outputs": describe(graphs["text"].graph.output),
         },
         "opset": OPSET,
-        "checkpoint": {"file": checkpoint.name, "sha256": sha256(checkpoint)},
+        "checkpoint": {
+            "file": checkpoint.name,
+            "sha256": sha256(checkpoint),
+            **settings.get("checkpoint", {}),
+        },
         "versions": {lib: importlib.metadata.version(lib) for lib in LIBRARIES},
     }
     (output / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

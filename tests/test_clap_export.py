@@ -5,6 +5,7 @@ what the manifest says; what the exporter refuses."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -136,9 +137,10 @@ def test_manifest_says_how_to_preprocess(small_clap_model_dir):
     assert manifest["random_weights"] is False  # exported from a folder: the exporter can't tell
     audio, text = manifest["audio"], manifest["text"]
     assert audio["sample_rate"] == 48000 and audio["window_samples"] == 480000
-    assert audio["preprocessing"] == {
+    assert manifest["checkpoint"]["origin"] == "huggingface"
+    assert audio["preprocessing"] == {  # transformers' ClapFeatureExtractor: no int16
         "peak_normalise": False,
-        "int16": True,
+        "int16": False,
         "short_audio": "repeat_pad",
     }
     assert audio["inputs"] == [{"name": "waveform", "dtype": "float32", "shape": ["batch", 480000]}]
@@ -176,6 +178,17 @@ def test_fusion_checkpoints_are_refused(tmp_path, capsys):
     code = main(["--family", "clap", "--hf-model", str(folder), "--output", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("to_onnx.py: error:") and err.count("\n") == 1
+
+
+def test_paddings_other_than_repeatpad_are_refused(small_clap_export, tmp_path):
+    """The runtime repeat-pads short tracks as ``padding="repeatpad"`` does; a folder whose
+    feature extractor says ``repeat`` or ``pad`` would be embedded otherwise by transformers."""
+    folder = tmp_path / "hf"
+    shutil.copytree(small_clap_export[1], folder)
+    config = folder / "preprocessor_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "padding": "repeat"}))
+    with pytest.raises(ValueError, match="padding is 'repeat'"):
+        load_hf_folder(folder)
 
 
 @pytest.mark.parametrize(

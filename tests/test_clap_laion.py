@@ -8,6 +8,8 @@ import contextlib
 import io
 import json
 import re
+from collections.abc import Callable
+from pathlib import Path
 
 import librosa
 import numpy as np
@@ -15,11 +17,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
+import runtime
 from export.checkpoint import CheckpointError, sha256
 from export.clap.laion import load_laion_checkpoint
 from export.demo import ROBERTA_BASE, write_text_arch
 from export.to_onnx import main
 from tests.conftest import SMALL_CLAP_TEXT
+from tests.test_runtime_parity import assert_close
 
 # transformers' ClapAudioEncoder names → HTSAT's (laion_clap/clap_module/htsat.py).
 HTSAT_NAMES = [
@@ -92,17 +96,31 @@ def roberta(small_clap_reference, tmp_path_factory):
     return folder
 
 
+def write_laion_file(model, folder: Path, change: Callable[[dict], None] | None = None) -> Path:
+    """``model``'s weights as ``laion_clap`` saves them, after ``change(state)``."""
+    state = laion_state(model)
+    if change:
+        change(state)
+    path = folder / "music_audioset_epoch_15_esc_90.14.pt"
+    torch.save({"epoch": 15, "name": "demo", "state_dict": state}, path)
+    return path
+
+
 @pytest.fixture
 def laion_file(small_clap_reference, tmp_path):
-    def write(change=None):
-        state = laion_state(small_clap_reference.model)
-        if change:
-            change(state)
-        path = tmp_path / "music_audioset_epoch_15_esc_90.14.pt"
-        torch.save({"epoch": 15, "name": "demo", "state_dict": state}, path)
-        return path
+    return lambda change=None: write_laion_file(small_clap_reference.model, tmp_path, change)
 
-    return write
+
+@pytest.fixture(scope="module")
+def laion_export(small_clap_reference, roberta, tmp_path_factory) -> tuple[Path, Path]:
+    """``(.pt, model_dir)``: the small model's weights as a ``laion_clap`` file, exported by
+    ``to_onnx.py --family clap --checkpoint X.pt --text-arch DIR``."""
+    folder = tmp_path_factory.mktemp("laion")
+    path = write_laion_file(small_clap_reference.model, folder)
+    args = ["--family", "clap", "--checkpoint", str(path), "--text-arch", str(roberta)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main([*args, "--output", str(folder / "model")]) == 0
+    return path, folder / "model"
 
 
 def test_laion_names_are_the_ones_laion_clap_uses(small_clap_reference):
@@ -146,20 +164,38 @@ def test_round_trip_gives_identical_weights_and_embeddings(
         torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
 
 
-def test_export_from_a_laion_file(small_clap_model_dir, laion_file, roberta, tmp_path):
-    path = laion_file()
-    args = ["--family", "clap", "--checkpoint", str(path), "--text-arch", str(roberta)]
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert main([*args, "--output", str(tmp_path / "model")]) == 0
-    manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
-    assert manifest["checkpoint"] == {"file": path.name, "sha256": sha256(path)}
+def test_export_from_a_laion_file(small_clap_model_dir, laion_export):
+    path, model_dir = laion_export
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    assert manifest["checkpoint"] == {"file": path.name, "sha256": sha256(path), "origin": "laion"}
+    assert manifest["audio"]["preprocessing"] == {
+        "peak_normalise": False,
+        "int16": True,
+        "short_audio": "repeat_pad",
+    }
     audio = np.random.default_rng(1).uniform(-0.5, 0.5, (2, 480000)).astype(np.float32)
     tokens = {"input_ids": np.array([[0, 100, 200, 2]]), "attention_mask": np.ones((1, 4), int)}
     for name, feed in (("audio.onnx", {"waveform": audio}), ("text.onnx", tokens)):
-        ours = ort.InferenceSession(str(tmp_path / "model" / name)).run(None, feed)
+        ours = ort.InferenceSession(str(model_dir / name)).run(None, feed)
         theirs = ort.InferenceSession(str(small_clap_model_dir / name)).run(None, feed)
         for a, b in zip(ours, theirs, strict=True):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * np.abs(b).max())
+
+
+@pytest.mark.parametrize("space", ["joint", "encoder"])
+def test_laion_export_clips_and_round_trips_through_int16(
+    laion_export, small_clap_model_dir, small_clap_reference, space
+):
+    """laion_clap's recipe for a file (clip to [-1, 1], ×32767 truncated to int16, /32767)
+    before the same frontend and weights; the Hugging Face folder's export skips it."""
+    rate, t = 48000, np.arange(int(3.3 * 48000)) / 48000
+    tone = (2.0 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)  # clipped at ±1
+    laion_recipe = (np.clip(tone, -1.0, 1.0) * 32767.0).astype(np.int16) / 32767.0
+    expected = small_clap_reference.embed_track(laion_recipe.astype(np.float32), rate)
+    got = runtime.Embedder(laion_export[1]).embed_audio([tone], sample_rate=rate, space=space)
+    assert_close(expected[space == "encoder"][None], got, cosine_min=0.999999, rel=1e-5)
+    hf = runtime.Embedder(small_clap_model_dir).embed_audio([tone], rate, space=space)
+    assert not np.allclose(hf, got, rtol=0, atol=1e-3 * np.abs(got).max())
 
 
 def test_unknown_keys_are_named(laion_file, roberta):

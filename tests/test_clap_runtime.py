@@ -1,12 +1,15 @@
-"""runtime.Embedder and the CLI with CLAP model folders, against the reference
-(ClapModel on laion_clap's preprocessing: 48 kHz, clipped int16 round trip, repeat-padded
-short tracks, the mean over whole 10-s windows for long ones)."""
+"""runtime.Embedder and the CLI with CLAP model folders exported from Hugging Face folders,
+against the reference (ClapModel on transformers' preprocessing: 48 kHz, the samples as they
+are, repeat-padded short tracks, the mean over whole 10-s windows for long ones) and against
+ClapProcessor itself."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
+from transformers import ClapModel, ClapProcessor
 
 import runtime
 from export.synthetic import random_track
@@ -40,6 +43,55 @@ def test_arrays_match_reference(embedder, small_clap_reference, seconds, rate, g
         [small_clap_reference.embed_track(t, rate)[space == "encoder"] for t in (mono, stereo)]
     )
     assert_close(expected, got)
+
+
+@pytest.fixture(scope="module")
+def transformers_clap(small_clap_export) -> tuple[ClapProcessor, ClapModel]:
+    """The small model's Hugging Face folder as transformers' own classes read it."""
+    hf_folder = small_clap_export[1]
+    processor = ClapProcessor.from_pretrained(hf_folder, local_files_only=True)
+    return processor, ClapModel.from_pretrained(hf_folder, local_files_only=True).eval()
+
+
+def transformers_embedding(transformers_clap, track: np.ndarray, space: str) -> np.ndarray:
+    """``ClapProcessor``'s features of a 48-kHz track (a short track whole, repeat-padded by
+    the processor; a long one as its whole 10-s windows, of which the processor would crop
+    one at random) through ``ClapModel``: the pooled output (``encoder``) or its projection
+    (``joint``, ``get_audio_features`` before its L2 normalisation), averaged over windows."""
+    processor, model = transformers_clap
+    clips = [track]
+    if len(track) > WINDOW:
+        clips = list(track[: len(track) // WINDOW * WINDOW].reshape(-1, WINDOW))
+    features = processor(audio=clips, sampling_rate=RATE, return_tensors="pt")["input_features"]
+    with torch.inference_mode():
+        encoder = model.audio_model(input_features=features).pooler_output
+        rows = encoder if space == "encoder" else model.audio_projection(encoder)
+    return rows.mean(0).numpy()
+
+
+def pure_tone(seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (0.5 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
+
+
+def loud_track(seconds: float) -> np.ndarray:
+    """Music peaking at 1.5: past full scale, which transformers does not clip."""
+    track = random_track(7, seconds, RATE)
+    return 1.5 * track / np.abs(track).max()
+
+
+@pytest.mark.parametrize(
+    "track", [pure_tone(3.3), loud_track(25.0)], ids=["tone-3.3s", "loud-music-25s"]
+)
+@pytest.mark.parametrize("space", ["joint", "encoder"])
+def test_hf_folder_export_embeds_as_clap_processor_and_clap_model(
+    embedder, transformers_clap, track, space
+):
+    """A Hugging Face folder follows transformers' preprocessing: no clipping or int16
+    round trip, short tracks repeat-padded by ``ClapFeatureExtractor``."""
+    expected = transformers_embedding(transformers_clap, track, space)
+    got = embedder.embed_audio([track], sample_rate=RATE, space=space)
+    assert_rows_close(expected[None], got, cosine_min=0.999999, rel=1e-5)
 
 
 def test_short_track_is_repeated_then_zero_padded(embedder):

@@ -15,7 +15,8 @@ from runtime.embedder import pack
 
 HP = HParams.from_dict(PUBLISHED)  # the frontend hyper-parameters every model folder shares
 TTMRPP = Preprocessing(HP.sr, HP.window_samples, True, True, "zero_pad")
-CLAP = Preprocessing(48000, 480000, peak_normalise=False, int16=True, short_audio="repeat_pad")
+CLAP_LAION = Preprocessing(48000, 480000, False, int16=True, short_audio="repeat_pad")
+CLAP_HF = Preprocessing(48000, 480000, False, int16=False, short_audio="repeat_pad")
 
 
 def runtime_windows(item, sample_rate=None, steps: Preprocessing = TTMRPP) -> np.ndarray:
@@ -42,15 +43,23 @@ def test_array_windows_equal_reference_bit_for_bit(rate, seconds):
         )
 
 
+@pytest.mark.parametrize("steps", [CLAP_LAION, CLAP_HF], ids=["laion", "huggingface"])
 @pytest.mark.parametrize("rate", [48000, 44100, 16000])
 @pytest.mark.parametrize(("seconds", "gain"), [(3.0, 1.0), (10.0, 0.1), (25.37, 3.0)])
-def test_clap_windows_equal_reference_bit_for_bit(rate, seconds, gain):
-    """laion_clap's preprocessing: no normalisation, clipping (gain 3), repeat padding."""
-    for audio in (gain * random_track(1, seconds, rate), gain * stereo(2, seconds, rate)):
+def test_clap_windows_equal_reference_bit_for_bit(steps, rate, seconds, gain):
+    """No normalisation, repeat padding; clipping (peaks at 3) and the int16 grid for
+    laion_clap's checkpoints only, the samples as they are for transformers'."""
+    for audio in (random_track(1, seconds, rate), stereo(2, seconds, rate)):
+        audio = gain * audio / np.abs(audio).max()
+        windows = runtime_windows(audio, rate, steps)
         np.testing.assert_array_equal(
-            runtime_windows(audio, rate, CLAP),
-            clap_reference.track_windows(audio, rate, CLAP.sample_rate, CLAP.window_samples),
+            windows,
+            clap_reference.track_windows(
+                audio, rate, steps.sample_rate, steps.window_samples, int16=steps.int16
+            ),
         )
+        if gain > 1:
+            assert (np.abs(windows).max() > 1) != steps.int16  # clipped for laion_clap only
 
 
 @pytest.mark.parametrize(("rate", "samples"), [(32000, 12345), (16000, 661507), (96000, 12345)])

@@ -36,7 +36,10 @@ def randomise(model: ClapModel, features: ClapFeatureExtractor) -> None:
                 parameter.normal_(0.0, 0.5)
         rate, size = features.sampling_rate, features.nb_max_samples
         windows = np.concatenate(
-            [track_windows(random_track(s, 10.0, rate), rate, rate, size) for s in range(4)]
+            [
+                track_windows(random_track(s, 10.0, rate), rate, rate, size, int16=False)
+                for s in range(4)
+            ]
         )
         mel = features(list(windows), sampling_rate=rate, return_tensors="np")["input_features"]
         norm = model.audio_model.audio_encoder.batch_norm

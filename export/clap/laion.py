@@ -177,6 +177,7 @@ def load_laion_checkpoint(checkpoint: str | Path, text_arch: str | Path) -> Clap
     state = to_transformers(laion, set(expected), source)
     derived = {k: v for k, v in expected.items() if DERIVED.search(k)}
     load_exactly(model, {**derived, **state}, source, ignored=frozenset())
-    reference = ClapReference(model, ClapFeatureExtractor(**LAION_FEATURES), tokenizer)
+    features = ClapFeatureExtractor(**LAION_FEATURES)
+    reference = ClapReference(model, features, tokenizer, origin="laion")
     check_mel_bank(laion, reference, source)
     return reference

@@ -4,6 +4,10 @@ Only non-fusion checkpoints are supported (LAION's music checkpoints are non-fus
 10-s window is one log-mel, with the Slaney filter bank the feature extractor uses for
 them. ``joint`` is the unnormalised projection (``get_*_features`` L2-normalise it);
 ``encoder`` is the pooled output before the projection.
+
+Audio is preprocessed as the code a checkpoint comes from does (its ``origin``): a Hugging
+Face folder as transformers' ``ClapFeatureExtractor`` (the samples as given), a ``laion_clap``
+``.pt`` as ``laion_clap`` (clipped to [-1, 1] and round-tripped through int16 first).
 """
 
 from __future__ import annotations
@@ -36,18 +40,23 @@ LAION_FEATURES = {
     "truncation": "rand_trunc",
     "padding": "repeatpad",
 }
+ORIGINS = ("huggingface", "laion")
 
 
 @dataclass
 class ClapReference:
-    """Both towers. ``*_encode`` return ``(joint [B, projection_dim], encoder [B, hidden])``."""
+    """Both towers. ``*_encode`` return ``(joint [B, projection_dim], encoder [B, hidden])``;
+    ``origin`` (one of ``ORIGINS``) names the code whose audio preprocessing to follow."""
 
     model: ClapModel
     features: ClapFeatureExtractor
     tokenizer: object
+    origin: str
 
     def __post_init__(self):
         self.model.eval()
+        if self.origin not in ORIGINS:
+            raise ValueError(f"origin {self.origin!r} not in {ORIGINS}")
         audio = self.model.config.audio_config
         if audio.enable_fusion:
             raise ValueError("fusion CLAP checkpoints are not supported (enable_fusion is True)")
@@ -55,6 +64,11 @@ class ClapReference:
             raise ValueError(
                 "the feature extractor's truncation is 'fusion', which only fusion checkpoints "
                 "read; non-fusion checkpoints need 'rand_trunc'"
+            )
+        if self.features.padding != "repeatpad":
+            raise ValueError(
+                f"the feature extractor's padding is {self.features.padding!r}; only "
+                "'repeatpad' (repeat a short track whole, then zero-pad) is supported"
             )
         if self.features.top_db is not None:
             raise ValueError("a feature extractor with top_db (a dB range limit) is not supported")
@@ -71,6 +85,12 @@ class ClapReference:
     @property
     def window_samples(self) -> int:
         return self.features.nb_max_samples
+
+    @property
+    def int16(self) -> bool:
+        """``laion_clap`` quantises audio through int16 before its frontend, as its training
+        data was; transformers' feature extractor takes the samples as they are."""
+        return self.origin == "laion"
 
     @property
     def max_length(self) -> int:
@@ -120,23 +140,29 @@ class ClapReference:
 
     def embed_track(self, waveform: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
         """A whole track (mono ``[n]`` or channels-last ``[n, c]``) → mean over its windows."""
-        windows = track_windows(waveform, sample_rate, self.sample_rate, self.window_samples)
+        windows = track_windows(
+            waveform, sample_rate, self.sample_rate, self.window_samples, int16=self.int16
+        )
         joint, encoder = self.audio_encode(torch.from_numpy(windows))
         return joint.mean(0).numpy(), encoder.mean(0).numpy()
 
 
-def track_windows(waveform: np.ndarray, sample_rate: int, rate: int, size: int) -> np.ndarray:
-    """laion_clap's file preprocessing, made deterministic: downmix, soxr-HQ resample to
-    ``rate``, clip to [-1, 1] and round-trip through int16; a track shorter than a window is
-    repeat-padded as ``ClapFeatureExtractor`` does, a longer one cut into whole windows
-    (the remainder dropped) instead of the extractor's random crop."""
+def track_windows(
+    waveform: np.ndarray, sample_rate: int, rate: int, size: int, *, int16: bool
+) -> np.ndarray:
+    """A track as CLAP's references preprocess it, made deterministic: downmix, soxr-HQ
+    resample to ``rate``, then (``int16``, laion_clap only) clip to [-1, 1] and round-trip
+    through int16. A track shorter than a window is repeat-padded (both references'
+    ``repeatpad``), a longer one cut into whole windows (the remainder dropped) instead of
+    their random 10-s crop."""
     audio = np.asarray(waveform, dtype=np.float32)
     if audio.ndim == 2:
         audio = audio.mean(axis=1)
     if sample_rate != rate:
         audio = librosa.resample(audio, orig_sr=sample_rate, target_sr=rate, res_type="soxr_hq")
-    audio = (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16) / 32767.0
-    audio = audio.astype(np.float32)
+    if int16:
+        audio = (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16) / 32767.0
+        audio = audio.astype(np.float32)
     if len(audio) < size:
         audio = np.tile(audio, size // len(audio))
         audio = np.pad(audio, (0, size - len(audio)))
@@ -163,7 +189,7 @@ def load_hf_folder(folder: str | Path) -> ClapReference:
         ) from None
     except (OSError, ValueError) as err:
         raise ValueError(f"{folder}: cannot load the CLAP model ({first_line(err)})") from None
-    return ClapReference(model, features, tokenizer)
+    return ClapReference(model, features, tokenizer, origin="huggingface")
 
 
 def weights_file(folder: str | Path) -> Path:
