@@ -126,15 +126,20 @@ def test_index_out_pointing_at_a_folder_is_one_line_and_leaves_nothing(
     assert list(target.iterdir()) == [] and not list(tmp_path.glob("*.tmp"))
 
 
-def test_a_full_disk_is_one_line_and_leaves_no_partial_file(
-    music, model_env, tmp_path, capsys, monkeypatch
+@pytest.mark.parametrize(
+    ("where", "code"),
+    [("numpy.savez", errno.ENOSPC), ("tempfile.mkstemp", errno.EACCES)],
+    ids=["disk full", "read-only folder"],
+)
+def test_a_full_disk_or_read_only_folder_is_one_line_and_leaves_no_partial_file(
+    music, model_env, tmp_path, capsys, monkeypatch, where, code
 ):
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    def refuse(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(np, "savez", full)
+    monkeypatch.setattr(where, refuse)
     assert main(["index", str(music), "--out", str(tmp_path / "c.npz")]) == 2
-    assert "No space left on device" in one_error_line(capsys)
+    assert os.strerror(code) in one_error_line(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["music"]
 
 
