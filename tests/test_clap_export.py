@@ -184,7 +184,6 @@ def test_fusion_checkpoints_are_refused(tmp_path, capsys):
         ["--family", "clap", "--checkpoint", "x.pt"],  # no --text-arch
         ["--family", "clap", "--demo", "--hf-model", "d"],
         ["--family", "clap", "--hf-model", "d", "--config", "x.yaml"],
-        ["--family", "clap", "--demo", "--quantize", "int8"],
         ["--hf-model", "d"],  # TTMR++ has no Hugging Face folders
         ["--family", "clap"],
     ],
