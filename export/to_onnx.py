@@ -5,7 +5,7 @@ tokenizer and a manifest.
     python export/to_onnx.py --family clap --hf-model DIR --output DIR
     python export/to_onnx.py --family clap --checkpoint X.pt --text-arch DIR --output DIR
     python export/to_onnx.py [--family clap] --demo --output DIR  # offline: random weights
-    … --quantize int8                                 # TTMR++: also write INT8 graphs (CPU)
+    … --quantize int8                                 # also write INT8 graphs (CPU)
     … --fp16                                          # also write FP16 graphs (GPU)
 """
 
@@ -204,7 +204,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quantize",
         choices=["int8"],
-        help="TTMR++: also write INT8 graphs (export/quantize.py), calibrated on synthetic audio",
+        help="also write INT8 graphs (export/quantize.py; TTMR++ calibrated on synthetic audio)",
     )
     parser.add_argument(
         "--fp16", action="store_true", help="also write FP16 graphs (export/fp16.py), for GPUs"
@@ -218,8 +218,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if not args.demo and not (args.checkpoint and args.config):
             parser.error("--checkpoint and --config go together")
     else:
-        if args.config or args.quantize:
-            parser.error("--config and --quantize are for --family ttmrpp")
+        if args.config:
+            parser.error("--config is for --family ttmrpp")
         if args.demo + bool(args.hf_model) + bool(args.checkpoint) != 1:
             parser.error("give one of --demo, --hf-model DIR or --checkpoint X.pt")
         if args.checkpoint and not args.text_arch:

@@ -197,7 +197,6 @@ def test_paddings_other_than_repeatpad_are_refused(small_clap_export, tmp_path):
         ["--family", "clap", "--checkpoint", "x.pt"],  # no --text-arch
         ["--family", "clap", "--demo", "--hf-model", "d"],
         ["--family", "clap", "--hf-model", "d", "--config", "x.yaml"],
-        ["--family", "clap", "--demo", "--quantize", "int8"],
         ["--hf-model", "d"],  # TTMR++ has no Hugging Face folders
         ["--family", "clap"],
     ],
