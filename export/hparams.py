@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from export.untrusted import first_line, read_text
-from runtime.errors import InputError
+from export.untrusted import read_text
+from runtime.errors import InputError, first_line
 
 PUBLISHED = {
     "sr": 22050,

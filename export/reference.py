@@ -19,8 +19,8 @@ from export.audio_tower import ModifiedResNet
 from export.checkpoint import load_exactly, read_state_dict
 from export.frontend import ReferenceLogMel
 from export.hparams import HParams
-from export.untrusted import check_hf_folder, first_line
-from runtime.errors import InputError
+from export.untrusted import check_hf_folder
+from runtime.errors import InputError, first_line
 
 
 def projector(dim: int, out_dim: int) -> nn.Sequential:

@@ -14,17 +14,11 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
-from runtime.errors import InputError
+from runtime.errors import InputError, first_line
 
 # Besides config.json, the JSON files of a folder through which transformers' Auto* classes
 # import the folder's own Python modules (their ``auto_map``).
 CODE_MAP_FILES = ("tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
-
-
-def first_line(err: BaseException) -> str:
-    """A library error's gist: the message must stay on one line, and many span several."""
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
 
 
 def read_text(path: Path) -> str:

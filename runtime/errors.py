@@ -5,6 +5,12 @@ class InputError(ValueError):
     """Bad input to the runtime; the message names the offending item (index, path)."""
 
 
+def first_line(err: BaseException) -> str:
+    """A library error's gist for a one-line message (many span several lines)."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
 class TritonUnavailable(ConnectionError):
     """No answer from the Triton server (down, refusing connections, a wrong address): a
     ``ConnectionError``, so callers can retry or fail over; the message names the URL."""

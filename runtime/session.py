@@ -14,7 +14,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import (
     NoSuchFile,
 )
 
-from runtime.errors import InputError
+from runtime.errors import InputError, first_line
 
 # Fastest first; None picks whichever of these this onnxruntime build has. onnxruntime's own
 # TensorRT provider is left out of the default (it would build engines, for minutes, in every
@@ -62,9 +62,9 @@ class GraphSession:
         try:
             self.session = ort.InferenceSession(str(path), session_options(threads), with_options)
         except (InvalidProtobuf, InvalidGraph, Fail, NoSuchFile) as err:
-            reason = str(err).strip().splitlines()[0]
-            raise InputError(f"{path}: not a graph onnxruntime can load ({reason})") from None
-        self.input_names = [value.name for value in self.session.get_inputs()]
+            raise InputError(
+                f"{path}: not a graph onnxruntime can load ({first_line(err)})"
+            ) from None
         self.providers = self.session.get_providers()
         if strict and self.providers[0] != providers[0]:
             # onnxruntime falls back (with a warning) when a provider cannot start.

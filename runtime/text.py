@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from runtime.errors import InputError
+from runtime.errors import InputError, first_line
 from runtime.model_folder import inside
 
 
@@ -20,8 +20,9 @@ class TextBatcher:
         try:
             self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
         except Exception as err:  # tokenizers raises a bare Exception for a malformed file
-            reason = str(err).strip().splitlines()[0]
-            raise InputError(f"{tokenizer_file}: not a tokenizer.json ({reason})") from None
+            raise InputError(
+                f"{tokenizer_file}: not a tokenizer.json ({first_line(err)})"
+            ) from None
         self.pad_id = pad_id
         self.pad_to = pad_to
 

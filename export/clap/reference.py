@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 
-from export.untrusted import check_hf_folder, check_safetensors, first_line
-from runtime.errors import InputError
+from export.untrusted import check_hf_folder, check_safetensors
+from runtime.errors import InputError, first_line
 
 # laion_clap tokenizes every text to exactly 77 tokens (padding="max_length").
 TEXT_LENGTH = 77
