@@ -168,6 +168,7 @@ def quantize_dynamically(model_dir: Path, tower: str) -> Path:
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of two ``[rows, width]`` arrays."""
     return (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 

@@ -35,7 +35,7 @@ from export.demo import write_demo_checkpoint
 from export.families import FAMILIES
 from export.fp16 import write_fp16_graphs
 from export.graphs import OPSET, OUTPUTS, TEXT_INPUTS
-from export.quantize import quantize_model
+from export.quantize import cosines, quantize_model
 from export.reference import load_reference
 
 RANDOM_WEIGHTS_NOTE = (
@@ -92,7 +92,7 @@ def max_errors(reference, exported) -> dict:
     result = {}
     for name, ref, got in zip(OUTPUTS, reference, exported, strict=True):
         ref = ref.detach().numpy()
-        cos = (ref * got).sum(-1) / np.linalg.norm(ref, axis=-1) / np.linalg.norm(got, axis=-1)
+        cos = cosines(ref, got)
         result[name] = {"max_abs": float(np.abs(ref - got).max()), "min_cosine": float(cos.min())}
     return result
 
