@@ -9,6 +9,7 @@ import math
 import os
 import stat
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,8 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000
 MAX_AUDIO_SECONDS = 4 * 3600  # four hours: a long DJ mix or concert recording
 # Decoded samples of one file, all channels: four hours of 48 kHz stereo (5.2 GB float32).
 MAX_DECODED_SAMPLES = MAX_AUDIO_SECONDS * 48_000 * 2
+# Frames decoded (and resampled) at a time: 6 s at 44.1 kHz, 2 MB of stereo float32.
+BLOCK_FRAMES = 1 << 18
 # What soundfile (libsndfile) decodes, by the extensions music files carry; used to find
 # music in folders.
 AUDIO_EXTENSIONS = frozenset(
@@ -124,40 +127,94 @@ def describe(index: int, item: object) -> str:
     return f"item {index}"
 
 
-def decode(index: int, item: AudioItem, sample_rate: int | None) -> tuple[np.ndarray, int]:
-    """A path or an array → mono float32 samples and their rate, within the limits above."""
+@dataclass(frozen=True)
+class Source:
+    """One item's audio, checked, as mono float32 blocks of at most BLOCK_FRAMES frames.
+    ``blocks()`` may be called again (a two-pass normalisation reads the item twice), so a
+    long file is never decoded whole. ``frames`` is what the header or the array claims."""
+
+    index: int
+    item: AudioItem
+    rate: int
+    frames: int
+    read: Callable[[], Iterator[np.ndarray]]
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """Mono blocks; InputError on NaN/inf samples or an item that turns out empty."""
+        count = 0
+        for block in self.read():
+            if not np.isfinite(block).all():
+                raise InputError(
+                    f"{describe(self.index, self.item)}: the audio holds NaN or infinite samples"
+                )
+            count += len(block)
+            yield block.mean(axis=1, dtype=np.float32)
+        if count == 0:
+            raise InputError(f"{describe(self.index, self.item)}: the audio is empty")
+
+
+def open_source(index: int, item: AudioItem, sample_rate: int | None) -> Source:
+    """A path or an array as a ``Source``, within the limits above; nothing is decoded yet."""
     if isinstance(item, (str, os.PathLike)):
-        samples, rate = read_file(index, Path(item))
-    elif isinstance(item, np.ndarray):
-        samples, rate = as_float_samples(index, item), sample_rate
-        if rate is None:
+        return file_source(index, Path(item))
+    if isinstance(item, np.ndarray):
+        check_array(index, item)
+        if sample_rate is None:
             raise InputError(f"{describe(index, item)}: arrays need sample_rate")
-        check_size(index, item, samples.shape[0], samples.shape[1], rate)
-    else:
-        raise InputError(
-            f"{describe(index, item)}: expected a path or a numpy array, got {type(item).__name__}"
-        )
-    if samples.shape[0] == 0:
-        raise InputError(f"{describe(index, item)}: the audio is empty")
-    if not np.isfinite(samples).all():
-        raise InputError(f"{describe(index, item)}: the audio holds NaN or infinite samples")
-    return samples.mean(axis=1, dtype=np.float32), int(rate)
+        channels = 1 if item.ndim == 1 else item.shape[1]
+        check_size(index, item, item.shape[0], channels, sample_rate)
+        if item.shape[0] == 0:
+            raise InputError(f"{describe(index, item)}: the audio is empty")
+
+        def read() -> Iterator[np.ndarray]:
+            for start in range(0, item.shape[0], BLOCK_FRAMES):
+                yield as_float_samples(index, item[start : start + BLOCK_FRAMES])
+
+        return Source(index, item, int(sample_rate), item.shape[0], read)
+    raise InputError(
+        f"{describe(index, item)}: expected a path or a numpy array, got {type(item).__name__}"
+    )
 
 
-def read_file(index: int, path: Path) -> tuple[np.ndarray, int]:
-    """Decode with libsndfile after checking the header's rate, length and channels."""
+def decode(index: int, item: AudioItem, sample_rate: int | None) -> tuple[np.ndarray, int]:
+    """A path or an array → all its mono float32 samples and their rate."""
+    source = open_source(index, item, sample_rate)
+    return gather(source.blocks(), source.frames), source.rate
+
+
+def file_source(index: int, path: Path) -> Source:
+    """libsndfile, after checking the header's rate, length and channels; each pass
+    decodes the file again, block by block."""
     if not path.is_file():
         raise InputError(f"{describe(index, path)}: no such file")
-    try:
-        # Through a file object: given a path, libsndfile also reads a macOS "._" sidecar
-        # beside the file (as a Sound Designer II resource fork), which breaks the file.
-        with open(path, "rb") as fh, soundfile.SoundFile(fh) as audio:
-            check_size(index, path, audio.frames, audio.channels, audio.samplerate)
-            return audio.read(dtype="float32", always_2d=True), audio.samplerate
-    except InputError:
-        raise
-    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        raise InputError(f"{describe(index, path)}: cannot decode audio ({err})") from None
+
+    def read() -> Iterator[np.ndarray]:
+        try:
+            # Through a file object: given a path, libsndfile also reads a macOS "._"
+            # sidecar beside the file (as a Sound Designer II resource fork), which breaks it.
+            with open(path, "rb") as fh, soundfile.SoundFile(fh) as audio:
+                check_size(index, path, audio.frames, audio.channels, audio.samplerate)
+                yield audio.frames, audio.samplerate
+                # libsndfile's MP3 decoder gives other samples after a block boundary than
+                # in one read (up to 0.009 apart, seen with libsndfile 1.2): one read there.
+                size = -1 if audio.subtype.startswith("MPEG") else BLOCK_FRAMES
+                while len(block := audio.read(size, dtype="float32", always_2d=True)):
+                    yield block
+        except InputError:
+            raise
+        except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+            raise InputError(f"{describe(index, path)}: cannot decode audio ({err})") from None
+
+    header = read()
+    frames, rate = next(header)
+    header.close()
+
+    def blocks() -> Iterator[np.ndarray]:
+        stream = read()
+        next(stream)
+        yield from stream
+
+    return Source(index, path, rate, frames, blocks)
 
 
 def check_size(index: int, item: AudioItem, frames: int, channels: int, rate: object) -> None:
@@ -183,8 +240,8 @@ def check_size(index: int, item: AudioItem, frames: int, channels: int, rate: ob
         )
 
 
-def as_float_samples(index: int, array: np.ndarray) -> np.ndarray:
-    """Mono ``[n]`` or channels-last ``[n, c]``, float or integer PCM → float32 ``[n, c]``."""
+def check_array(index: int, array: np.ndarray) -> None:
+    """Mono ``[n]`` or channels-last ``[n, c]``, of float or integer samples."""
     if array.ndim not in (1, 2) or (array.ndim == 2 and array.shape[1] == 0):
         raise InputError(
             f"{describe(index, array)}: expected shape [n] or [n, channels], got {array.shape}"
@@ -194,41 +251,95 @@ def as_float_samples(index: int, array: np.ndarray) -> np.ndarray:
             f"{describe(index, array)}: shape {array.shape} looks channels-first (more "
             "channels than samples); pass [n, channels], e.g. array.T"
         )
+    if not np.issubdtype(array.dtype, np.floating) and not np.issubdtype(array.dtype, np.integer):
+        raise InputError(f"{describe(index, array)}: unsupported sample dtype {array.dtype}")
+
+
+def as_float_samples(index: int, array: np.ndarray) -> np.ndarray:
+    """A checked array (``check_array``), float or integer PCM → float32 ``[n, c]``."""
     if np.issubdtype(array.dtype, np.floating):
         samples = array.astype(np.float32)
-    elif np.issubdtype(array.dtype, np.integer):
+    else:
         # Full scale is half the dtype's range; unsigned PCM (8-bit WAV) is centred on it.
         half = 2.0 ** (np.iinfo(array.dtype).bits - 1)
         centre = half if np.issubdtype(array.dtype, np.unsignedinteger) else 0.0
         samples = ((array.astype(np.float64) - centre) / half).astype(np.float32)
-    else:
-        raise InputError(f"{describe(index, array)}: unsupported sample dtype {array.dtype}")
     return samples[:, None] if samples.ndim == 1 else samples
 
 
-def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
-    """soxr HQ, then zero-padded or cut to ``ceil(n * target / rate)`` samples, as
+def gather(blocks: Iterable[np.ndarray], expected: int) -> np.ndarray:
+    """Blocks → one array, written into a buffer of the ``expected`` size (grown if a
+    decoder yields more), so a long track is never held twice."""
+    out, used = np.empty(expected, np.float32), 0
+    for block in blocks:
+        if used + len(block) > len(out):
+            grown = np.empty(max(2 * len(out), used + len(block)), np.float32)
+            grown[:used] = out[:used]
+            out = grown
+        out[used : used + len(block)] = block
+        used += len(block)
+    return out[:used]
+
+
+def resampled_length(frames: int, rate: int, target: int) -> int:
+    return math.ceil(frames * (target / rate))
+
+
+def resample(source: Source, target: int) -> Iterator[np.ndarray]:
+    """The source's blocks through soxr HQ's streaming resampler (equal to its one-shot
+    result), then zero-padded or cut to ``ceil(n * target / rate)`` samples, as
     ``librosa.resample`` (the reference's resampler) does: soxr can return one sample
-    fewer, and the reference's appended zero can be the track's minimum (DC offset)."""
-    if rate == target:
-        return samples
-    out = soxr.resample(samples, rate, target, quality="HQ").astype(np.float32, copy=False)
-    size = math.ceil(len(samples) * (target / rate))
-    return np.pad(out, (0, max(0, size - len(out))))[:size]
+    fewer, and the reference's appended zero can be the track's minimum (DC offset).
+    The last block is held back until the end, where that cut is made."""
+    if source.rate == target:
+        yield from source.blocks()
+        return
+    stream = soxr.ResampleStream(source.rate, target, 1, dtype="float32", quality="HQ")
+    pending, sent, frames = np.zeros(0, np.float32), 0, 0
+    for block in source.blocks():
+        frames += len(block)
+        out = stream.resample_chunk(block)
+        if len(out):
+            yield pending
+            sent += len(pending)
+            pending = out
+    pending = np.concatenate([pending, stream.resample_chunk(np.zeros(0, np.float32), last=True)])
+    size = resampled_length(frames, source.rate, target)
+    yield np.pad(pending, (0, max(0, size - sent - len(pending))))[: max(0, size - sent)]
 
 
-def normalise(samples: np.ndarray) -> np.ndarray:
-    """Peak-normalise to [-1, 1]; silence stays zeros. In float32 as the reference does,
-    unless the span of samples near ±FLT_MAX overflows float32: then in float64."""
-    low, high = samples.min(), samples.max()
+def resampled_blocks(source: Source, target: int) -> Iterator[np.ndarray]:
+    """``resample``'s blocks, each checked finite (soxr's ringing past ±FLT_MAX)."""
+    for block in resample(source, target):
+        if not np.isfinite(block).all():
+            raise InputError(
+                f"{describe(source.index, source.item)}: the audio overflows float32 when "
+                "resampled (samples near ±3.4e38); scale it down"
+            )
+        yield block
+
+
+def span(blocks: Iterable[np.ndarray]) -> tuple[np.float32, np.float32]:
+    """The minimum and maximum over all blocks (the first pass of peak normalisation)."""
+    low, high = np.float32(np.inf), np.float32(-np.inf)
+    for block in blocks:
+        if len(block):
+            low, high = min(low, block.min()), max(high, block.max())
+    return low, high
+
+
+def normalise(samples: np.ndarray, low: np.float32, high: np.float32) -> np.ndarray:
+    """Peak-normalise to [-1, 1] given the track's minimum and maximum; silence stays zeros.
+    In float32 as the reference does, unless the span of samples near ±FLT_MAX overflows
+    float32: then in float64."""
     if not high > low:
         return np.zeros_like(samples)
     with np.errstate(over="ignore"):
-        span = high - low
-    if not np.isfinite(span):
+        width = high - low
+    if not np.isfinite(width):
         low, high = np.float64(low), np.float64(high)
         return ((samples - low) / (high - low) * 2 - 1).astype(np.float32)
-    return (samples - low) / span * 2 - 1
+    return (samples - low) / width * 2 - 1
 
 
 def int16_round_trip(samples: np.ndarray) -> np.ndarray:
@@ -248,16 +359,20 @@ def window(samples: np.ndarray, size: int, short_audio: str) -> np.ndarray:
 
 
 def load_track(index: int, item: AudioItem, sample_rate: int | None, steps: Preprocessing) -> Track:
-    decoded, rate = decode(index, item, sample_rate)
-    samples = resample(decoded, rate, steps.sample_rate)
-    if not np.isfinite(samples).all():  # soxr's ringing past ±FLT_MAX
-        raise InputError(
-            f"{describe(index, item)}: the audio overflows float32 when resampled "
-            "(samples near ±3.4e38); scale it down"
-        )
+    """Decode, resample and preprocess block by block: what is held is the track at the
+    model's rate, never the decoded original. Peak normalisation reads the item twice
+    (its minimum and maximum first)."""
+    source = open_source(index, item, sample_rate)
+    target = steps.sample_rate
     if steps.peak_normalise:
-        samples = normalise(samples)
-    if steps.int16:
-        samples = int16_round_trip(samples)
+        low, high = span(resampled_blocks(source, target))
+
+    def processed() -> Iterator[np.ndarray]:
+        for block in resampled_blocks(source, target):
+            if steps.peak_normalise:
+                block = normalise(block, low, high)
+            yield int16_round_trip(block) if steps.int16 else block
+
+    samples = gather(processed(), resampled_length(source.frames, source.rate, target))
     windows = window(samples, steps.window_samples, steps.short_audio)
-    return Track(windows=windows, duration=len(decoded) / rate)
+    return Track(windows=windows, duration=source.frames / source.rate)
