@@ -4,13 +4,15 @@
 
 The client-facing models take one track's waveform or one sentence per row:
 
-  ttmrpp_audio    Python BLS: waveform → resample, peak-normalise, windows → audio_tower
-                  (one execution per batch of tracks, track ids 0..k-1) → mean per track
-  ttmrpp_text     ensemble: text_tokenizer → text_tower
-  text_tokenizer  Python: UTF-8 sentences → input_ids / attention_mask
-  audio_tower     audio.onnx; never batched by Triton, because its ``track`` ids only mean
-                  something within one execution (rows with one id share a log-mel floor)
-  text_tower      text.onnx, dynamically batched
+  audio_embedding  Python BLS: waveform → resample, [peak-normalise], windows →
+                   [audio_floor: each track's log-mel floor] → audio_tower, windows of many
+                   requests in calls of max_batch_windows rows → mean per track
+  text_embedding   ensemble: text_tokenizer → text_tower
+  text_tokenizer   Python: UTF-8 sentences → input_ids / attention_mask
+  audio_floor      floor.onnx (families with a track-level log-mel floor: TTMR++),
+                   dynamically batched: each window's floor
+  audio_tower      audio.onnx, dynamically batched: rows are independent windows
+  text_tower       text.onnx, dynamically batched
 
 BACKEND runs the two towers: ``onnxruntime`` (Triton's ONNX Runtime backend, GPU when there
 is one) or ``tensorrt`` (the same backend with the TensorRT execution provider, FP32, GPU
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -32,6 +33,7 @@ from pathlib import Path
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
+from runtime.audio import MAX_AUDIO_SECONDS
 from runtime.triton_client import AUDIO_MODEL, TEXT_MODEL
 
 # The Python backend's model.py of each model, shipped as package data next to this module.
@@ -39,30 +41,34 @@ CODE_DIR = Path(__file__).resolve().parent / "triton_models"
 BACKENDS = ("onnxruntime", "tensorrt", "python")
 ORT_BACKEND_DIR = Path("/opt/tritonserver/backends/onnxruntime")  # NVIDIA's container
 TOKENIZER_MODEL, AUDIO_TOWER, TEXT_TOWER = "text_tokenizer", "audio_tower", "text_tower"
+FLOOR_TOWER = "audio_floor"
+TOWERS = {AUDIO_TOWER: "audio", TEXT_TOWER: "text", FLOOR_TOWER: "floor"}  # manifest sections
 PYTHON_MODELS = (AUDIO_MODEL, TOKENIZER_MODEL)  # always Python; the towers only for python
-CODE = {
-    AUDIO_MODEL: "ttmrpp_audio.py",
-    TOKENIZER_MODEL: "text_tokenizer.py",
-    AUDIO_TOWER: "onnx_tower.py",
-    TEXT_TOWER: "onnx_tower.py",
-}
+# One source per kind of model: every tower is onnx_tower.py.
+CODE = {AUDIO_MODEL: "audio_embedding.py", TOKENIZER_MODEL: "text_tokenizer.py"}
+TOWER_CODE = "onnx_tower.py"
 DTYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64"}
 HEADER = "# Written by export/to_triton.py ({backend} backend); regenerate rather than edit.\n"
 
-# Serving policy. Audio: a dynamic batch is a few tracks (each up to 90 windows); the tower
-# sees at most max_batch_windows windows per execution unless one track alone has more.
-# Text: tokenize many sentences at once, run the tower on batches of one padded length.
+# Serving policy. Audio: a dynamic batch is a few tracks, whose windows go to the towers in
+# calls of max_batch_windows rows (their preferred batch size; Triton merges the shorter
+# last calls of both audio_embedding instances). Text: tokenize many sentences at once,
+# run the tower on batches of one padded length.
 AUDIO_BATCH = {"max": 16, "preferred": [4, 8, 16], "delay_us": 5000, "instances": 2}
+WINDOW_DELAY_US = 2000
 TEXT_BATCH = {"max": 64, "preferred": [16, 32, 64], "delay_us": 2000}
 TOKENIZER_BATCH = {"max": 64, "preferred": [64], "delay_us": 1000}
 # One UTF-8 sentence per request row: what the tokenizer and the text ensemble take.
 TEXT_INPUT = {"name": "text", "data_type": "TYPE_STRING", "dims": [1]}
-DEFAULT_MAX_AUDIO_SECONDS = 15 * 60
+# A track's windows no longer need one tower call, so its length is bounded only by what a
+# request makes the server hold: the request itself and the track at the model's rate. The
+# default is the runtime's own limit per item; the samples per request (below) bind first.
+DEFAULT_MAX_AUDIO_SECONDS = MAX_AUDIO_SECONDS
 DEFAULT_MAX_BATCH_WINDOWS = 32
-# The default limit on samples per audio request is the longest track at this rate (15 min
-# at 48 kHz: 43.2 M samples, 173 MB): a client's sample rate cannot raise it, and it bounds
-# what one request makes the server hold. Higher-rate audio needs a higher limit.
-REQUEST_LIMIT_RATE = 48_000
+# The default limit on samples per audio request: one hour at 48 kHz (172.8 M samples,
+# 691 MB of float32), whatever the client's rate. A dynamic batch may hold 16 such requests;
+# raise it (to_triton.py --max-request-samples) where the server's memory allows.
+DEFAULT_REQUEST_SAMPLES = 3600 * 48_000
 
 
 def default_backend() -> str:
@@ -83,6 +89,8 @@ def tensors(described: list[dict], batched: bool) -> list[dict]:
                 "dims": dims[1:] if batched else dims,
             }
         )
+        if batched and not out[-1]["dims"]:  # one value per row: Triton's dims are [1]
+            out[-1] |= {"dims": [1], "reshape": {"shape": []}}
     return out
 
 
@@ -101,16 +109,16 @@ def parameters(values: dict) -> dict:
     return {key: {"string_value": str(value)} for key, value in values.items()}
 
 
-def tower_config(name: str, graph: dict, backend: str, policy: dict | None) -> dict:
-    """A tower: the exported graph, batched by Triton only when ``policy`` is given."""
+def tower_config(name: str, graph: dict, backend: str, policy: dict) -> dict:
+    """A tower: the exported graph, dynamically batched by Triton (its rows are
+    independent)."""
     config = {
         "name": name,
-        "max_batch_size": policy["max"] if policy else 0,
-        "input": tensors(graph["inputs"], batched=bool(policy)),
-        "output": tensors(graph["outputs"], batched=bool(policy)),
+        "max_batch_size": policy["max"],
+        "input": tensors(graph["inputs"], batched=True),
+        "output": tensors(graph["outputs"], batched=True),
+        "dynamic_batching": batching(policy),
     }
-    if policy:
-        config["dynamic_batching"] = batching(policy)
     if backend == "python":
         config["backend"] = "python"
         config["instance_group"] = instances(1, "KIND_CPU")
@@ -138,12 +146,18 @@ def tower_config(name: str, graph: dict, backend: str, policy: dict | None) -> d
 def largest(tensors: list[dict], bound: int) -> dict[str, list[int]]:
     """Each tensor's largest accepted dims (without a batch dimension): its variable dims
     capped at ``bound``."""
-    return {t["name"]: [bound if d == -1 else d for d in t["dims"]] for t in tensors}
+    return {t["name"]: max_dims(t, bound) for t in tensors}
+
+
+def max_dims(tensor: dict, bound: int) -> list[int]:
+    if "reshape" in tensor:  # [1] per row in Triton, a scalar per row in the graph
+        return tensor["reshape"]["shape"]
+    return [bound if d == -1 else d for d in tensor["dims"]]
 
 
 def limited_tower(config: dict, bound: int) -> dict:
-    """A Python-backend tower refuses inputs whose variable dims exceed ``bound`` (rows of
-    ``audio_tower``, tokens of ``text_tower``), NaN/inf inputs, and never answers NaN; the
+    """A Python-backend tower refuses inputs whose variable dims exceed ``bound`` (tokens
+    of ``text_tower``), NaN/inf inputs, and never answers NaN; the
     ONNX Runtime backend has no such check, so only Python-backend configs carry it."""
     limits = parameters({"max_dims": json.dumps(largest(config["input"], bound))})
     config["parameters"] = {**config.get("parameters", {}), **limits}
@@ -162,10 +176,6 @@ def ragged_text_tower(config: dict, text: dict) -> dict:
     return config
 
 
-def default_request_samples(max_audio_seconds: float) -> int:
-    return math.ceil(max_audio_seconds * REQUEST_LIMIT_RATE)
-
-
 def model_configs(
     manifest: dict,
     backend: str,
@@ -178,16 +188,23 @@ def model_configs(
     audio_out = tensors(audio["outputs"], batched=True)
     text_out = tensors(text["outputs"], batched=True)
     token_tensors = tensors(text["inputs"], batched=True)
-    text_tower = tower_config(TEXT_TOWER, text, backend, policy=TEXT_BATCH)
-    audio_tower = tower_config(AUDIO_TOWER, audio, backend, policy=None)
+    windows = {"max": max_batch_windows, "preferred": [max_batch_windows]}
+    windows["delay_us"] = WINDOW_DELAY_US
+    towers = {
+        TEXT_TOWER: tower_config(TEXT_TOWER, text, backend, TEXT_BATCH),
+        AUDIO_TOWER: tower_config(AUDIO_TOWER, audio, backend, windows),
+    }
+    if "floor" in manifest:
+        towers[FLOOR_TOWER] = tower_config(FLOOR_TOWER, manifest["floor"], backend, windows)
     if backend == "python":
-        # One audio_tower call: a pack of max_batch_windows windows, or one longest track.
-        track_windows = math.ceil(
-            max_audio_seconds * audio["sample_rate"] / audio["window_samples"]
+        for name in towers:
+            if name != TEXT_TOWER:  # audio dims are fixed: only NaN/inf to refuse
+                towers[name] = limited_tower(towers[name], bound=0)
+        towers[TEXT_TOWER] = limited_tower(
+            ragged_text_tower(towers[TEXT_TOWER], text), text["max_length"]
         )
-        audio_tower = limited_tower(audio_tower, max(max_batch_windows, track_windows))
-        text_tower = limited_tower(ragged_text_tower(text_tower, text), text["max_length"])
-    return {
+    floor = {"floor": FLOOR_TOWER} if FLOOR_TOWER in towers else {}
+    return towers | {
         AUDIO_MODEL: {
             "name": AUDIO_MODEL,
             "backend": "python",
@@ -209,13 +226,13 @@ def model_configs(
             "parameters": parameters(
                 {
                     "tower": AUDIO_TOWER,
+                    **floor,
                     "max_audio_seconds": max_audio_seconds,
                     "max_batch_windows": max_batch_windows,
                     "max_request_samples": max_request_samples,
                 }
             ),
         },
-        AUDIO_TOWER: audio_tower,
         TOKENIZER_MODEL: {
             "name": TOKENIZER_MODEL,
             "backend": "python",
@@ -225,7 +242,6 @@ def model_configs(
             "dynamic_batching": batching(TOKENIZER_BATCH),
             "instance_group": instances(1, "KIND_CPU"),
         },
-        TEXT_TOWER: text_tower,
         TEXT_MODEL: {
             "name": TEXT_MODEL,
             "platform": "ensemble",
@@ -277,22 +293,23 @@ def fill_repository(
     link: bool = False,
     max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
     max_batch_windows: int = DEFAULT_MAX_BATCH_WINDOWS,
-    max_request_samples: int | None = None,
+    max_request_samples: int = DEFAULT_REQUEST_SAMPLES,
 ) -> list[str]:
     """Write every model's config, graph and Python code into ``repository``; returns the
     model names. The Python models' version folders also get the files of the model folder
-    they read (``manifest.json``, ``tokenizer.json``). ``max_request_samples`` defaults to
-    ``max_audio_seconds`` at REQUEST_LIMIT_RATE."""
+    they read (``manifest.json``, ``tokenizer.json``)."""
     manifest = json.loads((model_dir / "manifest.json").read_text())
-    samples = max_request_samples or default_request_samples(max_audio_seconds)
-    configs = model_configs(manifest, backend, max_audio_seconds, max_batch_windows, samples)
-    python_models = PYTHON_MODELS + ((AUDIO_TOWER, TEXT_TOWER) if backend == "python" else ())
+    configs = model_configs(
+        manifest, backend, max_audio_seconds, max_batch_windows, max_request_samples
+    )
     files = {
         AUDIO_MODEL: [model_dir / "manifest.json"],
         TOKENIZER_MODEL: [model_dir / "manifest.json", model_dir / manifest["text"]["tokenizer"]],
-        AUDIO_TOWER: [model_dir / manifest["audio"]["file"]],
-        TEXT_TOWER: [model_dir / manifest["text"]["file"]],
     }
+    files |= {
+        name: [model_dir / manifest[s]["file"]] for name, s in TOWERS.items() if s in manifest
+    }
+    code = CODE | ({name: TOWER_CODE for name in TOWERS} if backend == "python" else {})
     for name, config in configs.items():
         version = repository / name / "1"
         version.mkdir(parents=True, exist_ok=True)
@@ -300,8 +317,8 @@ def fill_repository(
         for path in files.get(name, []):
             target = "model.onnx" if path.suffix == ".onnx" else path.name
             place(path, version / target, link and path.suffix == ".onnx")
-        if name in python_models:
-            place(CODE_DIR / CODE[name], version / "model.py", link=False)
+        if name in code:
+            place(CODE_DIR / code[name], version / "model.py", link=False)
     return list(configs)
 
 
@@ -328,18 +345,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--max-batch-windows",
         type=int,
         default=DEFAULT_MAX_BATCH_WINDOWS,
-        help="windows per audio-tower execution, unless one track has more (default: %(default)s)",
+        help="windows per audio-tower call (default: %(default)s)",
     )
     parser.add_argument(
         "--max-request-samples",
         type=int,
+        default=DEFAULT_REQUEST_SAMPLES,
         help="audio requests holding more samples (all rows) are rejected, whatever their "
-        f"sample rate (default: --max-audio-seconds at {REQUEST_LIMIT_RATE} Hz)",
+        "sample rate (default: %(default)s, one hour at 48 kHz)",
     )
     args = parser.parse_args(argv)
     if args.max_audio_seconds <= 0:
         parser.error("--max-audio-seconds must be positive")
-    if args.max_request_samples is not None and args.max_request_samples < 1:
+    if args.max_request_samples < 1:
         parser.error("--max-request-samples must be at least 1")
     if args.max_batch_windows < 1:
         parser.error("--max-batch-windows must be at least 1")

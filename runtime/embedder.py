@@ -5,12 +5,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from runtime.audio import AudioItem, Preprocessing, Track, load_track
+from runtime.batching import track_floors, track_means
 from runtime.errors import InputError
 from runtime.model_folder import graph_inputs, inside, read_manifest
 from runtime.session import GraphSession, choose_providers
@@ -42,43 +43,18 @@ def check_items(items: object) -> list:
         raise InputError(f"items must be a list, got {type(items).__name__}") from None
 
 
-def pack(tracks: Sequence[Track], batch_size: int) -> Iterator[list[int]]:
-    """Group whole tracks into calls of at most ``batch_size`` windows (a longer track goes
-    alone): where the graph takes ``track`` ids (TTMR++), all windows of a track must share
-    one call, since they share the log-mel floor."""
-    group, windows = [], 0
-    for index, track in enumerate(tracks):
-        if group and windows + len(track.windows) > batch_size:
-            yield group
-            group, windows = [], 0
-        group.append(index)
-        windows += len(track.windows)
-    if group:
-        yield group
-
-
-def tower_feeds(
-    windows: np.ndarray, ids: np.ndarray, per_track: bool, batch_size: int
-) -> Iterator[dict[str, np.ndarray]]:
-    """The audio graph's feeds for one packed group: one call with the rows' track ids where
-    a track's windows are coupled, else calls of at most ``batch_size`` independent rows."""
-    if per_track:
-        yield {"waveform": windows, "track": ids}
-        return
-    for start in range(0, len(windows), batch_size):
-        yield {"waveform": windows[start : start + batch_size]}
-
-
 def graph_files(manifest: dict, model_dir: Path, precision: str) -> dict[str, str]:
-    """The ONNX file of each tower at ``precision``."""
+    """The ONNX file of each tower at ``precision``; a floor graph (TTMR++) is fp32 at
+    every precision: it is the frontend alone, which every precision keeps in float32."""
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+    floor = {"floor": manifest["floor"]["file"]} if "floor" in manifest else {}
     if precision == "fp32":
-        return {tower: manifest[tower]["file"] for tower in ("audio", "text")}
+        return {tower: manifest[tower]["file"] for tower in ("audio", "text")} | floor
     if precision not in manifest:
         how = PRECISIONS[precision]
         raise InputError(f"{model_dir}: no {precision} graphs; write them with {how}")
-    return {tower: manifest[precision][tower] for tower in ("audio", "text")}
+    return {tower: manifest[precision][tower] for tower in ("audio", "text")} | floor
 
 
 def engine_files(manifest: dict, model_dir: Path, precision: str, backend: str) -> dict | None:
@@ -95,7 +71,13 @@ def engine_files(manifest: dict, model_dir: Path, precision: str, backend: str) 
         )
     installed = importlib.util.find_spec("tensorrt") is not None
     if backend == "tensorrt" or (backend == "auto" and engines and installed):
-        return {tower: engines[tower] for tower in ("audio", "text")}
+        towers = ("audio", "text", "floor") if "floor" in manifest else ("audio", "text")
+        if any(tower not in engines for tower in towers):
+            raise InputError(
+                f"{model_dir}: the {precision} TensorRT engines lack the floor engine (built "
+                f"by an older version); build them again with export/to_tensorrt.py"
+            )
+        return {tower: engines[tower] for tower in towers}
     return None
 
 
@@ -156,8 +138,6 @@ class Embedder:
         self.preprocessing = Preprocessing.from_manifest(self.manifest["audio"])
         self.sample_rate = self.preprocessing.sample_rate
         self.window_samples = self.preprocessing.window_samples
-        # Graphs whose windows of a track are coupled take the rows' track ids (TTMR++).
-        self.per_track = "track" in {i["name"] for i in self.manifest["audio"]["inputs"]}
         # Checked now, so a tampered or partial folder fails here, naming the file.
         self.paths = {
             tower: inside(self.model_dir, name, f"the {tower} graph")
@@ -166,6 +146,7 @@ class Embedder:
         if not self.engines:
             for tower, path in self.paths.items():
                 check_graph(path, self.manifest[tower]["inputs"], tower)
+        self.floored = "floor" in self.paths  # TTMR++: rows take their track's log-mel floor
         self.text_batcher = TextBatcher.from_manifest(self.model_dir, self.manifest["text"])
         self._sessions: dict = {}
         self._lock = threading.Lock()
@@ -207,18 +188,22 @@ class Embedder:
         ]
 
     def embed_tracks(self, tracks: Sequence[Track], space: str = "joint") -> np.ndarray:
-        """Mean over each track's window embeddings, ``[len(tracks), D]``."""
+        """Mean over each track's window embeddings, ``[len(tracks), D]``; windows of any
+        tracks go into graph calls of ``batch_size`` rows."""
         check_space(space)
-        session = self.session("audio")
-        rows: list[np.ndarray] = [np.empty(0)] * len(tracks)
-        for group in pack(tracks, self.batch_size):
-            windows = np.concatenate([tracks[i].windows for i in group])
-            ids = np.repeat(np.arange(len(group)), [len(tracks[i].windows) for i in group])
-            feeds = tower_feeds(windows, ids, self.per_track, self.batch_size)
-            out = np.concatenate([session.run([space], feed)[0] for feed in feeds])
-            for position, index in enumerate(group):
-                rows[index] = out[ids == position].mean(axis=0)
-        return np.stack(rows) if rows else np.zeros((0, self.width("audio", space)), np.float32)
+        floors = None
+        if self.floored:
+            session = self.session("floor")
+            floors = track_floors(tracks, self.batch_size, lambda b: session.run(["floor"], b.feed))
+        audio = self.session("audio")
+        (rows,) = track_means(
+            tracks,
+            self.batch_size,
+            lambda batch: audio.run([space], batch.feed),
+            [self.width("audio", space)],
+            floors,
+        )
+        return rows
 
     def embed_audio(
         self,

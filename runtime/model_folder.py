@@ -11,7 +11,7 @@ from typing import BinaryIO
 
 from runtime.errors import InputError
 
-MANIFEST_FORMAT = 2  # what export/to_onnx.py writes; another format is another layout
+MANIFEST_FORMAT = 3  # what export/to_onnx.py writes; another format is another layout
 FAMILIES = ("ttmrpp", "clap")
 TEXT_PADDING = ("longest", "max_length")
 
@@ -43,13 +43,18 @@ def check_manifest(manifest: object, path: Path) -> None:
     if need(manifest, "family", str, path) not in FAMILIES:
         raise InputError(f"{path}: unknown model family {manifest['family']!r} (not {FAMILIES})")
     audio, text = need(manifest, "audio", dict, path), need(manifest, "text", dict, path)
-    for section, name in ((audio, "audio"), (text, "text")):
+    graphs = [(audio, "audio"), (text, "text")]
+    if "floor" in manifest:  # TTMR++: each window's log-mel floor (runtime.batching)
+        graphs.append((need(manifest, "floor", dict, path), "floor"))
+    for section, name in graphs:
         need(section, "file", str, path, name)
         tensors(section, "inputs", path, name)
         for output in tensors(section, "outputs", path, name):
             shape = need(output, "shape", list, path, f"{name}.outputs")
-            if len(shape) != 2 or not positive(shape[1]):
-                raise InputError(f"{path}: {name}.outputs: shape {shape} is not [batch, width]")
+            dims = ["batch"] if name == "floor" else ["batch", "width"]
+            if len(shape) != len(dims) or not all(map(positive, shape[1:])):
+                expected = ", ".join(dims)
+                raise InputError(f"{path}: {name}.outputs: shape {shape} is not [{expected}]")
     for key in ("sample_rate", "window_samples"):
         if not positive(need(audio, key, int, path, "audio")):
             raise InputError(f"{path}: audio.{key} must be positive, got {audio[key]}")

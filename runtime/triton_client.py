@@ -22,7 +22,8 @@ from runtime.embedder import check_items, check_space, finish
 from runtime.errors import InputError, TritonUnavailable
 from runtime.text import check_texts
 
-AUDIO_MODEL, TEXT_MODEL = "ttmrpp_audio", "ttmrpp_text"
+# Family-neutral: the same names serve every model family.
+AUDIO_MODEL, TEXT_MODEL = "audio_embedding", "text_embedding"
 PROTOCOLS = ("http", "grpc")
 # The gRPC status of a server that cannot be reached (HTTP raises OSError instead).
 UNREACHABLE = "StatusCode.UNAVAILABLE"
@@ -45,8 +46,8 @@ def server_address(url: str, protocol: str) -> str:
 class TritonEmbedder:
     """Embeds tracks and sentences with a Triton server at ``url`` (``host:port``: 8000 is
     HTTP and 8001 gRPC by default). ``max_in_flight`` bounds the requests sent ahead of
-    their answers; ``timeout`` is how long one answer may take in seconds (a 15-minute track
-    is one request, and a minute of CPU). Use it as a context manager, or call ``close()``.
+    their answers; ``timeout`` is how long one answer may take in seconds (a track is one
+    request: an hour of audio is minutes of CPU). Use it as a context manager, or ``close()``.
 
     One instance may be shared by threads: each thread gets its own connection (the HTTP
     client runs on gevent, whose connections work only in the thread that made them), and

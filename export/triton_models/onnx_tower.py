@@ -1,14 +1,15 @@
 """Triton Python backend: one exported ONNX graph (``model.onnx``) run by ONNX Runtime.
 
-Serves both towers in repositories written with ``--backend python`` (the CPU server of
-the nvidia-pytriton wheel has no ONNX Runtime backend), with the runtime's session options.
-A model with a batch dimension (``text_tower``) runs the requests of one execution as one
-batch: its config lets Triton group sentences of different lengths, and each input is
-padded at the end to the longest with the config's ``pad_values`` (the pad id, mask 0).
-One without (``audio_tower``, whose track ids are per execution) runs each on its own.
-Any client may call a tower directly, so each request is checked first: dims within the
-config's ``max_dims`` (Triton bounds only the batch) and finite values; and an answer with
-NaN or infinite values is an error, never a result.
+Serves every tower (``audio_tower``, ``audio_floor``, ``text_tower``) in repositories
+written with ``--backend python`` (the CPU server of the nvidia-pytriton wheel has no ONNX
+Runtime backend), with the runtime's session options. The requests of one execution run as
+one batch (their rows are independent): ``text_tower``'s config lets Triton group sentences
+of different lengths, and each input is padded at the end to the longest with the config's
+``pad_values`` (the pad id, mask 0). An input of one value per row is ``[rows, 1]`` in
+Triton and ``[rows]`` in the graph (the config's ``reshape``). Any client may call a tower
+directly, so each request is checked first: dims within the config's ``max_dims`` (Triton
+bounds only the batch) and finite values; and an answer with NaN or infinite values is an
+error, never a result.
 """
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         self.inputs = [tensor["name"] for tensor in config["input"]]
         self.outputs = [tensor["name"] for tensor in config["output"]]
-        self.batched = config["max_batch_size"] > 0
+        self.shapes = {
+            tensor["name"]: tensor["reshape"].get("shape", [])
+            for tensor in config["input"]
+            if "reshape" in tensor
+        }
         options = {k: json.loads(v["string_value"]) for k, v in config["parameters"].items()}
         self.pad_values = options.get("pad_values", {})
         self.max_dims = options["max_dims"]
@@ -50,12 +55,10 @@ class TritonPythonModel:
     def check(self, feed: dict[str, np.ndarray]) -> None:
         """InputError naming the input (and the row) that is too large or not finite."""
         for name, value in feed.items():
-            shape = value.shape[1:] if self.batched else value.shape
-            for axis, (size, limit) in enumerate(zip(shape, self.max_dims[name], strict=True)):
+            for size, limit in zip(value.shape[1:], self.max_dims[name], strict=True):
                 if size > limit:
-                    what = "values per row" if self.batched or axis else "rows"
                     raise InputError(
-                        f"{name}: {size} {what}, more than this server's limit of {limit}"
+                        f"{name}: {size} values per row, more than this server's limit of {limit}"
                     )
             if value.dtype.kind == "f":
                 bad = ~np.isfinite(value.reshape(len(value), -1)).all(axis=1)
@@ -78,32 +81,36 @@ class TritonPythonModel:
                 name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
                 for name in self.inputs
             }
+            for name, shape in self.shapes.items():
+                feed[name] = feed[name].reshape(len(feed[name]), *shape)
             try:
                 self.check(feed)
             except InputError as err:
                 responses[index] = error(str(err), pb_utils.TritonError.INVALID_ARG)
                 continue
             feeds[index] = feed
-        groups = [list(feeds)] if self.batched else [[i] for i in feeds]
-        for members in groups:
-            if not members:
-                continue
-            try:
-                results = self.session.run(self.outputs, self.batch([feeds[i] for i in members]))
-                if not all(np.isfinite(result).all() for result in results):
-                    raise ArithmeticError("the model produced NaN or infinite values")
-            except Exception as err:  # ONNX Runtime rejects what the config could not
-                for i in members:
-                    responses[i] = error(
-                        f"{type(err).__name__}: {err}", pb_utils.TritonError.INTERNAL
-                    )
-                continue
-            ends = np.cumsum([len(feeds[i][self.inputs[0]]) for i in members])
-            for i, end in zip(members, ends, strict=True):
-                start = end - len(feeds[i][self.inputs[0]])
-                outputs = [
-                    pb_utils.Tensor(name, value[start:end])
-                    for name, value in zip(self.outputs, results, strict=True)
-                ]
-                responses[i] = pb_utils.InferenceResponse(output_tensors=outputs)
+        for index, response in self.answer(feeds).items():
+            responses[index] = response
         return responses
+
+    def answer(self, feeds: dict[int, dict[str, np.ndarray]]) -> dict[int, object]:
+        """Every checked request's answer, from one run over all their rows."""
+        if not feeds:
+            return {}
+        try:
+            results = self.session.run(self.outputs, self.batch(list(feeds.values())))
+            if not all(np.isfinite(result).all() for result in results):
+                raise ArithmeticError("the model produced NaN or infinite values")
+        except Exception as err:  # ONNX Runtime rejects what the config could not
+            message = f"{type(err).__name__}: {err}"
+            return {index: error(message, pb_utils.TritonError.INTERNAL) for index in feeds}
+        answers, start = {}, 0
+        for index, feed in feeds.items():
+            end = start + len(feed[self.inputs[0]])
+            outputs = [
+                pb_utils.Tensor(name, value[start:end])
+                for name, value in zip(self.outputs, results, strict=True)
+            ]
+            answers[index] = pb_utils.InferenceResponse(output_tensors=outputs)
+            start = end
+        return answers

@@ -1,14 +1,19 @@
-"""Triton Python backend (BLS): one track's mono waveform per row → that track's embedding.
+"""Triton Python backend (BLS): one track's mono waveform per request row → that track's
+embedding.
 
 Rows are preprocessed by the runtime's own code (``runtime.audio.load_track`` with the
 manifest's preprocessing: resample to the model's rate with soxr HQ, the family's
-normalisation and padding, windows), so the server computes what ``runtime.Embedder``
-does. Whole tracks of a dynamic batch are packed into ``audio_tower`` calls
-(``runtime.embedder.pack``); where the tower takes track ids (TTMR++) they are 0..k-1 per
-call: the windows of a track share their log-mel floor and no two tracks ever do. A track's
-embedding is the mean over its windows. A bad row fails its own request, nothing else.
-Limits are checked before any work, none trusting the client's sample rate: the request's
-samples (all rows), then each row's rate (runtime.audio's range), then its seconds.
+normalisation and padding, windows), and embedded through ``runtime.batching.track_means``,
+so the server computes what ``runtime.Embedder`` does. The windows of every track of a
+dynamic batch, whatever their request, go to ``audio_tower`` in calls of
+``max_batch_windows`` rows (its preferred batch size; Triton may merge the last, shorter
+calls of several executions). Where the family floors the log-mel per track (TTMR++), the
+``floor`` model gives each window's floor first, in calls of the same size, and every row
+carries its track's. Rows never affect each other, so a request's result does not depend on
+its batch-mates. A bad row fails its own request; a failed tower call fails the requests
+whose windows it held. Limits are checked before any work, none trusting the client's
+sample rate: the request's samples (all rows), then each row's rate (runtime.audio's
+range), then its seconds.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from runtime.audio import Preprocessing, Track, check_size, load_track
-from runtime.embedder import pack, tower_feeds
+from runtime.batching import Batch, track_floors, track_means
 from runtime.errors import InputError
 
 
@@ -35,14 +40,15 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         options = {key: value["string_value"] for key, value in config["parameters"].items()}
         self.tower = options["tower"]
+        self.floor = options.get("floor")  # the floor model's name, for families with one
         self.max_seconds = float(options["max_audio_seconds"])
         self.max_windows = int(options["max_batch_windows"])
         self.max_samples = int(options["max_request_samples"])
         self.outputs = [tensor["name"] for tensor in config["output"]]
+        self.widths = [tensor["dims"][0] for tensor in config["output"]]
         folder = Path(args["model_repository"]) / args["model_version"]
         audio = json.loads((folder / "manifest.json").read_text())["audio"]
         self.steps = Preprocessing.from_manifest(audio)
-        self.per_track = "track" in {tensor["name"] for tensor in audio["inputs"]}
 
     def load(self, request) -> list[Track]:
         """The request's rows as windowed tracks; InputError names the first bad row."""
@@ -71,21 +77,24 @@ class TritonPythonModel:
                 raise InputError(f"item {row}: {err}") from err
         return tracks
 
-    def run_tower(self, windows: np.ndarray, ids: np.ndarray) -> list[np.ndarray]:
-        answers = []
-        for feed in tower_feeds(windows, ids, self.per_track, self.max_windows):
+    def caller(self, model: str, outputs: list[str], owner: list[int], failed: dict):
+        """A ``runtime.batching`` run function calling ``model``; a failed call is recorded
+        in ``failed`` for the requests that own its rows, and its rows are given up."""
+
+        def run(batch: Batch) -> list[np.ndarray] | None:
             request = pb_utils.InferenceRequest(
-                model_name=self.tower,
-                requested_output_names=self.outputs,
-                inputs=[pb_utils.Tensor(name, value) for name, value in feed.items()],
+                model_name=model,
+                requested_output_names=outputs,
+                inputs=[pb_utils.Tensor(name, value) for name, value in batch.feed.items()],
             )
             response = request.exec()
             if response.has_error():
-                raise pb_utils.TritonModelException(response.error().message())
-            answers.append(
-                [pb_utils.get_output_tensor_by_name(response, n).as_numpy() for n in self.outputs]
-            )
-        return [np.concatenate(parts) for parts in zip(*answers, strict=True)]
+                for track in set(batch.owners.tolist()):
+                    failed.setdefault(owner[track], f"{model}: {response.error().message()}")
+                return None
+            return [pb_utils.get_output_tensor_by_name(response, n).as_numpy() for n in outputs]
+
+        return run
 
     def execute(self, requests: list) -> list:
         responses: list = [None] * len(requests)
@@ -99,27 +108,26 @@ class TritonPythonModel:
                 continue
             tracks += loaded
             owner += [index] * len(loaded)
-        rows = [[np.empty(0)] * len(tracks) for _ in self.outputs]
-        for group in pack(tracks, self.max_windows):
-            windows = np.concatenate([tracks[i].windows for i in group])
-            ids = np.repeat(np.arange(len(group)), [len(tracks[i].windows) for i in group])
-            try:
-                results = self.run_tower(windows, ids)
-            except pb_utils.TritonModelException as err:
-                for i in group:
-                    responses[owner[i]] = pb_utils.InferenceResponse(
-                        error=pb_utils.TritonError(f"{self.tower}: {err}")
-                    )
-                continue
-            for position, i in enumerate(group):
-                for output, result in zip(rows, results, strict=True):
-                    output[i] = result[ids == position].mean(axis=0)
-        owner_array = np.array(owner, dtype=np.int64)
+        failed: dict[int, str] = {}
+        floors = None
+        if self.floor:
+            run = self.caller(self.floor, ["floor"], owner, failed)
+            floors = track_floors(tracks, self.max_windows, run)
+            # A request whose floor call failed is answered with that error; its tracks
+            # (floor NaN) must not reach a tower call that other requests share.
+            kept = [i for i, request in enumerate(owner) if request not in failed]
+            tracks, owner = [tracks[i] for i in kept], [owner[i] for i in kept]
+            floors = floors[kept]
+        run = self.caller(self.tower, self.outputs, owner, failed)
+        rows = track_means(tracks, self.max_windows, run, self.widths, floors)
+        owners = np.array(owner, dtype=np.int64)
+        for index, message in failed.items():
+            responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
         for index in range(len(requests)):
             if responses[index] is None:
-                mine = np.flatnonzero(owner_array == index)
+                mine = owners == index
                 tensors = [
-                    pb_utils.Tensor(name, np.stack([output[i] for i in mine]))
+                    pb_utils.Tensor(name, output[mine])
                     for name, output in zip(self.outputs, rows, strict=True)
                 ]
                 responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
