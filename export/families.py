@@ -23,10 +23,14 @@ What a family must provide (the fields of ``Family``):
 - ``export_audio(reference, path)``, ``export_text(reference, path)``: write one tower's
   checked ONNX graph to ``path`` and return it (``export.onnx_export.export_onnx`` does the
   exporting). Inputs: the audio graph takes ``waveform`` float32 ``[batch, window_samples]``
-  and, if its windows of one track are coupled, ``track`` int64 ``[batch]`` (rows with one
-  id are windows of one track); the text graph takes int64 ``[batch, length]`` tensors named
+  and, where the family has ``export_floor``, ``floor`` float32 ``[batch]`` (below); every
+  row is independent of the others; the text graph takes int64 ``[batch, length]`` tensors named
   as in ``export.onnx_export.TEXT_INPUTS`` (a subset is allowed). Outputs ``OUTPUTS``:
   ``joint`` and ``encoder``, float32 ``[batch, width]``.
+- ``export_floor(reference, path)`` (optional): for a family whose windows of one track
+  share a level set by the whole track (TTMR++'s log-mel floor), the graph ``waveform
+  [batch, window_samples]`` → ``floor [batch]``, each window's own level; a track's level is
+  the highest of its windows', which the audio graph takes per row (``runtime.batching``).
 - ``settings(reference) -> dict``: the manifest's family-specific parts, JSON-ready:
   ``hparams`` (any JSON object), ``audio`` (``sample_rate``, ``window_samples``,
   ``preprocessing``: ``peak_normalise``, ``int16``, ``short_audio``), ``text``
@@ -135,6 +139,7 @@ class Family:
     settings: Callable[[Reference], dict]
     tolerance: Tolerance
     int8: StaticInt8 | None = None
+    export_floor: Callable[[Reference, Path], object] | None = None
 
 
 def family(name: str) -> Family:

@@ -62,6 +62,7 @@ def export_onnx(
     input_names: tuple[str, ...],
     dynamic_shapes: dict,
     path: Path,
+    output_names: tuple[str, ...] = OUTPUTS,
 ) -> onnx.ModelProto:
     """Export with the dynamo exporter, fold every constant subgraph, then check the file."""
     with (
@@ -75,7 +76,7 @@ def export_onnx(
             module.eval(),
             example,
             input_names=list(input_names),
-            output_names=list(OUTPUTS),
+            output_names=list(output_names),
             dynamic_shapes=dynamic_shapes,
             opset_version=OPSET,
             dynamo=True,

@@ -44,7 +44,9 @@ from export.command import run_command
 from export.families import StaticInt8, family
 from export.onnx_export import frontend_nodes
 from export.synthetic import RATE, hard_set
+from runtime.batching import whole_track_feed
 from runtime.embedder import Embedder
+from runtime.session import GraphSession
 
 AUDIO_INT8 = "audio.int8.onnx"
 TEXT_INT8 = "text.int8.onnx"
@@ -68,17 +70,23 @@ ACCURACY_QUERIES = (
 
 
 class WindowReader(CalibrationDataReader):
-    """Feeds calibration windows one track at a time (with one track id, where the graph
-    takes ``track``: its windows are coupled)."""
+    """Feeds calibration windows one track at a time, with the track's log-mel floor where
+    the model has a floor graph (``floor``: its session)."""
 
-    def __init__(self, tracks: list[np.ndarray], inputs: set[str]):
-        feeds = ({"waveform": w, "track": np.zeros(len(w), np.int64)} for w in tracks)
-        self.feeds: Iterator[dict] = (
-            {name: value for name, value in feed.items() if name in inputs} for feed in feeds
-        )
+    def __init__(self, tracks: list[np.ndarray], floor: GraphSession | None):
+        run = floor and (lambda batch: floor.run(["floor"], batch.feed))
+        self.feeds: Iterator[dict] = (whole_track_feed(w, run) for w in tracks)
 
     def get_next(self) -> dict | None:
         return next(self.feeds, None)
+
+
+def floor_session(model_dir: Path) -> GraphSession | None:
+    """The model's floor graph (TTMR++), or None for a family without one."""
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    if "floor" not in manifest:
+        return None
+    return GraphSession(model_dir / manifest["floor"]["file"], ["CPUExecutionProvider"])
 
 
 def float_nodes(graph: onnx.GraphProto, float_convs: tuple[str, ...]) -> list[str]:
@@ -105,7 +113,7 @@ def quantize_audio(model_dir: Path, int8: StaticInt8, tracks: list[np.ndarray]) 
         quantize_static(
             str(prepared),
             str(target),
-            WindowReader(tracks, {value.name for value in graph.input}),
+            WindowReader(tracks, floor_session(model_dir)),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=["Conv", "MatMul"],
             nodes_to_exclude=float_nodes(graph, int8.float_convs),

@@ -1,5 +1,5 @@
 """Export a two-tower model to ONNX: ``audio.onnx`` (mel frontend fused), ``text.onnx``, the
-tokenizer and a manifest.
+tokenizer and a manifest; for TTMR++ also ``floor.onnx`` (each window's log-mel floor).
 
     python export/to_onnx.py --checkpoint X.pth --config X.yaml [--text-arch DIR] --output DIR
     python export/to_onnx.py --family clap --hf-model DIR --output DIR
@@ -32,12 +32,14 @@ from export.families import REGISTRY, Family, Source, family
 from export.fp16 import write_fp16_graphs
 from export.onnx_export import OPSET, OUTPUTS, TEXT_INPUTS
 from export.quantize import cosines, quantize_model
+from runtime.model_folder import MANIFEST_FORMAT
 
 RANDOM_WEIGHTS_NOTE = (
     "RANDOM WEIGHTS (demo model): embeddings are meaningless; use a real checkpoint"
 )
 LIBRARIES = ("torch", "transformers", "onnx", "onnxscript", "onnxruntime", "tokenizers", "numpy")
 ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT64: "int64"}
+FLOOR_FILE = "floor.onnx"
 
 
 def say(message: str) -> None:
@@ -71,10 +73,13 @@ def validate(model, window_samples: int, output: Path) -> dict:
     audio = ort.InferenceSession(str(output / "audio.onnx"), **options)
     text = ort.InferenceSession(str(output / "text.onnx"), **options)
     rng = np.random.default_rng(0)
-    windows = (rng.standard_normal((2, window_samples)) * 0.1).astype(np.float32)
+    # Two windows of one track, the second louder: its floor is the track's.
+    windows = (rng.standard_normal((2, window_samples)) * [[0.1], [0.3]]).astype(np.float32)
     ref = model.audio_encode(torch.from_numpy(windows))
-    feed = {"waveform": windows, "track": np.zeros(2, np.int64)}  # the track of TTMR++
-    feed = {value.name: feed[value.name] for value in audio.get_inputs()}
+    feed = {"waveform": windows}
+    if (output / FLOOR_FILE).is_file():
+        floors = ort.InferenceSession(str(output / FLOOR_FILE), **options).run(None, feed)[0]
+        feed["floor"] = np.full(len(windows), floors.max(), np.float32)
     report = {"audio": max_errors(ref, audio.run(list(OUTPUTS), feed))}
     tokens = model.tokenize(["a calm solo piano piece in D", "distorted guitars, fast drums"])
     ref = model.text_encode_ids(tokens["input_ids"], tokens["attention_mask"])
@@ -110,17 +115,21 @@ def export_reference(
     output.mkdir(parents=True, exist_ok=True)
     settings = exporter.settings(model)
     graphs = {}
-    for name, export in (("audio", exporter.export_audio), ("text", exporter.export_text)):
+    exports = [("audio", exporter.export_audio), ("text", exporter.export_text)]
+    if exporter.export_floor:
+        exports.append(("floor", exporter.export_floor))
+    (output / FLOOR_FILE).unlink(missing_ok=True)  # from an earlier export of another family
+    for name, export in exports:
         started = time.perf_counter()
         path = output / f"{name}.onnx"
-        say(f"Exporting the {name} tower → {path} …")
+        say(f"Exporting the {name} graph → {path} …")
         graphs[name] = export(model, path)
         size = path.stat().st_size / 2**20
         say(f"  done in {time.perf_counter() - started:.1f} s, {size:.0f} MiB, checked")
     write_tokenizer(model, settings["text"]["max_length"], output / "tokenizer.json")
     say(f"Tokenizer → {output / 'tokenizer.json'}")
     manifest = {
-        "format": 2,
+        "format": MANIFEST_FORMAT,
         "family": exporter.name,
         "random_weights": random_weights,
         "note": RANDOM_WEIGHTS_NOTE if random_weights else "",
@@ -146,6 +155,12 @@ def export_reference(
         },
         "versions": {lib: importlib.metadata.version(lib) for lib in LIBRARIES},
     }
+    if "floor" in graphs:
+        manifest["floor"] = {
+            "file": FLOOR_FILE,
+            "inputs": describe(graphs["floor"].graph.input),
+            "outputs": describe(graphs["floor"].graph.output),
+        }
     (output / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     say(f"Manifest → {output / 'manifest.json'}")
     say("Validating against the PyTorch reference (ONNX Runtime, CPU):")

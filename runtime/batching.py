@@ -86,3 +86,14 @@ def track_floors(tracks: Sequence[Track], batch_size: int, run: Run) -> np.ndarr
         found = run(batch)
         np.maximum.at(floors, batch.owners, np.nan if found is None else found[0])
     return floors
+
+
+def whole_track_feed(windows: np.ndarray, floor: Run | None) -> dict[str, np.ndarray]:
+    """The audio graph's feed for the windows of one track in one call, for tools that run
+    the graph directly (INT8 calibration, benchmarks); ``floor`` runs the floor graph, None
+    for a family without one."""
+    feed = {"waveform": windows}
+    if floor is not None:
+        (track_floor,) = track_floors([Track(windows, 0.0)], len(windows), floor)
+        feed["floor"] = np.full(len(windows), track_floor, np.float32)
+    return feed

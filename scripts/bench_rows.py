@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.batching import whole_track_feed
+
 REFERENCE = "PyTorch eager CPU fp32"
 CPU = ["CPUExecutionProvider"]
 CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -85,10 +87,11 @@ def runtime_row(
         batch_size=batch_size,
     )
     audio = embedder.session("audio")
+    floor = embedder.floored and embedder.session("floor")
 
     def windows(batch: np.ndarray) -> np.ndarray:
-        feed = {"waveform": batch, "track": np.zeros(len(batch), np.int64)}
-        return audio.run(["joint"], feed)[0]
+        run = floor and (lambda rows: floor.run(["floor"], rows.feed))
+        return audio.run(["joint"], whole_track_feed(batch, run))[0]
 
     def track(samples: np.ndarray) -> np.ndarray:
         return embedder.embed_audio([samples], sample_rate=embedder.sample_rate)

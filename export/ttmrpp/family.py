@@ -8,7 +8,7 @@ from pathlib import Path
 from export.families import Family, Loaded, Source, StaticInt8, Tolerance
 from export.ttmrpp.calibration import FLOAT_CONVS, METHOD, calibration_tracks
 from export.ttmrpp.demo import write_demo_checkpoint
-from export.ttmrpp.graphs import export_audio, export_text
+from export.ttmrpp.graphs import export_audio, export_floor, export_text
 from export.ttmrpp.reference import TTMRpp, load_reference
 
 
@@ -64,4 +64,5 @@ FAMILY = Family(
     settings=settings,
     tolerance=Tolerance(min_cosine=0.99999, max_relative=1e-4),
     int8=StaticInt8(calibration_tracks, FLOAT_CONVS, METHOD),
+    export_floor=export_floor,
 )

@@ -2,8 +2,10 @@
 
 ``ReferenceLogMel`` follows SPEC.md literally (complex ``torch.stft``; the floor uses the
 maximum over everything it is given). ``GraphLogMel`` computes the same numbers with
-operators TensorRT parses (no complex STFT) and takes the floor per track, so a track's
-result never depends on what else shares the batch.
+operators TensorRT parses (no complex STFT) and takes each row's floor as an input:
+``WindowFloor`` gives each window's floor (its maximum − 8), the runtime takes the highest
+over a track's windows (``runtime.batching.track_floors``), so a track's result never
+depends on what else shares a call, and its windows may be split across calls.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ def mel_filters(hp: HParams) -> np.ndarray:
     return librosa.filters.mel(sr=hp.sr, n_fft=hp.n_fft, n_mels=hp.n_mels).astype(np.float32)
 
 
-def scale_log_mel(log_mel: torch.Tensor, maximum: torch.Tensor) -> torch.Tensor:
-    """Apply the floor ``max(L, M - 8)`` and the affine ``(L + 4) / 4``."""
-    return (torch.maximum(log_mel, maximum - DYNAMIC_RANGE) + 4.0) / 4.0
+def scale_log_mel(log_mel: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
+    """Apply the floor ``max(L, floor)`` (``floor`` is ``M - 8``) and the affine
+    ``(L + 4) / 4``."""
+    return (torch.maximum(log_mel, floor) + 4.0) / 4.0
 
 
 class ReferenceLogMel(nn.Module):
@@ -51,14 +54,11 @@ class ReferenceLogMel(nn.Module):
         )
         power = stft[..., :-1].abs() ** 2
         log_mel = torch.clamp(self.filters @ power, min=LOG_FLOOR).log10()
-        return scale_log_mel(log_mel, log_mel.max())[:, None]
+        return scale_log_mel(log_mel, log_mel.max() - DYNAMIC_RANGE)[:, None]
 
 
-class GraphLogMel(nn.Module):
-    """The exportable TTMR++ frontend: ``(waveform [B, N], track [B])`` → ``[B, 1, n_mels,
-    frames]``. Rows with equal ``track`` ids share the floor's maximum, as the windows of one
-    track do in the reference; rows of other tracks never enter it.
-    """
+class LogMel(nn.Module):
+    """``[B, N]`` waveform → the unfloored log-mel ``[B, n_mels, frames]``, exportable."""
 
     def __init__(self, hp: HParams):
         super().__init__()
@@ -66,10 +66,21 @@ class GraphLogMel(nn.Module):
         frames = hp.window_samples // hp.hop_length
         self.mel = MelPower(hp.n_fft, hp.hop_length, frames, mel_filters(hp))
 
-    def forward(self, waveform: torch.Tensor, track: torch.Tensor) -> torch.Tensor:
-        log_mel = torch.clamp(self.mel(waveform), min=LOG_FLOOR).log10()  # [B, n_mels, F]
-        window_max = log_mel.amax(dim=(1, 2))
-        same_track = track[:, None] == track[None, :]
-        # Every log-mel value is >= log10(LOG_FLOOR), so that value is neutral for the max.
-        track_max = torch.where(same_track, window_max[None, :], np.log10(LOG_FLOOR)).amax(dim=1)
-        return scale_log_mel(log_mel, track_max[:, None, None])[:, None]
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(self.mel(waveform), min=LOG_FLOOR).log10()
+
+
+class GraphLogMel(LogMel):
+    """The exportable TTMR++ frontend: ``(waveform [B, N], floor [B])`` → ``[B, 1, n_mels,
+    frames]``, each row floored at its own ``floor`` (its track's maximum − 8)."""
+
+    def forward(self, waveform: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
+        return scale_log_mel(super().forward(waveform), floor[:, None, None])[:, None]
+
+
+class WindowFloor(LogMel):
+    """``[B, N]`` waveform → ``[B]``: each window's floor, its log-mel maximum − 8. A
+    track's floor is the highest of its windows' floors."""
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return super().forward(waveform).amax(dim=(1, 2)) - DYNAMIC_RANGE

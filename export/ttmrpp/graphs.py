@@ -1,4 +1,5 @@
-"""TTMR++'s two inference graphs as torch modules, and their export to checked ONNX files."""
+"""TTMR++'s inference graphs as torch modules, and their export to checked ONNX files: the
+two towers, and the floor graph that gives each window's log-mel floor."""
 
 from __future__ import annotations
 
@@ -12,17 +13,19 @@ from torch import nn
 from export.onnx_export import TEXT_INPUTS, export_onnx
 from export.text_tower import roberta_position_ids
 from export.ttmrpp.audio_tower import fold_batchnorm
-from export.ttmrpp.frontend import GraphLogMel
+from export.ttmrpp.frontend import GraphLogMel, WindowFloor
 from export.ttmrpp.reference import TTMRpp
 
-AUDIO_INPUTS = ("waveform", "track")
+AUDIO_INPUTS = ("waveform", "floor")
+FLOOR_OUTPUTS = ("floor",)
 
 
 class AudioGraph(nn.Module):
-    """``(waveform [B, N] float32, track [B] int64)`` → ``(joint, encoder)``.
+    """``(waveform [B, N] float32, floor [B] float32)`` → ``(joint, encoder)``.
 
-    ``track`` says which rows are windows of the same track: they share the log-mel
-    floor, exactly as the reference's one-track batch does. BatchNorm is folded.
+    ``floor`` is each row's log-mel floor: its track's, the highest of the floor graph's
+    answers over the track's windows, as the reference floors one track's windows at one
+    level. Rows are independent. BatchNorm is folded.
     """
 
     def __init__(self, model: TTMRpp):
@@ -32,8 +35,8 @@ class AudioGraph(nn.Module):
         fold_batchnorm(self.encoder)
         self.projector = model.audio_projector
 
-    def forward(self, waveform: torch.Tensor, track: torch.Tensor):
-        encoder = self.encoder(self.frontend(waveform, track))
+    def forward(self, waveform: torch.Tensor, floor: torch.Tensor):
+        encoder = self.encoder(self.frontend(waveform, floor))
         return self.projector(encoder), encoder
 
 
@@ -51,9 +54,20 @@ class TextGraph(nn.Module):
 
 def export_audio(model: TTMRpp, path: Path) -> onnx.ModelProto:
     batch = torch.export.Dim("batch", min=1, max=4096)
-    example = (torch.randn(2, model.hp.window_samples), torch.tensor([0, 1]))
-    shapes = {"waveform": {0: batch}, "track": {0: batch}}
+    example = (torch.randn(2, model.hp.window_samples), torch.tensor([-6.0, -7.0]))
+    shapes = {"waveform": {0: batch}, "floor": {0: batch}}
     return export_onnx(AudioGraph(model), example, AUDIO_INPUTS, shapes, path)
+
+
+def export_floor(model: TTMRpp, path: Path) -> onnx.ModelProto:
+    """``waveform [B, N]`` → ``floor [B]`` (``WindowFloor``): the audio graph's frontend
+    alone, a few percent of its time."""
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    example = (torch.randn(2, model.hp.window_samples),)
+    module = WindowFloor(model.hp)
+    return export_onnx(
+        module, example, ("waveform",), {"waveform": {0: batch}}, path, FLOOR_OUTPUTS
+    )
 
 
 def export_text(model: TTMRpp, path: Path) -> onnx.ModelProto:
