@@ -3,9 +3,12 @@
     python export/to_tensorrt.py --model-dir DIR [--fp16] [--max-batch 64] [--max-tokens 128]
                                  [--workspace-gb 4]
 
-Checks both graphs against TensorRT's documented ONNX support first (export/tensorrt_support.py),
+Checks every graph against TensorRT's documented ONNX support first (export/tensorrt_support.py),
 then writes ``audio.<precision>.plan`` and ``text.<precision>.plan`` (fp32, or fp16 with
-``--fp16``) and records them in ``manifest.json`` under ``tensorrt``. TensorRT's timing cache
+``--fp16``), and ``floor.<precision>.plan`` for a family with a floor graph (TTMR++), and
+records them in ``manifest.json`` under ``tensorrt``. Profiles bound the batch (rows per
+call) only: a track's windows may go into any number of calls, so no profile limits a
+track's length. TensorRT's timing cache
 is kept in ``tensorrt.timing.cache`` so that rebuilding is faster. An engine runs only on the
 GPU model and TensorRT version that built it.
 """
@@ -26,6 +29,12 @@ from export.tensorrt_support import check
 from runtime.tensorrt import INSTALL_HINT, Shape, device_name
 
 TOWERS = ("audio", "text")
+FLOOR = "floor"  # the floor graph (TTMR++): float32 at every precision, as fp16 graphs keep it
+
+
+def towers(manifest: dict) -> tuple[str, ...]:
+    """The graphs to build engines of: both towers, and the floor graph where there is one."""
+    return TOWERS + ((FLOOR,) if FLOOR in manifest else ())
 TIMING_CACHE = "tensorrt.timing.cache"
 
 
@@ -86,8 +95,7 @@ def record_engines(
     (``max_tokens`` is the text engine's real limit, ``token_range``'s upper end)."""
     engines = dict(manifest.get("tensorrt", {}))
     engines[precision] = {
-        "audio": plan_name("audio", precision),
-        "text": plan_name("text", precision),
+        **{tower: plan_name(tower, precision) for tower in towers(manifest)},
         "max_batch": max_batch,
         "max_tokens": token_range(manifest["text"], max_tokens)[1],
         "tensorrt": version,
@@ -111,8 +119,10 @@ def graph_files(model_dir: Path, manifest: dict, fp16: bool) -> tuple[dict[str, 
         say("No FP16 graphs yet: writing them (export/fp16.py) …")
         write_fp16_graphs(model_dir)
         manifest = read_manifest(model_dir)
-    names = manifest["fp16"] if fp16 else {t: manifest[t]["file"] for t in TOWERS}
-    return {tower: model_dir / names[tower] for tower in TOWERS}, manifest
+    names = {t: manifest[t]["file"] for t in towers(manifest)}
+    if fp16:
+        names |= {tower: manifest["fp16"][tower] for tower in TOWERS}
+    return {tower: model_dir / names[tower] for tower in towers(manifest)}, manifest
 
 
 def check_graphs(graphs: dict[str, Path]) -> None:

@@ -5,8 +5,8 @@
 
 Two sections, each a markdown table, all of it written to JSON as well:
 - cpu: the reference against onnxruntime fp32 and INT8 on this CPU, timed in turns in one
-  process (medians; ratios are reference time / row time), peak RSS of a 3-minute track,
-  and INT8's accuracy against fp32.
+  process (medians; ratios are reference time / row time), peak RSS of a 60-minute track
+  (``--memory-minutes``), and INT8's accuracy against fp32.
 - backends: every row of scripts/bench_rows.py this machine can run (the others are listed
   with the reason), each in a fresh process: audio windows/s at each batch, text queries/s
   at batch 1 and 64, p50/p99 latency of one query and of one 30-s track, peak host and
@@ -128,23 +128,41 @@ def int8_accuracy(model_dir: Path, tracks: int, query_count: int, threads: int) 
     }
 
 
-def peak_memory_mb(model_dir: Path, precision: str, threads: int) -> float:
-    """Peak resident memory of a fresh process that loads the model and embeds a 3-min track.
+def write_long_track(path: Path, minutes: float, rate: int = 22050) -> None:
+    """A 16-bit WAV of ``minutes`` of synthetic music (one minute repeated), written in
+    blocks, so that writing it costs the caller little memory."""
+    import soundfile as sf
+
+    from export.synthetic import random_track
+
+    minute = random_track(0, 60.0, rate)
+    frames = round(minutes * 60 * rate)
+    with sf.SoundFile(path, "w", rate, 1, "PCM_16") as out:
+        for start in range(0, frames, len(minute)):
+            out.write(minute[: frames - start])
+
+
+def peak_memory_mb(model_dir: Path, precision: str, threads: int, minutes: float = 60) -> float:
+    """Peak resident memory of a fresh process that loads the model, embeds one track of
+    ``minutes`` at 22.05 kHz (a WAV file, with the Embedder's default batch size) and a
+    sentence.
 
     Read from VmHWM, the high-water mark of the process's own memory: ``ru_maxrss`` would
     carry over the parent's size at fork (Linux keeps it across exec).
     """
-    script = f"""
+    with tempfile.TemporaryDirectory() as scratch:
+        track = Path(scratch) / "long.wav"
+        write_long_track(track, minutes)
+        script = f"""
 from pathlib import Path
-from export.synthetic import random_track
 from runtime import Embedder
 cpu = ["CPUExecutionProvider"]
 e = Embedder({str(model_dir)!r}, providers=cpu, threads={threads}, precision={precision!r})
-e.embed_audio([random_track(0, 180.0)], sample_rate=22050)
+e.embed_audio([{str(track)!r}])
 e.embed_text(["a calm piano piece"])
 print(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0])
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"memory probe failed: {done.stderr.strip()[-500:]}")
     return int(done.stdout.split()[-1]) / 1024
@@ -249,9 +267,10 @@ def cpu_section(args: argparse.Namespace, manifest: dict) -> dict:
     )
     for precision in ("fp32", "int8"):
         if f"ORT CPU {precision}" in rows:
-            mb = peak_memory_mb(args.model_dir, precision, args.threads)
-            result[f"peak_rss_mb_3min_track_{precision}"] = mb
-            print(f"peak RSS, load + embed a 3-minute track ({precision}): {mb:.0f} MB")
+            minutes = args.memory_minutes
+            mb = peak_memory_mb(args.model_dir, precision, args.threads, minutes)
+            result[f"peak_rss_mb_{minutes:g}min_track_{precision}"] = mb
+            print(f"peak RSS, load + embed a {minutes:g}-minute track ({precision}): {mb:.0f} MB")
     if "int8" in manifest:
         accuracy = int8_accuracy(args.model_dir, args.tracks, args.queries, args.threads)
         result["int8_vs_fp32"] = accuracy
@@ -409,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sections", default="cpu,backends", help="cpu, backends or both")
     parser.add_argument("--windows", type=int, default=4, help="cpu: 10-s windows per track")
     parser.add_argument("--repeats", type=int, default=5, help="cpu: timed rounds")
+    parser.add_argument(
+        "--memory-minutes", type=float, default=60, help="cpu: the peak-RSS track's length"
+    )
     parser.add_argument("--tracks", type=int, default=300, help="synthetic catalog size (accuracy)")
     parser.add_argument("--queries", type=int, default=300, help="text queries (accuracy)")
     parser.add_argument("--batches", default="1,16,64", help="backends: audio batch sizes")

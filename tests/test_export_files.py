@@ -48,14 +48,23 @@ def test_manifest_describes_the_graphs_and_the_checkpoint(small_export):
     assert manifest["checkpoint"]["sha256"] == sha256(checkpoint)
     assert manifest["hparams"]["width"] == 8 and manifest["hparams"]["sr"] == 22050
     assert set(manifest["versions"]) >= {"torch", "onnx", "onnxruntime", "tokenizers"}
-    for tower, inputs in (
-        ("audio", ["waveform", "track"]),
-        ("text", ["input_ids", "attention_mask"]),
+    for tower, inputs, outputs in (
+        ("audio", ["waveform", "floor"], ["joint", "encoder"]),
+        ("text", ["input_ids", "attention_mask"], ["joint", "encoder"]),
+        ("floor", ["waveform"], ["floor"]),
     ):
         graph = onnx.load(str(folder / manifest[tower]["file"]))
         assert [i["name"] for i in manifest[tower]["inputs"]] == inputs
         assert [i.name for i in graph.graph.input] == inputs
-        assert [o["name"] for o in manifest[tower]["outputs"]] == ["joint", "encoder"]
+        assert [o["name"] for o in manifest[tower]["outputs"]] == outputs
+    assert manifest["audio"]["inputs"][1] == {
+        "name": "floor",
+        "dtype": "float32",
+        "shape": ["batch"],
+    }
+    assert manifest["floor"]["outputs"] == [
+        {"name": "floor", "dtype": "float32", "shape": ["batch"]}
+    ]
     assert manifest["audio"]["inputs"][0] == {
         "name": "waveform",
         "dtype": "float32",

@@ -61,8 +61,16 @@ def track_of(windows: int, seed: int, loudness: float = 0.3) -> np.ndarray:
     return audio.astype(np.float32).reshape(windows, 220500)
 
 
-def run_audio(model_dir, windows: np.ndarray, track: np.ndarray) -> list[np.ndarray]:
-    return session(model_dir / "audio.onnx").run(None, {"waveform": windows, "track": track})
+def track_floor(model_dir, windows: np.ndarray) -> np.float32:
+    """One track's log-mel floor: the highest of the floor graph's answers for its windows."""
+    return session(model_dir / "floor.onnx").run(None, {"waveform": windows})[0].max()
+
+
+def run_audio(model_dir, windows: np.ndarray, floors: np.ndarray | None = None) -> list:
+    """The audio graph on rows with their floors (default: all rows one track's windows)."""
+    if floors is None:
+        floors = np.full(len(windows), track_floor(model_dir, windows), np.float32)
+    return session(model_dir / "audio.onnx").run(None, {"waveform": windows, "floor": floors})
 
 
 @pytest.mark.parametrize("windows", [1, 3, 8])
@@ -71,7 +79,7 @@ def test_audio_graph_matches_reference(request, size, windows):
     model_dir = request.getfixturevalue(f"{size}_model_dir")
     reference = request.getfixturevalue(f"{size}_reference")
     audio = track_of(windows, seed=windows)
-    joint, encoder = run_audio(model_dir, audio, np.zeros(windows, np.int64))
+    joint, encoder = run_audio(model_dir, audio)
     ref_joint, ref_encoder = reference.audio_encode(torch.from_numpy(audio))
     assert_close(ref_joint, joint)
     assert_close(ref_encoder, encoder)
@@ -108,13 +116,12 @@ def test_track_embedding_ignores_other_tracks_in_the_batch(small_model_dir, smal
         "quiet": track_of(1, seed=3, loudness=1e-4),
         "silent": np.zeros((2, 220500), np.float32),
     }
-    alone = {
-        name: run_audio(small_model_dir, w, np.zeros(len(w), np.int64))
-        for name, w in tracks.items()
-    }
+    alone = {name: run_audio(small_model_dir, w) for name, w in tracks.items()}
     windows = np.concatenate(list(tracks.values()))
-    ids = np.concatenate([np.full(len(w), i, np.int64) for i, w in enumerate(tracks.values())])
-    joint, encoder = run_audio(small_model_dir, windows, ids)
+    floors = np.concatenate(
+        [np.full(len(w), track_floor(small_model_dir, w)) for w in tracks.values()]
+    )
+    joint, encoder = run_audio(small_model_dir, windows, floors.astype(np.float32))
     start = 0
     for name, audio in tracks.items():
         rows = slice(start, start + len(audio))
@@ -145,8 +152,18 @@ def test_in_graph_log_mel_equals_numpy_and_librosa(small_model_dir):
     graph.graph.output.append(onnx.ValueInfoProto(name=stem.input[0]))
     exposed = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
     for audio in (track_of(2, seed=5), track_of(1, seed=6, loudness=1e-3)):
-        ids = np.zeros(len(audio), np.int64)
-        log_mel = exposed.run([stem.input[0]], {"waveform": audio, "track": ids})[0]
+        floors = np.full(len(audio), track_floor(small_model_dir, audio), np.float32)
+        log_mel = exposed.run([stem.input[0]], {"waveform": audio, "floor": floors})[0]
         expected = numpy_log_mel(audio)
         assert log_mel.shape == (len(audio), 1, 128, 1002)
         np.testing.assert_allclose(log_mel[:, 0], expected, rtol=0, atol=1e-4)
+
+
+def test_floor_graph_gives_each_windows_log_mel_maximum_minus_8(small_model_dir):
+    """Against the independent float64 log-mel: loud, quiet and silent windows."""
+    windows = np.concatenate(
+        [track_of(1, seed=7), track_of(1, seed=8, loudness=1e-3), np.zeros((1, 220500))]
+    ).astype(np.float32)
+    floors = session(small_model_dir / "floor.onnx").run(None, {"waveform": windows})[0]
+    expected = [numpy_log_mel(window[None]).max() * 4 - 4 - 8 for window in windows]
+    np.testing.assert_allclose(floors, expected, rtol=0, atol=1e-4)

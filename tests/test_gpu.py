@@ -30,7 +30,7 @@ def test_io_binding_returns_what_a_plain_run_returns(small_model_dir):
     """The binding path (taken on GPUs) with outputs bound to CPU memory, so it runs here."""
     session = GraphSession(small_model_dir / "audio.onnx", ["CPUExecutionProvider"])
     windows = np.stack([random_track(seed, 10.0) for seed in (1, 2, 3)])
-    feed = {"waveform": windows, "track": np.array([0, 0, 1])}
+    feed = {"waveform": windows, "floor": np.array([-6.0, -6.0, -7.5], np.float32)}
     plain = session.run(["encoder", "joint"], feed)
     session.output_device = "cpu"
     bound = session.run(["encoder", "joint"], feed)

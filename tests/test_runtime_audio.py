@@ -1,4 +1,4 @@
-"""Preprocessing is bit-identical to the reference's, and packing keeps tracks whole."""
+"""Preprocessing is bit-identical to the reference's."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from export.clap import reference as clap_reference
 from export.synthetic import random_track
 from export.ttmrpp import reference
 from export.ttmrpp.hparams import PUBLISHED, HParams
-from runtime.audio import Preprocessing, Track, load_track
-from runtime.embedder import pack
+from runtime.audio import Preprocessing, load_track
 
 HP = HParams.from_dict(PUBLISHED)  # the frontend hyper-parameters every model folder shares
 TTMRPP = Preprocessing(HP.sr, HP.window_samples, True, True, "zero_pad")
@@ -102,11 +101,3 @@ def test_integer_pcm_is_scaled_by_its_dtype_range(dtype):
 def test_digital_silence_becomes_zero_windows():
     windows = runtime_windows(np.full(30000, 0.25, np.float32), 22050)
     assert windows.shape == (1, HP.window_samples) and not windows.any()
-
-
-def test_packing_keeps_tracks_whole_and_long_tracks_alone():
-    sizes = [1, 2, 3, 9, 1, 1, 4, 4]
-    tracks = [Track(windows=np.zeros((n, 1), np.float32), duration=n) for n in sizes]
-    groups = list(pack(tracks, batch_size=4))
-    assert groups == [[0, 1], [2], [3], [4, 5], [6], [7]]
-    assert sorted(i for group in groups for i in group) == list(range(len(sizes)))

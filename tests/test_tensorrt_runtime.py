@@ -25,7 +25,7 @@ def profile(model_dir, tower: str, max_batch: int = 64, max_tokens: int = 128):
 def audio_feed(rows: int, samples: int = 220500) -> dict[str, np.ndarray]:
     return {
         "waveform": np.zeros((rows, samples), np.float32),
-        "track": np.zeros(rows, np.int64),
+        "floor": np.zeros(rows, np.float32),
     }
 
 
@@ -63,10 +63,10 @@ def test_fixed_dimensions_must_match(small_model_dir, small_clap_model_dir):
 
 def test_missing_inputs_and_wrong_ranks_are_refused(small_model_dir):
     audio = profile(small_model_dir, "audio")
-    with pytest.raises(InputError, match=r"takes inputs \['track', 'waveform'\]"):
+    with pytest.raises(InputError, match=r"takes inputs \['floor', 'waveform'\]"):
         check_feed({"waveform": audio_feed(2)["waveform"]}, audio)
-    with pytest.raises(InputError, match=r"track: the engine takes 1-d input"):
-        check_feed({**audio_feed(2), "track": np.zeros((2, 1), np.int64)}, audio)
+    with pytest.raises(InputError, match=r"floor: the engine takes 1-d input"):
+        check_feed({**audio_feed(2), "floor": np.zeros((2, 1), np.float32)}, audio)
 
 
 def test_int64_ids_become_the_engines_int32_and_other_kinds_are_refused():

@@ -32,6 +32,14 @@ def test_graphs_pass_the_tensorrt_check(folder, tower, request):
     assert unsupported(load_graph(request.getfixturevalue(folder), tower)) == []
 
 
+@pytest.mark.parametrize(
+    "folder", ["small_model_dir", pytest.param("demo_model_dir", marks=pytest.mark.slow)]
+)
+def test_ttmrpp_floor_graph_passes_the_tensorrt_check(folder, request):
+    graph = load_graph(request.getfixturevalue(folder), "floor")
+    assert unsupported(graph) == [] and check(graph).float64_nodes == []
+
+
 def test_only_clap_audio_computes_in_float64_which_tensorrt_runs_in_float32(
     small_model_dir, small_clap_model_dir
 ):

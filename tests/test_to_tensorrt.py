@@ -23,7 +23,10 @@ def test_ttmrpp_profiles_span_the_batch_and_the_token_length(small_model_dir):
     manifest = manifest_of(small_model_dir)
     assert profile_shapes(manifest, "audio", 64, 128) == {
         "waveform": ((1, 220500), (64, 220500), (64, 220500)),
-        "track": ((1,), (64,), (64,)),
+        "floor": ((1,), (64,), (64,)),
+    }
+    assert profile_shapes(manifest, "floor", 64, 128) == {
+        "waveform": ((1, 220500), (64, 220500), (64, 220500)),
     }
     tokens = ((1, 1), (64, 128), (64, 128))
     assert profile_shapes(manifest, "text", 64, 128) == {
@@ -56,6 +59,7 @@ def test_manifest_records_the_engines_per_precision(small_model_dir, small_clap_
         "fp32": {
             "audio": "audio.fp32.plan",
             "text": "text.fp32.plan",
+            "floor": "floor.fp32.plan",
             "max_batch": 64,
             "max_tokens": 128,
             "tensorrt": "10.15.1",
@@ -69,6 +73,7 @@ def test_manifest_records_the_engines_per_precision(small_model_dir, small_clap_
     assert both["tensorrt"]["fp16"]["max_tokens"] == 64
     clap = record_engines(manifest_of(small_clap_model_dir), "fp32", 64, 128, "10.15.1", None)
     assert clap["tensorrt"]["fp32"]["max_tokens"] == 77
+    assert "floor" not in clap["tensorrt"]["fp32"]  # CLAP has no floor graph
 
 
 def test_without_tensorrt_it_says_how_to_get_it_before_any_work(
