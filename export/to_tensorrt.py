@@ -35,6 +35,8 @@ FLOOR = "floor"  # the floor graph (TTMR++): float32 at every precision, as fp16
 def towers(manifest: dict) -> tuple[str, ...]:
     """The graphs to build engines of: both towers, and the floor graph where there is one."""
     return TOWERS + ((FLOOR,) if FLOOR in manifest else ())
+
+
 TIMING_CACHE = "tensorrt.timing.cache"
 
 

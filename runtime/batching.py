@@ -84,7 +84,9 @@ def track_floors(tracks: Sequence[Track], batch_size: int, run: Run) -> np.ndarr
     floors = np.full(len(tracks), -np.inf, np.float32)
     for batch in batches(tracks, batch_size):
         found = run(batch)
-        np.maximum.at(floors, batch.owners, np.nan if found is None else found[0])
+        # [rows], or [rows, 1] from a server that has one value per row as dims [1]
+        rows = np.nan if found is None else found[0].reshape(len(batch.owners))
+        np.maximum.at(floors, batch.owners, rows)
     return floors
 
 

@@ -31,6 +31,9 @@ from export.to_triton import (
     AUDIO_TOWER,
     BACKENDS,
     DEFAULT_MAX_AUDIO_SECONDS,
+    DEFAULT_MAX_BATCH_WINDOWS,
+    DEFAULT_REQUEST_SAMPLES,
+    FLOOR_TOWER,
     TEXT_TOWER,
     TOKENIZER_MODEL,
     fill_repository,
@@ -38,6 +41,7 @@ from export.to_triton import (
 )
 from runtime.audio import MAX_SAMPLE_RATE, load_track
 from runtime.triton_client import AUDIO_MODEL, TEXT_MODEL, TritonEmbedder
+from tests.test_long_tracks import one_loud_window
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 22050
@@ -53,6 +57,10 @@ TRACKS = [
     (10.0, 48000, 0.05),
     (21.0, 22050, 3e-2),
 ]
+# The test server's limits: 15 minutes, and 15 minutes at 48 kHz per request (the defaults,
+# 4 hours and 1 hour at 48 kHz, would make the over-limit requests gigabytes).
+MAX_SECONDS = 15 * 60
+REQUEST_SAMPLES = MAX_SECONDS * 48_000
 WORDS = "a calm solo piano melody with soft strings, slow drums and a warm bass in D minor"
 
 
@@ -227,7 +235,13 @@ def stop_server(running: Server, sig: int = signal.SIGTERM) -> int:
 def repository(small_model_dir, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("triton_repo")
     args = ["--model-dir", str(small_model_dir), "--repository", str(folder)]
-    assert main([*args, "--backend", "python"]) == 0
+    limits = [
+        "--max-audio-seconds",
+        str(MAX_SECONDS),
+        "--max-request-samples",
+        str(REQUEST_SAMPLES),
+    ]
+    assert main([*args, *limits, "--backend", "python"]) == 0
     return folder
 
 
@@ -274,7 +288,10 @@ def check_tensors(configured, graph_values, batched: bool) -> None:
         if batched:
             assert expected[0] == -1, f"{tensor.name}: the graph's batch dimension is fixed"
             expected = expected[1:]
-        assert list(tensor.dims) == expected, tensor.name
+        # One value per row: [1] in Triton, reshaped to the graph's scalar.
+        dims = list(tensor.reshape.shape) if tensor.HasField("reshape") else list(tensor.dims)
+        assert dims == expected, tensor.name
+        assert tensor.dims, f"{tensor.name}: Triton needs at least one dim per row"
         assert DATA_TYPES.Name(tensor.data_type) == ONNX_TYPES[graph[tensor.name].elem_type]
 
 
@@ -286,11 +303,12 @@ def signature(tensors) -> dict:
 def test_configs_parse_and_match_the_graphs(small_model_dir, tmp_path, backend):
     names = fill_repository(small_model_dir, tmp_path, backend)
     configs = {name: parse_config(tmp_path / name / "config.pbtxt") for name in names}
-    assert set(configs) == {AUDIO_MODEL, TEXT_MODEL, TOKENIZER_MODEL, AUDIO_TOWER, TEXT_TOWER}
+    towers = (AUDIO_TOWER, FLOOR_TOWER, TEXT_TOWER)
+    assert set(configs) == {AUDIO_MODEL, TEXT_MODEL, TOKENIZER_MODEL, *towers}
     for name, config in configs.items():
         assert config.name == name
         assert (tmp_path / name / "1").is_dir()
-    for tower in (AUDIO_TOWER, TEXT_TOWER):
+    for tower in towers:
         config = configs[tower]
         graph = onnx.load(str(tmp_path / tower / "1" / "model.onnx")).graph
         check_tensors(config.input, graph.input, batched=config.max_batch_size > 0)
@@ -301,22 +319,21 @@ def test_configs_parse_and_match_the_graphs(small_model_dir, tmp_path, backend):
             assert config.platform == "onnxruntime_onnx"
         accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
         assert [a.name for a in accelerators] == (["tensorrt"] if backend == "tensorrt" else [])
-    # The audio tower's track ids mean something only within one execution.
-    assert configs[AUDIO_TOWER].max_batch_size == 0
-    assert not configs[AUDIO_TOWER].HasField("dynamic_batching")
-    for name in (AUDIO_MODEL, TEXT_MODEL, TOKENIZER_MODEL, TEXT_TOWER):
+    # Audio rows are independent windows: the audio towers batch them up to the size the
+    # audio model packs them in.
+    for tower in (AUDIO_TOWER, FLOOR_TOWER):
+        assert configs[tower].max_batch_size == DEFAULT_MAX_BATCH_WINDOWS
+        assert configs[tower].dynamic_batching.preferred_batch_size == [DEFAULT_MAX_BATCH_WINDOWS]
+    for name in (AUDIO_MODEL, TEXT_MODEL, TOKENIZER_MODEL, *towers):
         assert configs[name].max_batch_size > 0
-    for name in (AUDIO_MODEL, TOKENIZER_MODEL, TEXT_TOWER):
+    for name in (AUDIO_MODEL, TOKENIZER_MODEL, *towers):
         assert configs[name].dynamic_batching.preferred_batch_size
         assert configs[name].instance_group
     for name in (AUDIO_MODEL, TOKENIZER_MODEL):
         assert configs[name].backend == "python"
         assert (tmp_path / name / "1" / "model.py").is_file()
-    # What the client models answer is what the towers answer, minus the batch dimension.
-    audio_out = signature(configs[AUDIO_TOWER].output)
-    assert signature(configs[AUDIO_MODEL].output) == {
-        name: (dtype, dims[1:]) for name, (dtype, dims) in audio_out.items()
-    }
+    # What the client models answer is what the towers answer.
+    assert signature(configs[AUDIO_MODEL].output) == signature(configs[AUDIO_TOWER].output)
     assert signature(configs[TEXT_MODEL].output) == signature(configs[TEXT_TOWER].output)
     assert signature(configs[TOKENIZER_MODEL].output) == signature(configs[TEXT_TOWER].input)
     # Tracks and (on the Python backend) token rows of different lengths batch together.
@@ -329,7 +346,12 @@ def test_configs_parse_and_match_the_graphs(small_model_dir, tmp_path, backend):
         assert pads == {"input_ids": manifest["text"]["pad_token_id"], "attention_mask": 0}
     parameters = configs[AUDIO_MODEL].parameters
     assert parameters["tower"].string_value == AUDIO_TOWER
-    assert float(parameters["max_audio_seconds"].string_value) == 15 * 60
+    assert parameters["floor"].string_value == FLOOR_TOWER
+    assert float(parameters["max_audio_seconds"].string_value) == DEFAULT_MAX_AUDIO_SECONDS
+    assert DEFAULT_MAX_AUDIO_SECONDS == 4 * 3600  # the runtime's own limit per item
+    assert int(parameters["max_request_samples"].string_value) == DEFAULT_REQUEST_SAMPLES
+    assert DEFAULT_REQUEST_SAMPLES == 3600 * 48_000  # an hour at 48 kHz
+    assert int(parameters["max_batch_windows"].string_value) == DEFAULT_MAX_BATCH_WINDOWS
     # Every ensemble step maps real inputs and outputs, and covers the ensemble's own.
     produced = {t.name for t in configs[TEXT_MODEL].input}
     for step in configs[TEXT_MODEL].ensemble_scheduling.step:
@@ -360,20 +382,6 @@ def test_serve_sh_refuses_what_cannot_work(repository, tmp_path):
     env = {**os.environ, "PYTHON": str(ROOT / ".venv" / "bin" / "python")}
     wrong = subprocess.run([*serve, str(repository)], capture_output=True, text=True, env=env)
     assert wrong.returncode == 2 and "numpy" in wrong.stderr
-
-
-@pytest.mark.slow
-def test_checked_in_repository_is_what_to_triton_writes(demo_model_dir, tmp_path):
-    """triton_repo/ in git is the published model's python-backend repository."""
-    names = fill_repository(demo_model_dir, tmp_path, "python", link=True)
-    checked_in = sorted(p.parent.name for p in (ROOT / "triton_repo").glob("*/config.pbtxt"))
-    assert checked_in == sorted(names)
-    for name in names:
-        config = ROOT / "triton_repo" / name / "config.pbtxt"
-        parse_config(config)
-        assert config.read_text() == (tmp_path / name / "config.pbtxt").read_text(), name
-        for code in (tmp_path / name / "1").glob("*.py"):
-            assert code.read_bytes() == (ROOT / "triton_repo" / name / "1" / code.name).read_bytes()
 
 
 # ---------------------------------------------------------------- results
@@ -423,23 +431,35 @@ def test_arrays_at_their_own_rate_equal_the_runtime(server, embedder):
     assert cosines(served, local).min() >= 0.99999
 
 
+def test_a_track_longer_than_one_tower_call_equals_the_runtime(server, embedder):
+    """41 windows: calls of 32 and 9 rows, the loudest window (the track's floor) in the
+    second; the runtime's calls hold 8."""
+    track = one_loud_window(41, 36, seed=5)
+    with TritonEmbedder(server.grpc, "grpc") as remote:
+        served = remote.embed_audio([track], sample_rate=RATE)
+    assert_served_equals_local(served, embedder.embed_audio([track], sample_rate=RATE), 1e-4)
+
+
 def test_a_shared_floor_would_be_caught(embedder):
     """The data of the concurrency test is sensitive to the bug it guards against: letting
     two of its tracks share the log-mel floor moves an embedding far beyond the tolerance."""
-    session = embedder.session("audio")
+    audio, floor = embedder.session("audio"), embedder.session("floor")
     tracks = [
         load_track(i, gain * random_track(i, seconds, rate), rate, embedder.preprocessing)
         for i, (seconds, rate, gain) in enumerate(TRACKS)
     ]
 
-    def run(windows, ids):
-        return session.run(["joint"], {"waveform": windows, "track": ids})[0]
+    def run(windows: np.ndarray, level: float) -> np.ndarray:
+        floors = np.full(len(windows), level, np.float32)
+        return audio.run(["joint"], {"waveform": windows, "floor": floors})[0].mean(0)[None]
+
+    def level(windows: np.ndarray) -> float:
+        return floor.run(["floor"], {"waveform": windows})[0].max()
 
     def shared_floor_moves(a, b) -> bool:
-        alone = run(a.windows, np.zeros(len(a.windows), np.int64)).mean(0, keepdims=True)
-        windows = np.concatenate([a.windows, b.windows])
-        shared = run(windows, np.zeros(len(windows), np.int64))[: len(a.windows)]
-        return cosines(shared.mean(0, keepdims=True), alone)[0] < 0.999
+        alone = run(a.windows, level(a.windows))
+        shared = run(a.windows, max(level(a.windows), level(b.windows)))
+        return cosines(shared, alone)[0] < 0.999
 
     assert any(shared_floor_moves(a, b) for a in tracks for b in tracks)
 
@@ -513,7 +533,7 @@ def test_concurrent_clients_get_their_solo_results(server, audio_files):
 def bad_requests() -> dict[str, tuple[str, list, str]]:
     """name → (model, [(input, array, datatype)], a fragment of the expected message)."""
     rate = np.array([[RATE]], np.int32)
-    too_long = np.zeros((1, RATE * 15 * 60 + 1), np.float32)
+    too_long = np.zeros((1, RATE * MAX_SECONDS + 1), np.float32)
     return {
         "audio wrong dtype": (
             AUDIO_MODEL,
@@ -636,7 +656,7 @@ def test_client_input_errors_name_the_item(server, audio_files, tmp_path):
             runtime.InputError, match=r"item 1: .*limit of 900 s .*to_triton.py --max-audio-sec"
         ):
             remote.embed_audio([np.ones(10), np.zeros(RATE * 901)], sample_rate=RATE)
-        over = np.zeros(DEFAULT_MAX_AUDIO_SECONDS * 48_000 + 1, np.float32)
+        over = np.zeros(REQUEST_SAMPLES + 1, np.float32)
         with pytest.raises(
             runtime.InputError, match=r"item 1: .* over the server's limit of .*-request-samples"
         ):
@@ -745,7 +765,7 @@ def test_requests_beyond_the_rate_and_sample_limits_are_refused_before_processin
     bytes: the server receives the whole request and the stub's copy of it costs about
     twice its size; reading and converting it, as the model did before checking, costs
     at least as much again (and a rate of 2^31 Hz made 1.1 GiB cost 14.5 GB)."""
-    limit = DEFAULT_MAX_AUDIO_SECONDS * 48_000
+    limit = REQUEST_SAMPLES
     table = processes()
     stubs = [p for p in stubs_of(server.server_pid()) if f"/{AUDIO_MODEL}/" in table[p][2][1]]
     assert len(stubs) == 2  # its two instances
@@ -773,18 +793,23 @@ def test_requests_beyond_the_rate_and_sample_limits_are_refused_before_processin
 def test_towers_refuse_non_finite_input_and_too_many_rows(server, small_model_dir):
     manifest = json.loads((small_model_dir / "manifest.json").read_text())
     window, max_tokens = manifest["audio"]["window_samples"], manifest["text"]["max_length"]
-    rows = int(np.ceil(DEFAULT_MAX_AUDIO_SECONDS * manifest["audio"]["sample_rate"] / window))
 
-    def tower(count: int, fill: float = 0.1) -> list:
-        return [
-            ("waveform", np.full((count, window), fill, np.float32), "FP32"),
-            ("track", np.zeros(count, np.int64), "INT64"),
-        ]
+    def waveform(count: int, fill: float = 0.1) -> list:
+        return [("waveform", np.full((count, window), fill, np.float32), "FP32")]
+
+    def tower(count: int, fill: float = 0.1, floor: float = -8.0) -> list:
+        return [*waveform(count, fill), ("floor", np.full((count, 1), floor, np.float32), "FP32")]
 
     for protocol in ("http", "grpc"):
         assert "NaN" in refused(server, protocol, AUDIO_TOWER, tower(2, np.nan))
-        assert "rows" in refused(server, protocol, AUDIO_TOWER, tower(rows + 1))
+        assert "NaN" in refused(server, protocol, AUDIO_TOWER, tower(2, floor=np.inf))
+        assert "NaN" in refused(server, protocol, FLOOR_TOWER, waveform(2, np.nan))
+        too_many = DEFAULT_MAX_BATCH_WINDOWS + 1  # Triton's own max_batch_size check
+        assert "batch" in refused(server, protocol, AUDIO_TOWER, tower(too_many))
+        assert "batch" in refused(server, protocol, FLOOR_TOWER, waveform(too_many))
         assert np.isfinite(send(server, protocol, AUDIO_TOWER, tower(2)).as_numpy("joint")).all()
+        floors = send(server, protocol, FLOOR_TOWER, waveform(3)).as_numpy("floor")
+        assert floors.shape in ((3,), (3, 1)) and np.isfinite(floors).all()
         ids = np.ones((1, max_tokens + 1), np.int64)
         tokens = [("input_ids", ids, "INT64"), ("attention_mask", ids, "INT64")]
         assert str(max_tokens) in refused(server, protocol, TEXT_TOWER, tokens)

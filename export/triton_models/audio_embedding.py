@@ -82,10 +82,13 @@ class TritonPythonModel:
         in ``failed`` for the requests that own its rows, and its rows are given up."""
 
         def run(batch: Batch) -> list[np.ndarray] | None:
+            # One value per row (the floor) is [rows, 1] in Triton's configs.
+            tensors = [
+                pb_utils.Tensor(name, value if value.ndim > 1 else value[:, None])
+                for name, value in batch.feed.items()
+            ]
             request = pb_utils.InferenceRequest(
-                model_name=model,
-                requested_output_names=outputs,
-                inputs=[pb_utils.Tensor(name, value) for name, value in batch.feed.items()],
+                model_name=model, requested_output_names=outputs, inputs=tensors
             )
             response = request.exec()
             if response.has_error():

@@ -1,1 +1,0 @@
-../../../export/triton_models/onnx_tower.py

@@ -1,1 +1,0 @@
-../../../export/triton_models/text_tokenizer.py

@@ -1,1 +1,0 @@
-../../audio_tower/1/model.py

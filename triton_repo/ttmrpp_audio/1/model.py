@@ -1,1 +1,0 @@
-../../../export/triton_models/ttmrpp_audio.py
