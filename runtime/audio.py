@@ -188,7 +188,8 @@ def file_source(index: int, path: Path) -> Source:
     if not path.is_file():
         raise InputError(f"{describe(index, path)}: no such file")
 
-    def read() -> Iterator[np.ndarray]:
+    def read() -> Iterator:
+        """The header's ``(frames, rate)``, then the blocks."""
         try:
             # Through a file object: given a path, libsndfile also reads a macOS "._"
             # sidecar beside the file (as a Sound Designer II resource fork), which breaks it.

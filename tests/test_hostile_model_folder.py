@@ -47,7 +47,11 @@ TAMPERED = {
     "no text file": (change(lambda m: m["text"].pop("file")), r"no text\.file"),
     "unknown family": (change(lambda m: m.update(family="musicgen")), r"unknown model family"),
     "older format": (change(lambda m: m.update(format=1)), r"manifest format 1, but"),
-    "newer format": (change(lambda m: m.update(format=3)), r"manifest format 3, but"),
+    "newer format": (change(lambda m: m.update(format=4)), r"manifest format 4, but"),
+    "format 2 (a track-id graph)": (
+        change(lambda m: m.update(format=2)),
+        r"manifest format 2, but this runtime reads format 3: export the model again",
+    ),
     "window_samples 0": (
         change(lambda m: m["audio"].update(window_samples=0)),
         r"audio\.window_samples must be positive",
@@ -89,6 +93,11 @@ TAMPERED = {
         r"the tokenizer '.*etc/passwd' is outside the folder",
     ),
     "graph missing": (lambda f: (f / "audio.onnx").unlink(), r"'audio\.onnx' is missing"),
+    "floor graph missing": (lambda f: (f / "floor.onnx").unlink(), r"'floor\.onnx' is missing"),
+    "floor output with a width": (
+        change(lambda m: m["floor"]["outputs"][0].update(shape=["batch", 1])),
+        r"floor\.outputs: shape \['batch', 1\] is not \[batch\]",
+    ),
     "malformed tokenizer": (
         lambda f: (f / "tokenizer.json").write_text('{"model": 42}'),
         r"tokenizer\.json: not a tokenizer\.json",

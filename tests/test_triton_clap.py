@@ -10,8 +10,8 @@ import pytest
 
 import runtime
 from export.synthetic import random_track
-from export.to_triton import AUDIO_TOWER, fill_repository, main
-from runtime.triton_client import TritonEmbedder
+from export.to_triton import AUDIO_TOWER, FLOOR_TOWER, fill_repository, main
+from runtime.triton_client import AUDIO_MODEL, TritonEmbedder
 from tests.test_triton import check_tensors, cosines, parse_config, server  # noqa: F401
 
 RATE = 48000
@@ -25,13 +25,18 @@ def repository(demo_clap_model_dir, tmp_path_factory):
     return folder
 
 
-def test_audio_tower_takes_only_the_waveform(small_clap_model_dir, tmp_path):
-    fill_repository(small_clap_model_dir, tmp_path, "onnxruntime")
+def test_audio_tower_takes_only_the_waveform_and_there_is_no_floor_model(
+    small_clap_model_dir, tmp_path
+):
+    names = fill_repository(small_clap_model_dir, tmp_path, "onnxruntime")
+    assert FLOOR_TOWER not in names and not (tmp_path / FLOOR_TOWER).exists()
     config = parse_config(tmp_path / AUDIO_TOWER / "config.pbtxt")
     graph = onnx.load(str(tmp_path / AUDIO_TOWER / "1" / "model.onnx")).graph
     assert [i.name for i in config.input] == ["waveform"]
-    check_tensors(config.input, graph.input, batched=False)
-    check_tensors(config.output, graph.output, batched=False)
+    check_tensors(config.input, graph.input, batched=True)
+    check_tensors(config.output, graph.output, batched=True)
+    audio = parse_config(tmp_path / AUDIO_MODEL / "config.pbtxt")
+    assert "floor" not in audio.parameters
 
 
 def test_server_embeddings_equal_the_runtime(server, demo_clap_model_dir):  # noqa: F811
