@@ -53,11 +53,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Protocol
 
-# name → the module that defines the family's FAMILY; imported on first use.
+# name → the module that defines the family's FAMILY; imported on first use. The first is
+# to_onnx.py's default --family.
 REGISTRY = {
     "ttmrpp": "export.ttmrpp.family",
     "clap": "export.clap.family",
 }
+DEFAULT = next(iter(REGISTRY))
 
 
 class Reference(Protocol):

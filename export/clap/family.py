@@ -73,11 +73,11 @@ def settings(reference: ClapReference) -> dict:
 FAMILY = Family(
     name="clap",
     title="LAION-CLAP",
+    tolerance=Tolerance(min_cosine=0.99999, max_relative=1e-4),
     check_source=check_source,
     load=load,
     write_demo=write_demo,
     export_audio=export_audio,
     export_text=export_text,
     settings=settings,
-    tolerance=Tolerance(min_cosine=0.99999, max_relative=1e-4),
 )

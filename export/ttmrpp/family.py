@@ -59,9 +59,9 @@ FAMILY = Family(
     check_source=check_source,
     load=load,
     write_demo=write_demo,
+    int8=StaticInt8(calibration_tracks, FLOAT_CONVS, METHOD),
+    tolerance=Tolerance(min_cosine=0.99999, max_relative=1e-4),
     export_audio=export_audio,
     export_text=export_text,
     settings=settings,
-    tolerance=Tolerance(min_cosine=0.99999, max_relative=1e-4),
-    int8=StaticInt8(calibration_tracks, FLOAT_CONVS, METHOD),
 )
