@@ -32,7 +32,7 @@ import transformers
 
 from export.checkpoint import CheckpointError, sha256
 from export.command import EXPECTED, run_command
-from export.families import DEFAULT, REGISTRY, Family, Source, Tolerance, family
+from export.families import DEFAULT, REGISTRY, Family, Source, Tolerance, all_families, family
 from export.fp16 import write_fp16_graphs
 from export.onnx_export import OPSET, OUTPUTS
 from export.quantize import cosines, quantize_model
@@ -203,18 +203,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--family", choices=sorted(REGISTRY), default=DEFAULT, help="model family (%(default)s)"
     )
-    parser.add_argument(
-        "--checkpoint", type=Path, help="the model's weights file (a state_dict inside)"
-    )
-    parser.add_argument("--config", type=Path, help="the checkpoint's .yaml hyper-parameters")
-    parser.add_argument(
-        "--text-arch", type=Path, help="local text-model folder (config.json + tokenizer files)"
-    )
-    parser.add_argument(
-        "--hf-model",
-        type=Path,
-        help="a Hugging Face model folder (config, weights, tokenizer)",
-    )
+    for dest, help_text in family_options().items():
+        parser.add_argument(f"--{dest.replace('_', '-')}", dest=dest, type=Path, help=help_text)
     parser.add_argument("--output", type=Path, required=True, help="model folder to write")
     parser.add_argument(
         "--demo", action="store_true", help="build and export the random-weight demo model"
@@ -229,15 +219,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--fp16", action="store_true", help="also write FP16 graphs (export/fp16.py), for GPUs"
     )
     args = parser.parse_args(argv)
-    problem = family(args.family).check_source(source(args), args.demo)
+    chosen, given = family(args.family), source(args)
+    unread = [name for name in given.given() if name not in chosen.options]
+    if unread:
+        flag = unread[0].replace("_", "-")
+        parser.error(f"--{flag} is not an option of --family {chosen.name}")
+    problem = chosen.check_source(given, args.demo)
     if problem:
         parser.error(problem)
     return args
 
 
+def family_options() -> dict[str, str]:
+    """Every registered family's model-file options, by ``dest``, with help naming the
+    families that read each."""
+    helps: dict[str, list[str]] = {}
+    for each in all_families():
+        for dest, help_text in each.options.items():
+            helps.setdefault(dest, []).append(f"{each.name}: {help_text}")
+    return {dest: "; ".join(texts) for dest, texts in helps.items()}
+
+
 def source(args: argparse.Namespace) -> Source:
     """The model files the command line names."""
-    return Source(args.checkpoint, args.config, args.text_arch, args.hf_model)
+    return Source(**{dest: getattr(args, dest) for dest in family_options()})
 
 
 def export(args: argparse.Namespace) -> None:

@@ -9,17 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SMALL_CLAP_AUDIO, SMALL_CLAP_TEXT, SMALL_HPARAMS, SMALL_ROBERTA
+from tests.helpers import (
+    SMALL_CLAP_AUDIO,
+    SMALL_CLAP_TEXT,
+    SMALL_HPARAMS,
+    SMALL_ROBERTA,
+    ttmrpp_source,
+)
 
 
 def _export(folder: Path, **demo_kwargs) -> tuple[Path, tuple[Path, Path, Path]]:
-    from export.families import Source
     from export.to_onnx import export_model
     from export.ttmrpp.demo import write_demo_checkpoint
 
     files = write_demo_checkpoint(folder / "checkpoint", **demo_kwargs)
     with contextlib.redirect_stdout(io.StringIO()):
-        export_model("ttmrpp", Source(*files), folder, random_weights=True)
+        export_model("ttmrpp", ttmrpp_source(*files), folder, random_weights=True)
     return folder, files
 
 

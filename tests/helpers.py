@@ -38,6 +38,14 @@ SMALL_CLAP_TEXT = {
 }
 
 
+def ttmrpp_source(checkpoint, config, text_arch):
+    """The ``Source`` of a TTMR++ checkpoint: what ``--checkpoint``, ``--config`` and
+    ``--text-arch`` name."""
+    from export.families import Source
+
+    return Source(checkpoint=checkpoint, config=config, text_arch=text_arch)
+
+
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine of two ``[rows, width]`` arrays."""
     return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)

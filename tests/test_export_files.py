@@ -18,10 +18,11 @@ from onnx import helper, numpy_helper
 
 from export import families, to_onnx
 from export.checkpoint import sha256
-from export.families import Source, Tolerance
+from export.families import Tolerance
 from export.onnx_export import OUTPUTS
 from export.to_onnx import export_model, main
 from runtime.manifest import TOWERS
+from tests.helpers import ttmrpp_source
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = ("audio.onnx", "text.onnx", "tokenizer.json", "manifest.json")
@@ -30,7 +31,7 @@ FILES = ("audio.onnx", "text.onnx", "tokenizer.json", "manifest.json")
 def test_export_is_deterministic(small_export, tmp_path):
     again = tmp_path / "again"
     with contextlib.redirect_stdout(io.StringIO()):
-        export_model("ttmrpp", Source(*small_export[1]), again, random_weights=True)
+        export_model("ttmrpp", ttmrpp_source(*small_export[1]), again, random_weights=True)
     for name in FILES:
         assert (again / name).read_bytes() == (small_export[0] / name).read_bytes(), name
 
