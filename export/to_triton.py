@@ -34,6 +34,7 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
 from runtime.audio import MAX_AUDIO_SECONDS
+from runtime.manifest import AudioTower, FloorGraph, Manifest, Tensor, TextTower, read_manifest
 from runtime.triton_client import AUDIO_MODEL, TEXT_MODEL
 
 # The Python backend's model.py of each model, shipped as package data next to this module.
@@ -76,16 +77,16 @@ def default_backend() -> str:
     return "onnxruntime" if ORT_BACKEND_DIR.is_dir() else "python"
 
 
-def tensors(described: list[dict], batched: bool) -> list[dict]:
+def tensors(described: tuple[Tensor, ...], batched: bool) -> list[dict]:
     """Triton inputs/outputs from the manifest's graph descriptions (symbolic dims → -1);
     with ``batched`` the leading batch dimension is Triton's, not part of ``dims``."""
     out = []
     for value in described:
-        dims = [d if isinstance(d, int) else -1 for d in value["shape"]]
+        dims = [d if isinstance(d, int) else -1 for d in value.shape]
         out.append(
             {
-                "name": value["name"],
-                "data_type": DTYPES[value["dtype"]],
+                "name": value.name,
+                "data_type": DTYPES[value.dtype],
                 "dims": dims[1:] if batched else dims,
             }
         )
@@ -109,14 +110,16 @@ def parameters(values: dict) -> dict:
     return {key: {"string_value": str(value)} for key, value in values.items()}
 
 
-def tower_config(name: str, graph: dict, backend: str, policy: dict) -> dict:
+def tower_config(
+    name: str, graph: AudioTower | TextTower | FloorGraph, backend: str, policy: dict
+) -> dict:
     """A tower: the exported graph, dynamically batched by Triton (its rows are
     independent)."""
     config = {
         "name": name,
         "max_batch_size": policy["max"],
-        "input": tensors(graph["inputs"], batched=True),
-        "output": tensors(graph["outputs"], batched=True),
+        "input": tensors(graph.inputs, batched=True),
+        "output": tensors(graph.outputs, batched=True),
         "dynamic_batching": batching(policy),
     }
     if backend == "python":
@@ -164,12 +167,12 @@ def limited_tower(config: dict, bound: int) -> dict:
     return config
 
 
-def ragged_text_tower(config: dict, text: dict) -> dict:
+def ragged_text_tower(config: dict, text: TextTower) -> dict:
     """The Python-backend text tower takes sentences of different padded lengths in one
     execution (its ``model.py`` pads them to the longest with these values), so requests
     from separate tokenizer executions still batch. Triton's ONNX Runtime backend would
     concatenate ragged inputs flat, so the other backends keep equal-shape batching."""
-    pads = {"input_ids": text["pad_token_id"], "attention_mask": 0}
+    pads = {"input_ids": text.pad_token_id, "attention_mask": 0}
     for tensor in config["input"]:
         tensor["allow_ragged_batch"] = True
     config["parameters"] = parameters({"pad_values": json.dumps(pads)})
@@ -177,31 +180,31 @@ def ragged_text_tower(config: dict, text: dict) -> dict:
 
 
 def model_configs(
-    manifest: dict,
+    manifest: Manifest,
     backend: str,
     max_audio_seconds: float,
     max_batch_windows: int,
     max_request_samples: int,
 ) -> dict[str, dict]:
     """Every model's configuration, as dicts in the ModelConfig protobuf's JSON form."""
-    audio, text = manifest["audio"], manifest["text"]
-    audio_out = tensors(audio["outputs"], batched=True)
-    text_out = tensors(text["outputs"], batched=True)
-    token_tensors = tensors(text["inputs"], batched=True)
+    audio, text = manifest.audio, manifest.text
+    audio_out = tensors(audio.outputs, batched=True)
+    text_out = tensors(text.outputs, batched=True)
+    token_tensors = tensors(text.inputs, batched=True)
     windows = {"max": max_batch_windows, "preferred": [max_batch_windows]}
     windows["delay_us"] = WINDOW_DELAY_US
     towers = {
         TEXT_TOWER: tower_config(TEXT_TOWER, text, backend, TEXT_BATCH),
         AUDIO_TOWER: tower_config(AUDIO_TOWER, audio, backend, windows),
     }
-    if "floor" in manifest:
-        towers[FLOOR_TOWER] = tower_config(FLOOR_TOWER, manifest["floor"], backend, windows)
+    if manifest.floor:
+        towers[FLOOR_TOWER] = tower_config(FLOOR_TOWER, manifest.floor, backend, windows)
     if backend == "python":
         for name in towers:
             if name != TEXT_TOWER:  # audio dims are fixed: only NaN/inf to refuse
                 towers[name] = limited_tower(towers[name], bound=0)
         towers[TEXT_TOWER] = limited_tower(
-            ragged_text_tower(towers[TEXT_TOWER], text), text["max_length"]
+            ragged_text_tower(towers[TEXT_TOWER], text), text.max_length
         )
     floor = {"floor": FLOOR_TOWER} if FLOOR_TOWER in towers else {}
     return towers | {
@@ -298,16 +301,18 @@ def fill_repository(
     """Write every model's config, graph and Python code into ``repository``; returns the
     model names. The Python models' version folders also get the files of the model folder
     they read (``manifest.json``, ``tokenizer.json``)."""
-    manifest = json.loads((model_dir / "manifest.json").read_text())
+    manifest = read_manifest(model_dir)
     configs = model_configs(
         manifest, backend, max_audio_seconds, max_batch_windows, max_request_samples
     )
     files = {
         AUDIO_MODEL: [model_dir / "manifest.json"],
-        TOKENIZER_MODEL: [model_dir / "manifest.json", model_dir / manifest["text"]["tokenizer"]],
+        TOKENIZER_MODEL: [model_dir / "manifest.json", model_dir / manifest.text.tokenizer],
     }
     files |= {
-        name: [model_dir / manifest[s]["file"]] for name, s in TOWERS.items() if s in manifest
+        name: [model_dir / manifest.tower(graph).file]
+        for name, graph in TOWERS.items()
+        if graph in manifest.graphs
     }
     code = CODE | ({name: TOWER_CODE for name in TOWERS} if backend == "python" else {})
     for name, config in configs.items():

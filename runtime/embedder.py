@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.audio import AudioItem, Preprocessing, Track, load_track
+from runtime.audio import AudioItem, Track, load_track
 from runtime.batching import track_floors, track_means
 from runtime.errors import InputError
-from runtime.model_folder import graph_inputs, inside, read_manifest
+from runtime.manifest import Manifest, Tensor, read_manifest
+from runtime.model_folder import graph_inputs, inside
 from runtime.session import GraphSession, choose_providers
 from runtime.text import TextBatcher, check_texts
 
@@ -43,26 +44,23 @@ def check_items(items: object) -> list:
         raise InputError(f"items must be a list, got {type(items).__name__}") from None
 
 
-def graph_files(manifest: dict, model_dir: Path, precision: str) -> dict[str, str]:
-    """The ONNX file of each tower at ``precision``; a floor graph (TTMR++) is fp32 at
-    every precision: it is the frontend alone, which every precision keeps in float32."""
+def graph_files(manifest: Manifest, model_dir: Path, precision: str) -> dict[str, str]:
+    """The ONNX file of each tower at ``precision``."""
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
-    floor = {"floor": manifest["floor"]["file"]} if "floor" in manifest else {}
-    if precision == "fp32":
-        return {tower: manifest[tower]["file"] for tower in ("audio", "text")} | floor
-    if precision not in manifest:
+    files = manifest.graph_files(precision)
+    if files is None:
         how = PRECISIONS[precision]
         raise InputError(f"{model_dir}: no {precision} graphs; write them with {how}")
-    return {tower: manifest[precision][tower] for tower in ("audio", "text")} | floor
+    return files
 
 
-def engine_files(manifest: dict, model_dir: Path, precision: str, backend: str) -> dict | None:
+def engine_files(manifest: Manifest, model_dir: Path, precision: str, backend: str) -> dict | None:
     """The TensorRT engines to run, or None for onnxruntime: ``auto`` takes engines of this
     precision when the folder has them and TensorRT is installed."""
     if backend not in BACKENDS:
         raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    engines = manifest.get("tensorrt", {}).get(precision)
+    engines = manifest.tensorrt.get(precision)
     if backend == "tensorrt" and engines is None:
         flag = " --fp16" if precision == "fp16" else ""
         raise InputError(
@@ -71,19 +69,19 @@ def engine_files(manifest: dict, model_dir: Path, precision: str, backend: str) 
         )
     installed = importlib.util.find_spec("tensorrt") is not None
     if backend == "tensorrt" or (backend == "auto" and engines and installed):
-        towers = ("audio", "text", "floor") if "floor" in manifest else ("audio", "text")
-        if any(tower not in engines for tower in towers):
+        towers = manifest.graphs
+        if any(getattr(engines, tower) is None for tower in towers):
             raise InputError(
                 f"{model_dir}: the {precision} TensorRT engines lack the floor engine (built "
                 f"by an older version); build them again with export/to_tensorrt.py"
             )
-        return {tower: engines[tower] for tower in towers}
+        return {tower: getattr(engines, tower) for tower in towers}
     return None
 
 
-def check_graph(path: Path, inputs: list[dict], tower: str) -> None:
+def check_graph(path: Path, inputs: tuple[Tensor, ...], tower: str) -> None:
     """The ONNX file is whole and takes the inputs the manifest gives for ``tower``."""
-    expected, found = sorted(t["name"] for t in inputs), sorted(graph_inputs(path))
+    expected, found = sorted(t.name for t in inputs), sorted(graph_inputs(path))
     if found != expected:
         raise InputError(
             f"{path}: inputs {found} are not the {tower} tower's {expected} "
@@ -135,7 +133,7 @@ class Embedder:
         self.chosen_providers = [] if self.engines else choose_providers(providers)
         self.threads = threads
         self.batch_size = batch_size
-        self.preprocessing = Preprocessing.from_manifest(self.manifest["audio"])
+        self.preprocessing = self.manifest.audio.preprocessing
         self.sample_rate = self.preprocessing.sample_rate
         self.window_samples = self.preprocessing.window_samples
         # Checked now, so a tampered or partial folder fails here, naming the file.
@@ -145,9 +143,9 @@ class Embedder:
         }
         if not self.engines:
             for tower, path in self.paths.items():
-                check_graph(path, self.manifest[tower]["inputs"], tower)
+                check_graph(path, self.manifest.tower(tower).inputs, tower)
         self.floored = "floor" in self.paths  # TTMR++: rows take their track's log-mel floor
-        self.text_batcher = TextBatcher.from_manifest(self.model_dir, self.manifest["text"])
+        self.text_batcher = TextBatcher.from_manifest(self.model_dir, self.manifest.text)
         self._sessions: dict = {}
         self._lock = threading.Lock()
 
@@ -178,7 +176,7 @@ class Embedder:
 
     def width(self, tower: str, space: str) -> int:
         """Embedding size of ``space`` from ``tower``, as the manifest records it."""
-        return self.manifest[tower]["outputs"][SPACES.index(space)]["shape"][1]
+        return self.manifest.tower(tower).outputs[SPACES.index(space)].shape[1]
 
     def load_tracks(self, items: Iterable[AudioItem], sample_rate: int | None) -> list[Track]:
         """Decode and window every item first: one bad item fails before any graph runs."""

@@ -18,7 +18,7 @@ from runtime import audio
 from runtime.audio import Preprocessing, Track, load_track, open_source
 from runtime.batching import batches
 from runtime.session import GraphSession
-from tests.test_runtime_parity import assert_close
+from tests.helpers import assert_close, one_loud_window
 
 HP = HParams.from_dict(PUBLISHED)
 TTMRPP = Preprocessing(HP.sr, HP.window_samples, True, True, "zero_pad")
@@ -81,15 +81,6 @@ def test_a_10_minute_track_at_batch_size_8_never_makes_a_call_of_more_than_8_row
         rows = [count for name, count in calls if name == output]
         assert rows == [8] * 7 + [4]  # 60 windows
     assert len(calls) == 16
-
-
-def one_loud_window(windows: int, loud: int, seed: int) -> np.ndarray:
-    """``windows`` 10-s windows of quiet music and, at window ``loud``, a loud one: the
-    track's floor is set there, after the first batch when ``loud >= batch_size``."""
-    quiet = [0.02 * random_track(seed + k, 10.0) for k in range(3)]
-    parts = [quiet[k % 3] for k in range(windows)]
-    parts[loud] = 50 * quiet[loud % 3]
-    return np.concatenate(parts)
 
 
 @pytest.mark.parametrize(("windows", "loud"), [(1, 0), (3, 2), (18, 13), (100, 91)])

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from runtime.audio import Preprocessing, Track, check_size, load_track
+from runtime.audio import Track, check_size, load_track
 from runtime.batching import Batch, track_floors, track_means
 from runtime.errors import InputError
+from runtime.manifest import read_manifest
 
 
 def invalid(message: str) -> pb_utils.InferenceResponse:
@@ -47,8 +48,7 @@ class TritonPythonModel:
         self.outputs = [tensor["name"] for tensor in config["output"]]
         self.widths = [tensor["dims"][0] for tensor in config["output"]]
         folder = Path(args["model_repository"]) / args["model_version"]
-        audio = json.loads((folder / "manifest.json").read_text())["audio"]
-        self.steps = Preprocessing.from_manifest(audio)
+        self.steps = read_manifest(folder).audio.preprocessing
 
     def load(self, request) -> list[Track]:
         """The request's rows as windowed tracks; InputError names the first bad row."""

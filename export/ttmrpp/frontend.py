@@ -1,11 +1,12 @@
 """The log-mel frontend of TTMR++, twice: as the reference computes it and as the graph does.
 
-``ReferenceLogMel`` follows SPEC.md literally (complex ``torch.stft``; the floor uses the
-maximum over everything it is given). ``GraphLogMel`` computes the same numbers with
-operators TensorRT parses (no complex STFT) and takes each row's floor as an input:
-``WindowFloor`` gives each window's floor (its maximum − 8), the runtime takes the highest
-over a track's windows (``runtime.batching.track_floors``), so a track's result never
-depends on what else shares a call, and its windows may be split across calls.
+``ReferenceLogMel`` follows the model's description literally (docs/models.md, "TTMR++" /
+"Audio tower": complex ``torch.stft``; the floor uses the maximum over everything it is
+given). ``GraphLogMel`` computes the same numbers with operators TensorRT parses (no
+complex STFT) and takes each row's floor as an input: ``WindowFloor`` gives each window's
+floor (its maximum − 8), the runtime takes the highest over a track's windows
+(``runtime.batching.track_floors``), so a track's result never depends on what else shares
+a call, and its windows may be split across calls.
 """
 
 from __future__ import annotations
