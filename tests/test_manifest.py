@@ -31,9 +31,14 @@ def test_reading_and_writing_back_keeps_the_file(request, prefix, tmp_path):
 def test_sections_tools_add_read_back_typed(small_fp16_dir):
     manifest = read_manifest(small_fp16_dir)
     assert manifest.fp16 is not None and manifest.int8 is None and manifest.tensorrt == {}
-    assert manifest.graph_files("fp16") == {"audio": "audio.fp16.onnx", "text": "text.fp16.onnx"}
+    floor = {"floor": "floor.onnx"}  # TTMR++'s floor graph: float32 at every precision
+    assert manifest.graph_files("fp16") == {
+        "audio": "audio.fp16.onnx",
+        "text": "text.fp16.onnx",
+        **floor,
+    }
     assert manifest.graph_files("int8") is None
-    assert manifest.graph_files("fp32") == {"audio": "audio.onnx", "text": "text.onnx"}
+    assert manifest.graph_files("fp32") == {"audio": "audio.onnx", "text": "text.onnx", **floor}
 
 
 @pytest.mark.parametrize(
