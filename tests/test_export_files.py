@@ -25,7 +25,7 @@ from runtime.manifest import TOWERS
 from tests.helpers import ttmrpp_source
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = ("audio.onnx", "text.onnx", "tokenizer.json", "manifest.json")
+FILES = ("audio.onnx", "text.onnx", "floor.onnx", "tokenizer.json", "manifest.json")
 
 
 def test_export_is_deterministic(small_export, tmp_path):
