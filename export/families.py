@@ -14,14 +14,17 @@ import onnx
 from export import graphs
 from export.clap import graphs as clap_graphs
 from export.clap.reference import ClapReference
+from export.muscall import family as muscall
+from export.muscall import graphs as muscall_graphs
 from export.reference import TTMRpp
 
 
 @dataclass(frozen=True)
 class Family:
     """``export_audio`` / ``export_text`` write a tower's graph; ``settings`` gives the
-    manifest's ``hparams``, the ``audio`` / ``text`` preprocessing settings and, where the
-    family has any, ``checkpoint`` fields (CLAP: its origin)."""
+    manifest's ``hparams``, the ``audio`` / ``text`` preprocessing settings (``text`` may
+    set ``pad_token_id``; else the tokenizer's) and, where the family has any,
+    ``checkpoint`` fields (CLAP: its origin)."""
 
     name: str
     export_audio: Callable[[object, Path], onnx.ModelProto]
@@ -79,4 +82,7 @@ def clap_settings(reference: ClapReference) -> dict:
 FAMILIES = {
     "ttmrpp": Family("ttmrpp", graphs.export_audio, graphs.export_text, ttmrpp_settings),
     "clap": Family("clap", clap_graphs.export_audio, clap_graphs.export_text, clap_settings),
+    "muscall": Family(
+        "muscall", muscall_graphs.export_audio, muscall_graphs.export_text, muscall.settings
+    ),
 }

@@ -4,7 +4,9 @@ tokenizer and a manifest.
     python export/to_onnx.py --checkpoint X.pth --config X.yaml [--text-arch DIR] --output DIR
     python export/to_onnx.py --family clap --hf-model DIR --output DIR
     python export/to_onnx.py --family clap --checkpoint X.pt --text-arch DIR --output DIR
-    python export/to_onnx.py [--family clap] --demo --output DIR  # offline: random weights
+    python export/to_onnx.py --family muscall --checkpoint best_model.pth.tar --config config.yaml \
+        --tokenizer CLIP_TOKENIZER_DIR --output DIR
+    python export/to_onnx.py [--family clap|muscall] --demo --output DIR  # offline: random weights
     … --quantize int8                                 # also write INT8 graphs (CPU)
     … --fp16                                          # also write FP16 graphs (GPU)
 """
@@ -35,6 +37,8 @@ from export.demo import write_demo_checkpoint
 from export.families import FAMILIES
 from export.fp16 import write_fp16_graphs
 from export.graphs import OPSET, OUTPUTS, TEXT_INPUTS
+from export.muscall.demo import write_demo_run
+from export.muscall.reference import load_reference as load_muscall
 from export.quantize import cosines, quantize_model
 from export.reference import load_reference
 
@@ -139,8 +143,8 @@ def export_reference(
         "text": {
             "file": "text.onnx",
             "tokenizer": "tokenizer.json",
-            **settings["text"],
             "pad_token_id": model.tokenizer.pad_token_id,
+            **settings["text"],
             "inputs": describe(graphs["text"].graph.input),
             "outputs": describe(graphs["text"].graph.output),
         },
@@ -179,6 +183,18 @@ def export_clap(args: argparse.Namespace) -> None:
     export_reference(model, "clap", weights, args.output, random_weights=args.demo)
 
 
+def export_muscall(args: argparse.Namespace) -> None:
+    """``--family muscall``: a run's checkpoint, ``config.yaml`` and CLIP tokenizer folder,
+    or the demo."""
+    if args.demo:
+        folder = args.output / "checkpoint"
+        say(f"Writing the demo MusCALL run (seed {args.seed}) → {folder}")
+        args.checkpoint, args.config, args.tokenizer = write_demo_run(folder, seed=args.seed)
+    say(f"Loading {args.checkpoint} with {args.config} and {args.tokenizer}")
+    model = load_muscall(args.checkpoint, args.config, args.tokenizer)
+    export_reference(model, "muscall", args.checkpoint, args.output, random_weights=args.demo)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="to_onnx.py", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -190,6 +206,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, help="TTMR++: upstream .yaml hyper-parameters")
     parser.add_argument(
         "--text-arch", type=Path, help="local RoBERTa folder (config.json + tokenizer files)"
+    )
+    parser.add_argument(
+        "--tokenizer", type=Path, help="MusCALL: CLIP's tokenizer folder (vocab.json, merges.txt)"
     )
     parser.add_argument(
         "--hf-model",
@@ -217,9 +236,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error("give either --demo or both --checkpoint and --config")
         if not args.demo and not (args.checkpoint and args.config):
             parser.error("--checkpoint and --config go together")
+    elif args.family == "muscall":
+        if args.hf_model or args.text_arch:
+            parser.error("--hf-model and --text-arch are not for --family muscall")
+        given = (args.checkpoint, args.config, args.tokenizer)
+        if args.demo == any(given) or not (args.demo or all(given)):
+            parser.error("give either --demo or all of --checkpoint, --config and --tokenizer")
     else:
         if args.config:
-            parser.error("--config is for --family ttmrpp")
+            parser.error("--config is for --family ttmrpp and muscall")
         if args.demo + bool(args.hf_model) + bool(args.checkpoint) != 1:
             parser.error("give one of --demo, --hf-model DIR or --checkpoint X.pt")
         if args.checkpoint and not args.text_arch:
@@ -233,6 +258,8 @@ def export(args: argparse.Namespace) -> None:
         say(f"*** {RANDOM_WEIGHTS_NOTE} ***")
     if args.family == "clap":
         export_clap(args)
+    elif args.family == "muscall":
+        export_muscall(args)
     elif args.demo:
         say(f"Writing the demo checkpoint (seed {args.seed}) → {args.output / 'checkpoint'}")
         checkpoint, config, text_arch = write_demo_checkpoint(

@@ -12,7 +12,7 @@ from typing import BinaryIO
 from runtime.errors import InputError
 
 MANIFEST_FORMAT = 2  # what export/to_onnx.py writes; another format is another layout
-FAMILIES = ("ttmrpp", "clap")
+FAMILIES = ("ttmrpp", "clap", "muscall")
 TEXT_PADDING = ("longest", "max_length")
 
 
