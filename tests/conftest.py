@@ -147,6 +147,71 @@ def demo_clap_reference(demo_clap_export):
     return load_hf_folder(demo_clap_export[0] / "checkpoint")
 
 
+# MusCALL: a narrow ResNet (its 16 kHz, 20-s, 128-mel frontend unchanged) and a two-layer text
+# transformer; the full size is the demo (the default model_config).
+SMALL_MUSCALL = {
+    "audio": {"conv_out_channels": 4, "hidden_size": 32},
+    "text": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2},
+    "projection_dim": 16,
+}
+
+
+@pytest.fixture(scope="session")
+def small_muscall_export(tmp_path_factory):
+    """``(model_dir, (checkpoint, config, tokenizer))``: a small random MusCALL run exported
+    by ``to_onnx.py --family muscall --checkpoint … --config … --tokenizer …``."""
+    from export.muscall.demo import write_demo_run
+    from export.to_onnx import main
+
+    folder = tmp_path_factory.mktemp("small_muscall")
+    files = write_demo_run(folder / "run", seed=1, **SMALL_MUSCALL)
+    args = ["--family", "muscall", "--output", str(folder / "model")]
+    for option, path in zip(("--checkpoint", "--config", "--tokenizer"), files, strict=True):
+        args += [option, str(path)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(args) == 0
+    return folder / "model", files
+
+
+@pytest.fixture(scope="session")
+def small_muscall_model_dir(small_muscall_export) -> Path:
+    return small_muscall_export[0]
+
+
+@pytest.fixture(scope="session")
+def small_muscall_reference(small_muscall_export):
+    from export.muscall.reference import load_reference
+
+    return load_reference(*small_muscall_export[1])
+
+
+@pytest.fixture(scope="session")
+def demo_muscall_export(tmp_path_factory):
+    """The full-size MusCALL demo, written by the real ``to_onnx.py --family muscall --demo``:
+    ``(model_dir, (checkpoint, config, tokenizer), log)``."""
+    from export.to_onnx import main
+
+    folder = tmp_path_factory.mktemp("demo_muscall")
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log):
+        assert main(["--family", "muscall", "--demo", "--output", str(folder)]) == 0
+    run = folder / "checkpoint"
+    files = (run / "best_model.pth.tar", run / "config.yaml", run / "clip_tokenizer")
+    return folder, files, log.getvalue()
+
+
+@pytest.fixture(scope="session")
+def demo_muscall_model_dir(demo_muscall_export) -> Path:
+    return demo_muscall_export[0]
+
+
+@pytest.fixture(scope="session")
+def demo_muscall_reference(demo_muscall_export):
+    from export.muscall.reference import load_reference
+
+    return load_reference(*demo_muscall_export[1])
+
+
 # FP16 graphs (export/fp16.py) beside a fixture's fp32 ones.
 def fp16_copy(model_dir: Path, folder: Path) -> Path:
     """The model folder with FP16 graphs added: fp32 files linked, the manifest copied."""
