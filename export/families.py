@@ -1,88 +1,150 @@
-"""Model families: each brings its reference, its graphs and what the runtime must do to
-preprocess for it; ``to_onnx.py`` writes the latter into ``manifest.json``, and the runtime,
-Triton and evaluation code read only that, so a new family needs no change there.
+"""The model families the exporter knows: one ``Family`` per package, one registry line each.
+
+A family lives in its own package, ``export/<name>/``, whose ``family`` module defines
+``FAMILY = Family(...)``; ``REGISTRY`` below maps the family's name to that module, and that
+line is the only change outside the package. ``to_onnx.py``, ``quantize.py``, ``fp16.py``,
+``to_tensorrt.py``, ``to_triton.py`` and the runtime never name a family: what differs at
+run time is written into ``manifest.json`` (``settings``), and the runtime reads only that.
+
+What a family must provide (the fields of ``Family``):
+
+- ``name``: the ``--family`` value and the manifest's ``family``; ``title``: its name in
+  messages (``"TTMR++"``).
+- ``check_source(source, demo) -> str | None``: why ``to_onnx.py``'s options (``Source``:
+  ``--checkpoint``, ``--config``, ``--text-arch``, ``--hf-model``, ``--tokenizer``; ``demo``
+  for ``--demo``) cannot name this family's model, as one line for ``argparse``; ``None``
+  when they can.
+- ``load(source) -> Loaded``: the PyTorch reference (see ``Reference``) from the user's
+  files, which are untrusted input (read with ``weights_only=True``, no remote code; a bad
+  file is a ``ValueError`` naming it, so that the command ends as one line, exit 2), and
+  the weights file whose sha256 the manifest records.
+- ``write_demo(folder, seed) -> Source``: the published architecture with seeded random
+  weights, written into ``folder`` in the family's upstream formats; returns the ``Source``
+  that ``load`` reads it from.
+- ``export_audio(reference, path)``, ``export_text(reference, path)``: write one tower's
+  checked ONNX graph to ``path`` and return it (``export.onnx_export.export_onnx`` does the
+  exporting). Inputs: the audio graph takes ``waveform`` float32 ``[batch, window_samples]``
+  and, if its windows of one track are coupled, ``track`` int64 ``[batch]`` (rows with one
+  id are windows of one track); the text graph takes int64 ``[batch, length]`` tensors named
+  as in ``export.onnx_export.TEXT_INPUTS`` (a subset is allowed). Outputs ``OUTPUTS``:
+  ``joint`` and ``encoder``, float32 ``[batch, width]``.
+- ``settings(reference) -> dict``: the manifest's family-specific parts, JSON-ready:
+  ``hparams`` (any JSON object), ``audio`` (``sample_rate``, ``window_samples``,
+  ``preprocessing``: ``peak_normalise``, ``int16``, ``short_audio``), ``text``
+  (``max_length``, ``padding``: ``longest`` or ``max_length``, ``pad_token_id``) and,
+  optionally, ``checkpoint`` (fields recorded beside the weights' name and sha256).
+  ``docs/models.md`` says what each field makes the runtime do.
+- ``tolerance``: how close the exported graphs must come to the reference on the export's
+  own validation (``Tolerance``); a miss fails the export.
+- ``int8`` (optional): ``StaticInt8`` for an audio tower calibrated statically
+  (``quantize.py``); without it the audio tower's MatMuls are quantised dynamically. The
+  text tower is always quantised dynamically.
+
+The reference a family's ``load`` returns (``Reference``) has ``tokenizer`` (a transformers
+fast tokenizer: ``to_onnx.py`` saves its ``backend_tokenizer`` as ``tokenizer.json``),
+``audio_encode(windows)``, ``tokenize(texts)``, ``text_encode_ids(input_ids,
+attention_mask)``, ``text_encode(texts)`` and ``embed_track(waveform, sample_rate)``.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Protocol
 
-import onnx
+# name → the module that defines the family's FAMILY; imported on first use.
+REGISTRY = {
+    "ttmrpp": "export.ttmrpp.family",
+    "clap": "export.clap.family",
+    "muscall": "export.muscall.family",
+}
 
-from export import graphs
-from export.clap import graphs as clap_graphs
-from export.clap.reference import ClapReference
-from export.muscall import family as muscall
-from export.muscall import graphs as muscall_graphs
-from export.reference import TTMRpp
+
+class Reference(Protocol):
+    """A family's PyTorch reference: the truth the graphs and the runtime are tested
+    against. Tensors in, ``(joint [B, D], encoder [B, E])`` out."""
+
+    tokenizer: object
+
+    def audio_encode(self, windows): ...  # ``[B, window_samples]``: windows of one track
+
+    def tokenize(self, texts: list[str]) -> dict: ...  # ``input_ids``, ``attention_mask``
+
+    def text_encode_ids(self, input_ids, attention_mask): ...
+
+    def text_encode(self, texts: list[str]): ...
+
+    def embed_track(self, waveform, sample_rate: int): ...  # the mean over its windows
+
+
+@dataclass(frozen=True)
+class Source:
+    """The files ``to_onnx.py``'s options name (``None`` where not given)."""
+
+    checkpoint: Path | None = None
+    config: Path | None = None
+    text_arch: Path | None = None
+    hf_model: Path | None = None
+    tokenizer: Path | None = None
+
+    def __str__(self) -> str:
+        given = [(f.name, getattr(self, f.name)) for f in fields(self)]
+        return ", ".join(f"{name.replace('_', '-')} {path}" for name, path in given if path)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A loaded reference and the weights file it came from."""
+
+    reference: Reference
+    weights: Path
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """The export's validation passes when, on both towers and both outputs, every row's
+    cosine to the reference is at least ``min_cosine`` and max |Δ| is at most
+    ``max_relative`` times the reference's max |value|."""
+
+    min_cosine: float
+    max_relative: float
+
+
+@dataclass(frozen=True)
+class StaticInt8:
+    """Static QDQ INT8 of the audio tower: ``calibration(hparams, folder, windows)`` gives
+    preprocessed windows ``[n, window_samples]`` per track (from the music in ``folder``, or
+    synthetic tracks when it is ``None``; ``windows`` in all), the convolutions whose weight
+    names start with one of ``float_convs`` stay in float, and ``method`` is recorded."""
+
+    calibration: Callable[[dict, Path | None, int], list]
+    float_convs: tuple[str, ...]
+    method: str
 
 
 @dataclass(frozen=True)
 class Family:
-    """``export_audio`` / ``export_text`` write a tower's graph; ``settings`` gives the
-    manifest's ``hparams``, the ``audio`` / ``text`` preprocessing settings (``text`` may
-    set ``pad_token_id``; else the tokenizer's) and, where the family has any,
-    ``checkpoint`` fields (CLAP: its origin)."""
+    """A model family, as ``export/<name>/family.py`` defines it; see the module's docstring."""
 
     name: str
-    export_audio: Callable[[object, Path], onnx.ModelProto]
-    export_text: Callable[[object, Path], onnx.ModelProto]
-    settings: Callable[[object], dict]
+    title: str
+    check_source: Callable[[Source, bool], str | None]
+    load: Callable[[Source], Loaded]
+    write_demo: Callable[[Path, int], Source]
+    export_audio: Callable[[Reference, Path], object]
+    export_text: Callable[[Reference, Path], object]
+    settings: Callable[[Reference], dict]
+    tolerance: Tolerance
+    int8: StaticInt8 | None = None
 
 
-def ttmrpp_settings(model: TTMRpp) -> dict:
-    """SPEC.md: 22.05 kHz, peak-normalised, int16 round trip, short tracks zero-padded;
-    texts padded to the longest in a batch."""
-    hp = model.hp
-    return {
-        "hparams": hp.to_dict(),
-        "audio": {
-            "sample_rate": hp.sr,
-            "window_samples": hp.window_samples,
-            "preprocessing": {"peak_normalise": True, "int16": True, "short_audio": "zero_pad"},
-        },
-        "text": {"max_length": hp.max_length, "padding": "longest"},
-    }
-
-
-def clap_settings(reference: ClapReference) -> dict:
-    """48 kHz, no normalisation, short tracks repeat-padded, texts padded to exactly 77
-    tokens, as both laion_clap and transformers do; the clipped int16 round trip only where
-    the checkpoint's origin (recorded with it) is laion_clap, whose own code does it."""
-    config, features = reference.model.config, reference.features
-    audio_keys = ("patch_embeds_hidden_size", "depths", "num_attention_heads", "window_size")
-    audio_keys += ("spec_size", "num_mel_bins", "hidden_size")
-    text_keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
-    text_keys += ("intermediate_size", "layer_norm_eps")
-    feature_keys = ("sampling_rate", "fft_window_size", "hop_length", "feature_size")
-    feature_keys += ("frequency_min", "frequency_max", "max_length_s", "truncation", "padding")
-    return {
-        "hparams": {
-            "audio": {key: getattr(config.audio_config, key) for key in audio_keys},
-            "text": {key: getattr(config.text_config, key) for key in text_keys},
-            "projection_dim": config.projection_dim,
-            "features": {key: getattr(features, key) for key in feature_keys},
-        },
-        "audio": {
-            "sample_rate": reference.sample_rate,
-            "window_samples": reference.window_samples,
-            "preprocessing": {
-                "peak_normalise": False,
-                "int16": reference.int16,
-                "short_audio": "repeat_pad",
-            },
-        },
-        "text": {"max_length": reference.max_length, "padding": "max_length"},
-        "checkpoint": {"origin": reference.origin},
-    }
-
-
-FAMILIES = {
-    "ttmrpp": Family("ttmrpp", graphs.export_audio, graphs.export_text, ttmrpp_settings),
-    "clap": Family("clap", clap_graphs.export_audio, clap_graphs.export_text, clap_settings),
-    "muscall": Family(
-        "muscall", muscall_graphs.export_audio, muscall_graphs.export_text, muscall.settings
-    ),
-}
+def family(name: str) -> Family:
+    """The family called ``name``; a ``ValueError`` naming the known ones otherwise."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model family {name!r} (this exporter knows {sorted(REGISTRY)})")
+    found = importlib.import_module(REGISTRY[name]).FAMILY
+    if found.name != name:
+        raise RuntimeError(f"{REGISTRY[name]} defines family {found.name!r}, not {name!r}")
+    return found

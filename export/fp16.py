@@ -24,7 +24,7 @@ from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_floa
 from onnxruntime.transformers.onnx_model import OnnxModel
 
 from export.command import run_command
-from export.graphs import frontend_nodes
+from export.onnx_export import frontend_nodes
 
 FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
 FP16_FILES = {"audio": "audio.fp16.onnx", "text": "text.fp16.onnx"}

@@ -1,12 +1,13 @@
 """INT8 variants of the exported graphs, for CPUs (VNNI makes INT8 convolutions fast).
 
-- ``audio.int8.onnx``, TTMR++: static, per-channel QDQ quantisation of the ResNet
-  convolutions and the attention pool's projections, calibrated on preprocessed windows.
-  The frontend (DFT, mel, log, floor), the convolutions of the stem, of layer1 and of
-  layer2's first block (they see the log-mel's fine detail: quantising them cost more
-  accuracy than the later ones, for little time), the attention scores and the LayerNorm
-  stay in float. CLAP (HTS-AT, a Swin transformer: almost all MatMuls): dynamic
-  quantisation as for the text tower, the frontend in float.
+- ``audio.int8.onnx``: for a family with ``StaticInt8`` (TTMR++), static, per-channel QDQ
+  quantisation of the convolutions and MatMuls with weights, calibrated on preprocessed
+  windows; the frontend (DFT, mel, log, floor), the family's ``float_convs`` (TTMR++: the
+  stem, layer1 and layer2's first block, which see the log-mel's fine detail: quantising
+  them cost more accuracy than the later ones, for little time), the products of two
+  activations (attention scores) and the LayerNorm stay in float. Otherwise (CLAP's HTS-AT,
+  a Swin transformer: almost all MatMuls) dynamic quantisation as for the text tower, the
+  frontend in float.
 - ``text.int8.onnx``: dynamic quantisation of the transformer's MatMuls (weights per
   channel, activations quantised on the fly); embeddings and LayerNorm stay in float.
 
@@ -26,7 +27,6 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from functools import partial
-from itertools import count
 from pathlib import Path
 
 import numpy as np
@@ -41,22 +41,13 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from export.command import run_command
-from export.graphs import frontend_nodes
-from export.hparams import HParams
-from export.reference import load_track, track_windows
-from export.synthetic import RATE, hard_set, random_track
-from runtime.audio import AUDIO_EXTENSIONS
+from export.families import StaticInt8, family
+from export.onnx_export import frontend_nodes
+from export.synthetic import RATE, hard_set
 from runtime.embedder import Embedder
 
 AUDIO_INT8 = "audio.int8.onnx"
 TEXT_INT8 = "text.int8.onnx"
-# Convolutions kept in float, by the names of their weights: the stem, the first stage and
-# the first block of the second, which see the log-mel's fine detail. On the demo model's
-# 300-track synthetic catalog (cosine to fp32 min, mean 1 - cosine, top-10 text→track
-# agreement with the INT8 text tower): every conv in INT8 0.985, 2.7e-3, 0.78; stem in float
-# 0.997, 4.5e-4, 0.83; stem + layer1 0.9995, 1.6e-4, 0.87; this set, with the attention
-# pool's projections in INT8, 0.9997, 1.5e-4, 0.915.
-FLOAT_CONVS = ("encoder.conv", "encoder.layer1.", "encoder.layer2.0.")
 SYNTHETIC = "synthetic tracks (export/synthetic.py: random_track, hard_set from seed 1)"
 # The sentences INT8's text accuracy is printed on: short tags to long descriptions.
 ACCURACY_QUERIES = (
@@ -77,52 +68,25 @@ ACCURACY_QUERIES = (
 
 
 class WindowReader(CalibrationDataReader):
-    """Feeds calibration windows one track at a time, each with its own track id."""
+    """Feeds calibration windows one track at a time (with one track id, where the graph
+    takes ``track``: its windows are coupled)."""
 
-    def __init__(self, tracks: list[np.ndarray]):
-        self.feeds: Iterator[dict] = iter(
-            {"waveform": windows, "track": np.zeros(len(windows), np.int64)} for windows in tracks
+    def __init__(self, tracks: list[np.ndarray], inputs: set[str]):
+        feeds = ({"waveform": w, "track": np.zeros(len(w), np.int64)} for w in tracks)
+        self.feeds: Iterator[dict] = (
+            {name: value for name, value in feed.items() if name in inputs} for feed in feeds
         )
 
     def get_next(self) -> dict | None:
         return next(self.feeds, None)
 
 
-def calibration_tracks(hp: HParams, folder: Path | None, windows: int) -> list[np.ndarray]:
-    """Preprocessed windows from the user's music (better) or synthetic tracks (default)."""
-    tracks, total = [], 0
-    if folder is not None:
-        paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
-        if not paths:
-            raise ValueError(f"{folder}: no audio files to calibrate on")
-        sources = (load_track(p, hp) for p in paths)
-    else:
-        sources = (track_windows(track, RATE, hp) for track in synthetic_tracks())
-    for track in sources:
-        track = track[: windows - total]
-        tracks.append(track)
-        total += len(track)
-        if total >= windows:
-            break
-    return tracks
-
-
-def synthetic_tracks() -> Iterator[np.ndarray]:
-    """``random_track``s, each followed by the first 10 s of every kind of the hard set
-    (loud, quiet, clipped, percussive, bright): calibrated on random tracks alone, INT8
-    clipped the activations of noise bursts and sawtooth riffs (cosine 0.993 to fp32).
-    Seeds start at 1: ``hard_set(0)`` is held out to measure the result."""
-    for seed in count(1):
-        yield random_track(seed, 20.0)
-        yield from (track[: 10 * RATE] for track in hard_set(seed, long=False).values())
-
-
-def float_nodes(graph: onnx.GraphProto) -> list[str]:
-    """What stays in float: the frontend, the convolutions of ``FLOAT_CONVS`` and the
+def float_nodes(graph: onnx.GraphProto, float_convs: tuple[str, ...]) -> list[str]:
+    """What stays in float: the frontend, the convolutions of ``float_convs`` and the
     products of two activations (the attention pool's scores)."""
     weights = {init.name for init in graph.initializer}
     convs = [
-        n.name for n in graph.node if n.op_type == "Conv" and n.input[1].startswith(FLOAT_CONVS)
+        n.name for n in graph.node if n.op_type == "Conv" and n.input[1].startswith(float_convs)
     ]
     products = [
         n.name
@@ -132,18 +96,19 @@ def float_nodes(graph: onnx.GraphProto) -> list[str]:
     return frontend_nodes(graph) + convs + products
 
 
-def quantize_audio(model_dir: Path, hp: HParams, tracks: list[np.ndarray]) -> Path:
+def quantize_audio(model_dir: Path, int8: StaticInt8, tracks: list[np.ndarray]) -> Path:
     target = model_dir / AUDIO_INT8
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "audio.pre.onnx"
         quant_pre_process(str(model_dir / "audio.onnx"), str(prepared), skip_symbolic_shape=True)
+        graph = onnx.load(str(prepared)).graph
         quantize_static(
             str(prepared),
             str(target),
-            WindowReader(tracks),
+            WindowReader(tracks, {value.name for value in graph.input}),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=["Conv", "MatMul"],
-            nodes_to_exclude=float_nodes(onnx.load(str(prepared)).graph),
+            nodes_to_exclude=float_nodes(graph, int8.float_convs),
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
@@ -199,14 +164,14 @@ def quantize_model(
     manifest_path = model_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     started = time.perf_counter()
-    if manifest["family"] == "ttmrpp":
-        hp = HParams.from_dict(manifest["hparams"])
-        tracks = calibration_tracks(hp, calibration_dir, calibration_windows)
+    static = family(manifest["family"]).int8
+    if static is not None:
+        tracks = static.calibration(manifest["hparams"], calibration_dir, calibration_windows)
         source = str(calibration_dir) if calibration_dir else SYNTHETIC
         print(f"Calibrating the audio tower on {sum(map(len, tracks))} windows from {source} …")
-        audio = quantize_audio(model_dir, hp, tracks)
+        audio = quantize_audio(model_dir, static, tracks)
         int8 = {
-            "audio_method": "static QDQ, per-channel Conv/MatMul; frontend, early convs in float",
+            "audio_method": static.method,
             "calibration": {"source": source, "windows": sum(map(len, tracks))},
         }
     elif calibration_dir is not None:

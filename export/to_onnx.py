@@ -4,8 +4,8 @@ tokenizer and a manifest.
     python export/to_onnx.py --checkpoint X.pth --config X.yaml [--text-arch DIR] --output DIR
     python export/to_onnx.py --family clap --hf-model DIR --output DIR
     python export/to_onnx.py --family clap --checkpoint X.pt --text-arch DIR --output DIR
-    python export/to_onnx.py --family muscall --checkpoint best_model.pth.tar --config config.yaml \
-        --tokenizer CLIP_TOKENIZER_DIR --output DIR
+    python export/to_onnx.py --family muscall --checkpoint best_model.pth.tar \
+        --config config.yaml --tokenizer CLIP_TOKENIZER_DIR --output DIR
     python export/to_onnx.py [--family clap|muscall] --demo --output DIR  # offline: random weights
     … --quantize int8                                 # also write INT8 graphs (CPU)
     … --fp16                                          # also write FP16 graphs (GPU)
@@ -29,18 +29,11 @@ import torch
 import transformers
 
 from export.checkpoint import CheckpointError, sha256
-from export.clap.demo import write_demo_folder
-from export.clap.laion import load_laion_checkpoint
-from export.clap.reference import load_hf_folder, weights_file
 from export.command import EXPECTED, run_command
-from export.demo import write_demo_checkpoint
-from export.families import FAMILIES
+from export.families import REGISTRY, Family, Source, family
 from export.fp16 import write_fp16_graphs
-from export.graphs import OPSET, OUTPUTS, TEXT_INPUTS
-from export.muscall.demo import write_demo_run
-from export.muscall.reference import load_reference as load_muscall
+from export.onnx_export import OPSET, OUTPUTS, TEXT_INPUTS
 from export.quantize import cosines, quantize_model
-from export.reference import load_reference
 
 RANDOM_WEIGHTS_NOTE = (
     "RANDOM WEIGHTS (demo model): embeddings are meaningless; use a real checkpoint"
@@ -101,22 +94,22 @@ def max_errors(reference, exported) -> dict:
     return result
 
 
-def export_model(
-    checkpoint: Path, config: Path, text_arch: Path | None, output: Path, random_weights: bool
-) -> dict:
-    """Export both towers of a TTMR++ checkpoint into ``output``; returns the manifest."""
-    say(f"Loading {checkpoint} with {config}")
-    model = load_reference(checkpoint, config, text_arch)
-    return export_reference(model, "ttmrpp", checkpoint, output, random_weights)
+def export_model(name: str, source: Source, output: Path, random_weights: bool) -> dict:
+    """Load the model of family ``name`` from ``source`` and export both towers into
+    ``output``; returns the manifest."""
+    chosen = family(name)
+    say(f"Loading the {chosen.title} model: {source}")
+    loaded = chosen.load(source)
+    return export_reference(loaded.reference, chosen, loaded.weights, output, random_weights)
 
 
 def export_reference(
-    model, family: str, checkpoint: Path, output: Path, random_weights: bool
+    model, exporter: Family, checkpoint: Path, output: Path, random_weights: bool
 ) -> dict:
-    """Export both towers of a loaded reference of ``family`` into ``output``; returns the
-    manifest. ``checkpoint`` is the weights file whose sha256 the manifest records."""
+    """Export both towers of a loaded reference of the family ``exporter`` into ``output``;
+    returns the manifest. ``checkpoint`` is the weights file whose sha256 the manifest
+    records."""
     output.mkdir(parents=True, exist_ok=True)
-    exporter = FAMILIES[family]
     settings = exporter.settings(model)
     graphs = {}
     for name, export in (("audio", exporter.export_audio), ("text", exporter.export_text)):
@@ -130,7 +123,7 @@ def export_reference(
     say(f"Tokenizer → {output / 'tokenizer.json'}")
     manifest = {
         "format": 2,
-        "family": family,
+        "family": exporter.name,
         "random_weights": random_weights,
         "note": RANDOM_WEIGHTS_NOTE if random_weights else "",
         "hparams": settings["hparams"],
@@ -143,7 +136,6 @@ def export_reference(
         "text": {
             "file": "text.onnx",
             "tokenizer": "tokenizer.json",
-            "pad_token_id": model.tokenizer.pad_token_id,
             **settings["text"],
             "inputs": describe(graphs["text"].graph.input),
             "outputs": describe(graphs["text"].graph.output),
@@ -167,53 +159,25 @@ def export_reference(
     return manifest
 
 
-def export_clap(args: argparse.Namespace) -> None:
-    """``--family clap``: the demo, a Hugging Face folder or a LAION ``.pt``."""
-    if args.demo:
-        folder = args.output / "checkpoint"
-        say(f"Writing the demo CLAP folder (seed {args.seed}) → {folder}")
-        write_demo_folder(folder, seed=args.seed)
-        args.hf_model = folder
-    if args.hf_model:
-        say(f"Loading the Hugging Face CLAP folder {args.hf_model}")
-        model, weights = load_hf_folder(args.hf_model), weights_file(args.hf_model)
-    else:
-        say(f"Loading the LAION checkpoint {args.checkpoint} with {args.text_arch}")
-        model, weights = load_laion_checkpoint(args.checkpoint, args.text_arch), args.checkpoint
-    export_reference(model, "clap", weights, args.output, random_weights=args.demo)
-
-
-def export_muscall(args: argparse.Namespace) -> None:
-    """``--family muscall``: a run's checkpoint, ``config.yaml`` and CLIP tokenizer folder,
-    or the demo."""
-    if args.demo:
-        folder = args.output / "checkpoint"
-        say(f"Writing the demo MusCALL run (seed {args.seed}) → {folder}")
-        args.checkpoint, args.config, args.tokenizer = write_demo_run(folder, seed=args.seed)
-    say(f"Loading {args.checkpoint} with {args.config} and {args.tokenizer}")
-    model = load_muscall(args.checkpoint, args.config, args.tokenizer)
-    export_reference(model, "muscall", args.checkpoint, args.output, random_weights=args.demo)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="to_onnx.py", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--family", choices=sorted(FAMILIES), default="ttmrpp", help="model family (%(default)s)"
+        "--family", choices=sorted(REGISTRY), default="ttmrpp", help="model family (%(default)s)"
     )
     parser.add_argument(
-        "--checkpoint", type=Path, help="TTMR++ .pth or LAION-CLAP .pt (state_dict inside)"
+        "--checkpoint", type=Path, help="the model's weights file (a state_dict inside)"
     )
-    parser.add_argument("--config", type=Path, help="TTMR++: upstream .yaml hyper-parameters")
+    parser.add_argument("--config", type=Path, help="the checkpoint's .yaml hyper-parameters")
     parser.add_argument(
-        "--text-arch", type=Path, help="local RoBERTa folder (config.json + tokenizer files)"
-    )
-    parser.add_argument(
-        "--tokenizer", type=Path, help="MusCALL: CLIP's tokenizer folder (vocab.json, merges.txt)"
+        "--text-arch", type=Path, help="local text-model folder (config.json + tokenizer files)"
     )
     parser.add_argument(
         "--hf-model",
         type=Path,
-        help="CLAP: a Hugging Face CLAP folder (config, weights, tokenizer)",
+        help="a Hugging Face model folder (config, weights, tokenizer)",
+    )
+    parser.add_argument(
+        "--tokenizer", type=Path, help="a tokenizer folder (vocab.json + merges.txt)"
     )
     parser.add_argument("--output", type=Path, required=True, help="model folder to write")
     parser.add_argument(
@@ -223,51 +187,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quantize",
         choices=["int8"],
-        help="also write INT8 graphs (export/quantize.py; TTMR++ calibrated on synthetic audio)",
+        help="also write INT8 graphs (export/quantize.py; static ones on synthetic audio)",
     )
     parser.add_argument(
         "--fp16", action="store_true", help="also write FP16 graphs (export/fp16.py), for GPUs"
     )
     args = parser.parse_args(argv)
-    if args.family == "ttmrpp":
-        if args.hf_model:
-            parser.error("--hf-model is for --family clap")
-        if args.demo == bool(args.checkpoint or args.config):
-            parser.error("give either --demo or both --checkpoint and --config")
-        if not args.demo and not (args.checkpoint and args.config):
-            parser.error("--checkpoint and --config go together")
-    elif args.family == "muscall":
-        if args.hf_model or args.text_arch:
-            parser.error("--hf-model and --text-arch are not for --family muscall")
-        given = (args.checkpoint, args.config, args.tokenizer)
-        if args.demo == any(given) or not (args.demo or all(given)):
-            parser.error("give either --demo or all of --checkpoint, --config and --tokenizer")
-    else:
-        if args.config:
-            parser.error("--config is for --family ttmrpp and muscall")
-        if args.demo + bool(args.hf_model) + bool(args.checkpoint) != 1:
-            parser.error("give one of --demo, --hf-model DIR or --checkpoint X.pt")
-        if args.checkpoint and not args.text_arch:
-            parser.error("--checkpoint X.pt needs --text-arch (a local roberta-base folder)")
+    problem = family(args.family).check_source(source(args), args.demo)
+    if problem:
+        parser.error(problem)
     return args
+
+
+def source(args: argparse.Namespace) -> Source:
+    """The model files the command line names."""
+    return Source(args.checkpoint, args.config, args.text_arch, args.hf_model, args.tokenizer)
 
 
 def export(args: argparse.Namespace) -> None:
     """Everything the command line asked for, in order."""
     if args.demo:
         say(f"*** {RANDOM_WEIGHTS_NOTE} ***")
-    if args.family == "clap":
-        export_clap(args)
-    elif args.family == "muscall":
-        export_muscall(args)
-    elif args.demo:
-        say(f"Writing the demo checkpoint (seed {args.seed}) → {args.output / 'checkpoint'}")
-        checkpoint, config, text_arch = write_demo_checkpoint(
-            args.output / "checkpoint", seed=args.seed
-        )
-        export_model(checkpoint, config, text_arch, args.output, random_weights=True)
-    else:
-        export_model(args.checkpoint, args.config, args.text_arch, args.output, False)
+    given = source(args)
+    if args.demo:
+        folder = args.output / "checkpoint"
+        say(f"Writing the {family(args.family).title} demo model (seed {args.seed}) → {folder}")
+        given = family(args.family).write_demo(folder, args.seed)
+    export_model(args.family, given, args.output, random_weights=args.demo)
     if args.quantize:
         quantize_model(args.output)
     if args.fp16:

@@ -293,9 +293,9 @@ def device_memory_mb() -> float | None:
 
 def bench_inputs(model_dir: Path, batches: list[int]) -> tuple[np.ndarray, list[str], np.ndarray]:
     """The same windows, sentences and 30-s track for every row."""
-    from export.hparams import HParams
-    from export.reference import track_windows
     from export.synthetic import random_track
+    from export.ttmrpp.hparams import HParams
+    from export.ttmrpp.reference import track_windows
 
     hp = HParams.from_dict(json.loads((model_dir / "manifest.json").read_text())["hparams"])
     windows = track_windows(random_track(7, 10.0 * max(batches)), hp.sr, hp)

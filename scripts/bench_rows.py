@@ -35,7 +35,7 @@ def torch_row(model_dir: Path, device: str, autocast: bool, threads: int) -> Row
     """The reference as its users run it (PyTorch's default settings on the GPU)."""
     import torch
 
-    from export.reference import load_reference, track_windows
+    from export.ttmrpp.reference import load_reference, track_windows
 
     torch.set_num_threads(threads)
     checkpoint = model_dir / "checkpoint"

@@ -20,12 +20,13 @@ SMALL_ROBERTA = {
 
 
 def _export(folder: Path, **demo_kwargs) -> tuple[Path, tuple[Path, Path, Path]]:
-    from export.demo import write_demo_checkpoint
+    from export.families import Source
     from export.to_onnx import export_model
+    from export.ttmrpp.demo import write_demo_checkpoint
 
     files = write_demo_checkpoint(folder / "checkpoint", **demo_kwargs)
     with contextlib.redirect_stdout(io.StringIO()):
-        export_model(*files, folder, random_weights=True)
+        export_model("ttmrpp", Source(*files), folder, random_weights=True)
     return folder, files
 
 
@@ -43,7 +44,7 @@ def small_model_dir(small_export) -> Path:
 
 @pytest.fixture(scope="session")
 def small_reference(small_export):
-    from export.reference import load_reference
+    from export.ttmrpp.reference import load_reference
 
     return load_reference(*small_export[1])
 
@@ -70,7 +71,7 @@ def demo_model_dir(demo_export) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_reference(demo_export):
-    from export.reference import load_reference
+    from export.ttmrpp.reference import load_reference
 
     return load_reference(*demo_export[1])
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from export.checkpoint import CheckpointError, read_state_dict
-from export.reference import load_reference
+from export.ttmrpp.reference import load_reference
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import onnx
 import pytest
 
 from export.checkpoint import sha256
+from export.families import Source
 from export.to_onnx import export_model, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +24,7 @@ FILES = ("audio.onnx", "text.onnx", "tokenizer.json", "manifest.json")
 def test_export_is_deterministic(small_export, tmp_path):
     again = tmp_path / "again"
     with contextlib.redirect_stdout(io.StringIO()):
-        export_model(*small_export[1], again, random_weights=True)
+        export_model("ttmrpp", Source(*small_export[1]), again, random_weights=True)
     for name in FILES:
         assert (again / name).read_bytes() == (small_export[0] / name).read_bytes(), name
 

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.graphs import TEXT_INPUTS
+from export.onnx_export import TEXT_INPUTS
 from tests.test_runtime_parity import assert_close as assert_rows_close
 
 COSINE_MIN = 0.999999

@@ -16,7 +16,7 @@ from onnx import TensorProto
 
 import runtime
 from export.fp16 import FP16_FILES
-from export.graphs import frontend_nodes
+from export.onnx_export import frontend_nodes
 from export.synthetic import random_track
 from tests.test_runtime_parity import assert_close
 

@@ -15,18 +15,13 @@ import onnxruntime as ort
 import pytest
 
 import runtime
-from export.graphs import frontend_nodes
-from export.hparams import HParams
-from export.quantize import (
-    ACCURACY_QUERIES,
-    AUDIO_INT8,
-    FLOAT_CONVS,
-    TEXT_INT8,
-    quantize_model,
-)
-from export.reference import track_windows
+from export.onnx_export import frontend_nodes
+from export.quantize import ACCURACY_QUERIES, AUDIO_INT8, TEXT_INT8, quantize_model
 from export.synthetic import RATE, hard_set, random_track
 from export.to_onnx import main as to_onnx
+from export.ttmrpp.calibration import FLOAT_CONVS
+from export.ttmrpp.hparams import HParams
+from export.ttmrpp.reference import track_windows
 from tests.test_export_parity import stem_conv, token_feed
 
 README = Path(__file__).parents[1] / "README.md"

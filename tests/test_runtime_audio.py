@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from export import reference
 from export.clap import reference as clap_reference
-from export.hparams import PUBLISHED, HParams
 from export.synthetic import random_track
+from export.ttmrpp import reference
+from export.ttmrpp.hparams import PUBLISHED, HParams
 from runtime.audio import Preprocessing, Track, load_track
 from runtime.embedder import pack
 

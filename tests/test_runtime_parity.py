@@ -8,8 +8,8 @@ import soundfile as sf
 import torch
 
 import runtime
-from export.reference import load_track
 from export.synthetic import random_track
+from export.ttmrpp.reference import load_track
 
 
 def assert_close(reference: np.ndarray, got: np.ndarray, cosine_min: float, rel: float):

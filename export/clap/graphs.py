@@ -11,7 +11,8 @@ from torch import nn
 
 from export.clap.frontend import ClapFrontend
 from export.clap.reference import ClapReference
-from export.graphs import TEXT_INPUTS, export_onnx, roberta_position_ids
+from export.onnx_export import TEXT_INPUTS, export_onnx
+from export.text_tower import roberta_position_ids
 
 AUDIO_INPUTS = ("waveform",)
 

@@ -21,7 +21,7 @@ from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
 
 from export.checkpoint import CheckpointError, load_exactly, read_state_dict
 from export.clap.reference import LAION_FEATURES, ClapReference
-from export.reference import resolve_text_arch
+from export.text_tower import resolve_text_arch
 
 # Keys that inference does not read: the STFT and mel bank stored as weights (the graph
 # computes them; the mel bank is checked), the AudioSet classifier head, the training-only

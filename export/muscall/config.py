@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from export.hparams import value_problem, yaml_problem
+from export.ttmrpp.hparams import value_problem, yaml_problem
 from export.untrusted import read_text
 from runtime.errors import InputError
 

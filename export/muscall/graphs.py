@@ -9,10 +9,10 @@ import onnx
 import torch
 from torch import nn
 
-from export.audio_tower import fold_batchnorm
-from export.graphs import TEXT_INPUTS, export_onnx
 from export.muscall.frontend import GraphLogMel
 from export.muscall.reference import MusCALL
+from export.onnx_export import TEXT_INPUTS, export_onnx
+from export.ttmrpp.audio_tower import fold_batchnorm
 
 AUDIO_INPUTS = ("waveform",)
 

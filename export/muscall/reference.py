@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.audio_tower import ModifiedResNet
 from export.checkpoint import CheckpointError, load_exactly, read_state_dict
 from export.clap.reference import track_windows
 from export.muscall.config import POOL_HEADS, AudioConfig, MusCALLConfig
 from export.muscall.frontend import TorchaudioLogMel, mel_filters
 from export.muscall.text_encoder import TextTransformer
 from export.muscall.tokenizer import PAD_ID, load_tokenizer
+from export.ttmrpp.audio_tower import ModifiedResNet
 from runtime.errors import InputError
 
 IGNORED_KEYS = frozenset(

@@ -1,9 +1,9 @@
-"""The two inference graphs as torch modules, and their export to checked ONNX files."""
+"""What exporting any family's towers shares: the opset, the tensor names every graph uses,
+and ``export_onnx``, which exports a torch module to a constant-folded, checked ONNX file."""
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import warnings
 from collections.abc import Iterator
@@ -14,58 +14,14 @@ import onnxscript.optimizer
 import torch
 from torch import nn
 
-from export.audio_tower import fold_batchnorm
-from export.frontend import GraphLogMel
-from export.reference import TTMRpp
-
 OPSET = 18
 FOLD_LIMIT = 1 << 30  # elements: fold constants of any size
-AUDIO_INPUTS = ("waveform", "track")
 TEXT_INPUTS = ("input_ids", "attention_mask")
 OUTPUTS = ("joint", "encoder")
 # At every export, torch.onnx registers torchvision's detection ops (nms, roi_align, …) and,
 # without torchvision, logs a warning for each; none of them is in these graphs.
 REGISTRY_LOG = logging.getLogger("torch.onnx._internal.exporter._registration")
 TORCHVISION_NOTE = "torchvision is not installed"
-
-
-class AudioGraph(nn.Module):
-    """``(waveform [B, N] float32, track [B] int64)`` → ``(joint, encoder)``.
-
-    ``track`` says which rows are windows of the same track: they share the log-mel
-    floor, exactly as the reference's one-track batch does. BatchNorm is folded.
-    """
-
-    def __init__(self, model: TTMRpp):
-        super().__init__()
-        self.frontend = GraphLogMel(model.hp)
-        self.encoder = copy.deepcopy(model.audio_encoder).eval()
-        fold_batchnorm(self.encoder)
-        self.projector = model.audio_projector
-
-    def forward(self, waveform: torch.Tensor, track: torch.Tensor):
-        encoder = self.encoder(self.frontend(waveform, track))
-        return self.projector(encoder), encoder
-
-
-def roberta_position_ids(input_ids: torch.Tensor, pad_token_id: int) -> torch.Tensor:
-    """RoBERTa's position ids (the pad id, plus the count of non-pad tokens so far; pads
-    keep the pad id), counted in float32: TensorRT's ONNX CumSum is documented for float
-    types only, and float32 counts exactly up to 2^24 tokens."""
-    real = (input_ids != pad_token_id).float()
-    return (torch.cumsum(real, dim=1) * real).long() + pad_token_id
-
-
-class TextGraph(nn.Module):
-    """``(input_ids, attention_mask)`` int64 ``[B, L]`` → ``(joint, encoder)``."""
-
-    def __init__(self, model: TTMRpp):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        positions = roberta_position_ids(input_ids, self.model.text_encoder.config.pad_token_id)
-        return self.model.text_encode_ids(input_ids, attention_mask, positions)
 
 
 def frontend_nodes(graph: onnx.GraphProto) -> list[str]:
@@ -137,19 +93,3 @@ def export_onnx(
     if batchnorms:
         raise RuntimeError(f"{path}: BatchNormalization left in the graph: {batchnorms}")
     return graph
-
-
-def export_audio(model: TTMRpp, path: Path) -> onnx.ModelProto:
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    example = (torch.randn(2, model.hp.window_samples), torch.tensor([0, 1]))
-    shapes = {"waveform": {0: batch}, "track": {0: batch}}
-    return export_onnx(AudioGraph(model), example, AUDIO_INPUTS, shapes, path)
-
-
-def export_text(model: TTMRpp, path: Path) -> onnx.ModelProto:
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    length = torch.export.Dim("length", min=1, max=model.hp.max_length)
-    tokens = model.tokenize(["an example sentence", "a second, longer example sentence here"])
-    example = (tokens["input_ids"], tokens["attention_mask"])
-    shapes = {"input_ids": {0: batch, 1: length}, "attention_mask": {0: batch, 1: length}}
-    return export_onnx(TextGraph(model), example, TEXT_INPUTS, shapes, path)

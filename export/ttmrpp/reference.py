@@ -12,15 +12,13 @@ import librosa
 import numpy as np
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoTokenizer, RobertaModel
-from transformers.utils import cached_file
+from transformers import RobertaModel
 
-from export.audio_tower import ModifiedResNet
 from export.checkpoint import load_exactly, read_state_dict
-from export.frontend import ReferenceLogMel
-from export.hparams import HParams
-from export.untrusted import check_hf_folder
-from runtime.errors import InputError, first_line
+from export.text_tower import resolve_text_arch
+from export.ttmrpp.audio_tower import ModifiedResNet
+from export.ttmrpp.frontend import ReferenceLogMel
+from export.ttmrpp.hparams import HParams
 
 
 def projector(dim: int, out_dim: int) -> nn.Sequential:
@@ -119,38 +117,6 @@ def load_track(path: str | Path, hp: HParams) -> np.ndarray:
     """Decode as upstream does (``librosa.load``: mono, soxr-HQ to ``sr``) and window it."""
     audio, _ = librosa.load(path, sr=hp.sr, mono=True)
     return track_windows(audio, hp.sr, hp)
-
-
-def local_folder(name: str) -> Path:
-    """``name`` itself when it is a folder, else its copy in the HF cache (never fetched):
-    where every file of ``text_arch`` is read from."""
-    if Path(name).is_dir():
-        return Path(name)
-    config = cached_file(name, "config.json", local_files_only=True)
-    if config is None:
-        raise OSError(f"no config.json for {name!r} in the Hugging Face cache")
-    return Path(config).parent
-
-
-def resolve_text_arch(name: str) -> tuple[object, object]:
-    """Config and tokenizer of ``text_arch``: a local folder, or a copy already in the HF
-    cache. Nothing is downloaded, and the folder is checked first (``check_hf_folder``):
-    it is untrusted input, and none of its code may run."""
-    try:
-        folder = local_folder(name)
-        check_hf_folder(folder, "roberta")
-        options = {"local_files_only": True, "trust_remote_code": False}
-        config = AutoConfig.from_pretrained(folder, **options)
-        tokenizer = AutoTokenizer.from_pretrained(folder, **options)
-    except InputError:
-        raise
-    except (OSError, ValueError) as err:
-        raise ValueError(
-            f"text_arch {name!r}: no local RoBERTa config/tokenizer found ({first_line(err)}). "
-            "Pass a folder holding config.json and the tokenizer files (vocab.json + "
-            "merges.txt or tokenizer.json); no weights are needed from it."
-        ) from None
-    return config, tokenizer
 
 
 def load_reference(

@@ -1,0 +1,69 @@
+"""TTMR++ as the exporter sees it (``export.families``): an upstream ``.pth`` + ``.yaml`` +
+a RoBERTa ``text_arch`` folder in, graphs and manifest settings out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from export.families import Family, Loaded, Source, StaticInt8, Tolerance
+from export.ttmrpp.calibration import FLOAT_CONVS, METHOD, calibration_tracks
+from export.ttmrpp.demo import write_demo_checkpoint
+from export.ttmrpp.graphs import export_audio, export_text
+from export.ttmrpp.reference import TTMRpp, load_reference
+
+
+def check_source(source: Source, demo: bool) -> str | None:
+    """``--demo``, or ``--checkpoint X.pth --config X.yaml [--text-arch DIR]``."""
+    if source.hf_model:
+        return "--hf-model is for --family clap"
+    if source.tokenizer:
+        return "--tokenizer is for --family muscall"
+    if demo == bool(source.checkpoint or source.config):
+        return "give either --demo or both --checkpoint and --config"
+    if not demo and not (source.checkpoint and source.config):
+        return "--checkpoint and --config go together"
+    return None
+
+
+def load(source: Source) -> Loaded:
+    return Loaded(
+        load_reference(source.checkpoint, source.config, source.text_arch), source.checkpoint
+    )
+
+
+def write_demo(folder: Path, seed: int) -> Source:
+    checkpoint, config, text_arch = write_demo_checkpoint(folder, seed=seed)
+    return Source(checkpoint=checkpoint, config=config, text_arch=text_arch)
+
+
+def settings(model: TTMRpp) -> dict:
+    """22.05 kHz, peak-normalised, int16 round trip, short tracks zero-padded; texts padded
+    to the longest in a batch (docs/models.md, "TTMR++")."""
+    hp = model.hp
+    return {
+        "hparams": hp.to_dict(),
+        "audio": {
+            "sample_rate": hp.sr,
+            "window_samples": hp.window_samples,
+            "preprocessing": {"peak_normalise": True, "int16": True, "short_audio": "zero_pad"},
+        },
+        "text": {
+            "max_length": hp.max_length,
+            "padding": "longest",
+            "pad_token_id": model.tokenizer.pad_token_id,
+        },
+    }
+
+
+FAMILY = Family(
+    name="ttmrpp",
+    title="TTMR++",
+    check_source=check_source,
+    load=load,
+    write_demo=write_demo,
+    export_audio=export_audio,
+    export_text=export_text,
+    settings=settings,
+    tolerance=Tolerance(min_cosine=0.99999, max_relative=1e-4),
+    int8=StaticInt8(calibration_tracks, FLOAT_CONVS, METHOD),
+)
