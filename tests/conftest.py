@@ -254,3 +254,15 @@ def small_clap_fp16_dir(small_clap_export, tmp_path_factory):
     with contextlib.redirect_stdout(io.StringIO()):
         assert main([*argv, "--fp16"]) == 0
     return folder
+
+
+@pytest.fixture(scope="session")
+def small_muscall_fp16_dir(small_muscall_model_dir, tmp_path_factory):
+    return fp16_copy(
+        small_muscall_model_dir, tmp_path_factory.mktemp("small_muscall_fp16") / "model"
+    )
+
+
+@pytest.fixture(scope="session")
+def demo_muscall_fp16_dir(demo_muscall_model_dir, tmp_path_factory):
+    return fp16_copy(demo_muscall_model_dir, tmp_path_factory.mktemp("demo_muscall_fp16") / "model")
