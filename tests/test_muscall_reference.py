@@ -16,7 +16,7 @@ from tests.muscall_oracle import htk_bank, log_mel
 
 RATE, WINDOW = 16000, 320000
 AUDIO = MusCALLConfig.from_dict(MODEL_CONFIG).audio
-REFERENCE_DB_ATOL = 2e-3  # the reference's float32 torch.stft against float64; measured 4e-4
+REFERENCE_DB_ATOL = 5e-4  # the reference's float32 torch.stft against float64; measured 6.7e-5
 
 
 def tones(count: int, seed: int) -> np.ndarray:

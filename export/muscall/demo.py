@@ -17,7 +17,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from export.clap.reference import track_windows
-from export.demo import jitter_norms, scale_linears, training_corpus
+from export.demo import jitter_norms, measure_batchnorm, scale_linears, training_corpus
 from export.muscall.config import MusCALLConfig
 from export.muscall.reference import MusCALL
 from export.muscall.tokenizer import SPECIAL
@@ -116,17 +116,7 @@ def randomise(model: MusCALL, tracks: int = 4) -> None:
                 for s in range(tracks)
             ]
         )
-        norms = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-        for norm in norms:
-            norm.reset_running_stats()
-            norm.momentum = None  # a plain average over what it sees
-        backbone.train()
-        backbone(backbone.spec(torch.from_numpy(windows)))
-        backbone.eval()
-        for norm in norms:
-            norm.momentum = 0.1
-            norm.running_mean += 0.1 * norm.running_var.sqrt() * torch.randn_like(norm.running_mean)
-            norm.running_var *= torch.empty_like(norm.running_var).uniform_(0.8, 1.25)
+        measure_batchnorm(backbone, backbone.spec(torch.from_numpy(windows)))
 
 
 def write_demo_run(

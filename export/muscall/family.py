@@ -35,7 +35,7 @@ def write_demo(folder: Path, seed: int) -> Source:
 def settings(model: MusCALL) -> dict:
     """16 kHz, no peak normalisation, no int16 round trip, a short track zero-padded, one
     20-s window per row; texts padded with id 0 to exactly 77 tokens, as MusCALL does
-    (README, "MusCALL")."""
+    (docs/muscall.md)."""
     audio = model.config.audio
     return {
         "hparams": model.config.to_dict(),
