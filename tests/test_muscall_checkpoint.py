@@ -54,10 +54,20 @@ def export_error(run, tmp_path, capsys) -> str:
     return err
 
 
-def test_run_loads_ignoring_logit_scale_and_ln_final(run):
+def test_run_loads_ignoring_logit_scale_and_ln_final_and_other_sections_interpolations(run):
     state = torch.load(run[0], weights_only=True)["state_dict"]
     assert {"logit_scale", "textual_head.ln_final.weight"} <= set(state)
+    assert "${env.base_dir}" in run[1].read_text()  # left unresolved outside model_config
     load_reference(*run)
+
+
+def test_config_with_python_tags_is_refused_without_running_them(run, tmp_path):
+    marker = tmp_path / "pwned"
+    tag = f"!!python/object/apply:os.system ['touch {marker}']"
+    run[1].write_text(run[1].read_text() + f"extra: {tag}\n")
+    with pytest.raises(InputError, match="not plain YAML"):
+        load_reference(*run)
+    assert not marker.exists()
 
 
 def test_pickled_callable_is_refused_and_never_runs(run, tmp_path, capsys):
