@@ -13,11 +13,6 @@ from pathlib import Path
 
 import torch
 
-# Keys the published checkpoint carries that inference does not use (SPEC.md).
-IGNORED_KEYS = frozenset(
-    {"logit_scale", "loss_fct.logit_scale", "text_encoder.embeddings.position_ids"}
-)
-
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used, with the reason and the keys involved."""
@@ -56,7 +51,7 @@ def load_exactly(
     module: torch.nn.Module,
     state: Mapping[str, torch.Tensor],
     source: str,
-    ignored: frozenset[str] = IGNORED_KEYS,
+    ignored: frozenset[str],
 ) -> None:
     """Copy ``state`` into ``module``; every key but ``ignored`` must match in name and shape."""
     expected = module.state_dict()

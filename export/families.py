@@ -1,19 +1,23 @@
 """The model families the exporter knows: one ``Family`` per package, one registry line each.
 
 A family lives in its own package, ``export/<name>/``, whose ``family`` module defines
-``FAMILY = Family(...)``; ``REGISTRY`` below maps the family's name to that module, and that
-line is the only change outside the package. ``to_onnx.py``, ``quantize.py``, ``fp16.py``,
-``to_tensorrt.py``, ``to_triton.py`` and the runtime never name a family: what differs at
-run time is written into ``manifest.json`` (``settings``), and the runtime reads only that.
+``FAMILY = Family(...)`` (keyword arguments); ``REGISTRY`` below maps the family's name to
+that module, and that line is the only change outside the package. ``to_onnx.py``,
+``quantize.py``, ``fp16.py``, ``to_tensorrt.py``, ``to_triton.py`` and the runtime never
+name a family: what differs at run time is written into ``manifest.json`` (``settings``),
+and the runtime reads only that.
 
 What a family must provide (the fields of ``Family``):
 
 - ``name``: the ``--family`` value and the manifest's ``family``; ``title``: its name in
   messages (``"TTMR++"``).
-- ``check_source(source, demo) -> str | None``: why ``to_onnx.py``'s options (``Source``:
-  ``--checkpoint``, ``--config``, ``--text-arch``, ``--hf-model``, ``--tokenizer``; ``demo``
-  for ``--demo``) cannot name this family's model, as one line for ``argparse``; ``None``
-  when they can.
+- ``options``: the ``to_onnx.py`` options naming the model's files that the family reads,
+  by their ``dest`` (``{"checkpoint": "help text", "text_arch": …}``); ``to_onnx.py`` offers
+  every registered family's options (an option several families read is one option, its
+  help naming each) and refuses, before ``check_source``, one this family does not read.
+- ``check_source(source, demo) -> str | None``: why the files given (``Source``, by option;
+  ``demo`` for ``--demo``) cannot name this family's model, as one line for ``argparse``;
+  ``None`` when they can.
 - ``load(source) -> Loaded``: the PyTorch reference (see ``Reference``) from the user's
   files, which are untrusted input (read with ``weights_only=True``, no remote code; a bad
   file is a ``ValueError`` naming it, so that the command ends as one line, exit 2), and
@@ -50,16 +54,18 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-# name → the module that defines the family's FAMILY; imported on first use.
+# name → the module that defines the family's FAMILY, imported on first use (to_onnx.py
+# imports them all for their options). The first is to_onnx.py's default --family.
 REGISTRY = {
     "ttmrpp": "export.ttmrpp.family",
     "clap": "export.clap.family",
     "muscall": "export.muscall.family",
 }
+DEFAULT = next(iter(REGISTRY))
 
 
 class Reference(Protocol):
@@ -79,19 +85,28 @@ class Reference(Protocol):
     def embed_track(self, waveform, sample_rate: int): ...  # the mean over its windows
 
 
-@dataclass(frozen=True)
 class Source:
-    """The files ``to_onnx.py``'s options name (``None`` where not given)."""
+    """The files ``to_onnx.py``'s options name, by option ``dest``: ``source.checkpoint`` is
+    ``--checkpoint``'s path, ``None`` when it was not given (any name: families declare
+    their own options)."""
 
-    checkpoint: Path | None = None
-    config: Path | None = None
-    text_arch: Path | None = None
-    hf_model: Path | None = None
-    tokenizer: Path | None = None
+    def __init__(self, **paths: Path | None):
+        self._paths = {name: Path(path) for name, path in paths.items() if path is not None}
+
+    def __getattr__(self, name: str) -> Path | None:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._paths.get(name)
+
+    def given(self) -> list[str]:
+        """The options given, by ``dest``."""
+        return list(self._paths)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Source) and self._paths == other._paths
 
     def __str__(self) -> str:
-        given = [(f.name, getattr(self, f.name)) for f in fields(self)]
-        return ", ".join(f"{name.replace('_', '-')} {path}" for name, path in given if path)
+        return ", ".join(f"--{name.replace('_', '-')} {path}" for name, path in self._paths.items())
 
 
 @dataclass(frozen=True)
@@ -124,12 +139,13 @@ class StaticInt8:
     method: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Family:
     """A model family, as ``export/<name>/family.py`` defines it; see the module's docstring."""
 
     name: str
     title: str
+    options: dict[str, str]
     check_source: Callable[[Source, bool], str | None]
     load: Callable[[Source], Loaded]
     write_demo: Callable[[Path, int], Source]
@@ -138,6 +154,11 @@ class Family:
     settings: Callable[[Reference], dict]
     tolerance: Tolerance
     int8: StaticInt8 | None = None
+
+
+def all_families() -> list[Family]:
+    """Every registered family, in the registry's order."""
+    return [family(name) for name in REGISTRY]
 
 
 def family(name: str) -> Family:

@@ -12,7 +12,6 @@ and reads the same arrays at either precision.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from functools import partial
@@ -25,6 +24,7 @@ from onnxruntime.transformers.onnx_model import OnnxModel
 
 from export.command import run_command
 from export.onnx_export import frontend_nodes
+from runtime.manifest import Fp16, Manifest, read_manifest, write_manifest
 
 FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
 FP16_FILES = {"audio": "audio.fp16.onnx", "text": "text.fp16.onnx"}
@@ -87,19 +87,19 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     return converted.model
 
 
-def write_fp16_graphs(model_dir: Path) -> dict:
+def write_fp16_graphs(model_dir: Path) -> Manifest:
     """Write both FP16 graphs beside the fp32 ones and record them in the manifest."""
-    manifest_path = model_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(model_dir)
     for tower, name in FP16_FILES.items():
         started = time.perf_counter()
         target = model_dir / name
-        onnx.save(to_fp16(onnx.load(str(model_dir / manifest[tower]["file"]))), str(target))
+        onnx.save(to_fp16(onnx.load(str(model_dir / manifest.tower(tower).file))), str(target))
         onnx.checker.check_model(str(target))
         size = target.stat().st_size / 2**20
         print(f"  {target} ({size:.0f} MiB, {time.perf_counter() - started:.0f} s)", flush=True)
-    manifest["fp16"] = {**FP16_FILES, "float32_ops": FLOAT32_OPS, "float32_frontend": True}
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    fp16 = Fp16(**FP16_FILES, float32_ops=tuple(FLOAT32_OPS), float32_frontend=True)
+    manifest = manifest.replace(fp16=fp16)
+    write_manifest(model_dir, manifest)
     return manifest
 
 

@@ -20,12 +20,12 @@ At the end it prints the INT8 graphs' cosine to fp32 on the harder synthetic set
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -45,6 +45,7 @@ from export.families import StaticInt8, family
 from export.onnx_export import frontend_nodes
 from export.synthetic import RATE, hard_set
 from runtime.embedder import Embedder
+from runtime.manifest import Int8, Manifest, read_manifest, write_manifest
 
 AUDIO_INT8 = "audio.int8.onnx"
 TEXT_INT8 = "text.int8.onnx"
@@ -158,15 +159,14 @@ def int8_accuracy(model_dir: Path, tracks: dict[str, np.ndarray], texts: Iterabl
 
 def quantize_model(
     model_dir: Path, calibration_dir: Path | None = None, calibration_windows: int = 32
-) -> dict:
+) -> Manifest:
     """Write both INT8 graphs beside the fp32 ones, record them in the manifest, then
     measure and print (and record) how close they stay to fp32 on the held-out hard set."""
-    manifest_path = model_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(model_dir)
     started = time.perf_counter()
-    static = family(manifest["family"]).int8
+    static = family(manifest.family).int8
     if static is not None:
-        tracks = static.calibration(manifest["hparams"], calibration_dir, calibration_windows)
+        tracks = static.calibration(manifest.hparams, calibration_dir, calibration_windows)
         source = str(calibration_dir) if calibration_dir else SYNTHETIC
         print(f"Calibrating the audio tower on {sum(map(len, tracks))} windows from {source} …")
         audio = quantize_audio(model_dir, static, tracks)
@@ -175,9 +175,7 @@ def quantize_model(
             "calibration": {"source": source, "windows": sum(map(len, tracks))},
         }
     elif calibration_dir is not None:
-        raise ValueError(
-            f"{manifest['family']}'s INT8 audio tower is dynamic: nothing to calibrate"
-        )
+        raise ValueError(f"{manifest.family}'s INT8 audio tower is dynamic: nothing to calibrate")
     else:
         print("Quantising the audio tower's MatMuls dynamically …")
         audio = quantize_dynamically(model_dir, "audio")
@@ -187,13 +185,13 @@ def quantize_model(
     )
     text = quantize_dynamically(model_dir, "text")
     print(f"  {text} ({text.stat().st_size / 2**20:.0f} MiB)")
-    manifest["int8"] = {
-        "audio": AUDIO_INT8,
-        "text": TEXT_INT8,
+    int8 = Int8(
+        audio=AUDIO_INT8,
+        text=TEXT_INT8,
         **int8,
-        "text_method": "dynamic, per-channel MatMul/Gemm weights",
-    }
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")  # the Embedder reads it
+        text_method="dynamic, per-channel MatMul/Gemm weights",
+    )
+    write_manifest(model_dir, manifest.replace(int8=int8))  # the Embedder reads it
     accuracy = int8_accuracy(model_dir, hard_set(0), ACCURACY_QUERIES)
     print(
         f"  audio cosine to fp32 on {accuracy['tracks']} held-out synthetic tracks "
@@ -202,8 +200,8 @@ def quantize_model(
         f"text on {accuracy['queries']} queries: min {accuracy['text_min']:.5f}, "
         f"mean {accuracy['text_mean']:.5f}"
     )
-    manifest["int8"]["accuracy"] = accuracy
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest = manifest.replace(int8=replace(int8, accuracy=accuracy))
+    write_manifest(model_dir, manifest)
     return manifest
 
 

@@ -1,6 +1,7 @@
-"""Write a few short synthetic music-like files for the demo (no data set can be downloaded).
+"""Synthetic music-like audio: the demo's files (no data set can be downloaded), the tests'
+tracks, the INT8 calibration set and the harder set INT8 is checked on.
 
-python scripts/synth_audio.py OUT_DIR
+    python -m export.synthetic OUT_DIR  # write the demo's five files (scripts/demo.sh)
 """
 
 from __future__ import annotations

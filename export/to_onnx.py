@@ -4,18 +4,20 @@ tokenizer and a manifest.
     python export/to_onnx.py --checkpoint X.pth --config X.yaml [--text-arch DIR] --output DIR
     python export/to_onnx.py --family clap --hf-model DIR --output DIR
     python export/to_onnx.py --family clap --checkpoint X.pt --text-arch DIR --output DIR
-    python export/to_onnx.py --family muscall --checkpoint best_model.pth.tar \
-        --config config.yaml --tokenizer CLIP_TOKENIZER_DIR --output DIR
-    python export/to_onnx.py [--family clap|muscall] --demo --output DIR  # offline: random weights
+    python export/to_onnx.py [--family clap] --demo --output DIR  # offline: random weights
     … --quantize int8                                 # also write INT8 graphs (CPU)
     … --fp16                                          # also write FP16 graphs (GPU)
+
+The family (``export.families``) loads the model and exports its graphs; this module never
+names one. Both graphs are then validated in ONNX Runtime against the reference: outside the
+family's tolerance the export fails (exit 2, one line naming the tower, the output and the
+error) and writes no ``manifest.json``, which is written last.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import logging
 import sys
 import time
@@ -30,10 +32,11 @@ import transformers
 
 from export.checkpoint import CheckpointError, sha256
 from export.command import EXPECTED, run_command
-from export.families import REGISTRY, Family, Source, family
+from export.families import DEFAULT, REGISTRY, Family, Source, Tolerance, all_families, family
 from export.fp16 import write_fp16_graphs
-from export.onnx_export import OPSET, OUTPUTS, TEXT_INPUTS
+from export.onnx_export import OPSET, OUTPUTS
 from export.quantize import cosines, quantize_model
+from runtime.manifest import FILE, Manifest, write_manifest
 
 RANDOM_WEIGHTS_NOTE = (
     "RANDOM WEIGHTS (demo model): embeddings are meaningless; use a real checkpoint"
@@ -67,8 +70,14 @@ def write_tokenizer(model, max_length: int, path: Path) -> None:
     backend.save(str(path))
 
 
+class ValidationError(ValueError):
+    """The exported graphs are further from the reference than the family allows."""
+
+
 def validate(model, window_samples: int, output: Path) -> dict:
-    """Optimum-style check: run both graphs in ONNX Runtime against the reference."""
+    """Optimum-style check: run both graphs in ONNX Runtime against the reference; per
+    tower and output, ``max_abs`` |Δ|, the largest |reference| value and the least row
+    cosine."""
     options = {"providers": ["CPUExecutionProvider"]}
     audio = ort.InferenceSession(str(output / "audio.onnx"), **options)
     text = ort.InferenceSession(str(output / "text.onnx"), **options)
@@ -80,7 +89,7 @@ def validate(model, window_samples: int, output: Path) -> dict:
     report = {"audio": max_errors(ref, audio.run(list(OUTPUTS), feed))}
     tokens = model.tokenize(["a calm solo piano piece in D", "distorted guitars, fast drums"])
     ref = model.text_encode_ids(tokens["input_ids"], tokens["attention_mask"])
-    feed = {name: tokens[name].numpy() for name in TEXT_INPUTS}
+    feed = {value.name: tokens[value.name].numpy() for value in text.get_inputs()}
     report["text"] = max_errors(ref, text.run(list(OUTPUTS), feed))
     return report
 
@@ -90,11 +99,38 @@ def max_errors(reference, exported) -> dict:
     for name, ref, got in zip(OUTPUTS, reference, exported, strict=True):
         ref = ref.detach().numpy()
         cos = cosines(ref, got)
-        result[name] = {"max_abs": float(np.abs(ref - got).max()), "min_cosine": float(cos.min())}
+        result[name] = {
+            "max_abs": float(np.abs(ref - got).max()),
+            "max_reference": float(np.abs(ref).max()),
+            "min_cosine": float(cos.min()),
+        }
     return result
 
 
-def export_model(name: str, source: Source, output: Path, random_weights: bool) -> dict:
+def check_tolerance(report: dict, tolerance: Tolerance) -> None:
+    """A ``ValidationError`` naming every tower and output of ``report`` outside
+    ``tolerance``, on one line."""
+    misses = []
+    for tower, outputs in report.items():
+        for name, err in outputs.items():
+            relative = err["max_abs"] / max(err["max_reference"], np.finfo(np.float32).tiny)
+            if not err["min_cosine"] >= tolerance.min_cosine:
+                misses.append(
+                    f"{tower} {name}: cosine {err['min_cosine']:.8f} "
+                    f"below the tolerance {tolerance.min_cosine}"
+                )
+            if not relative <= tolerance.max_relative:
+                misses.append(
+                    f"{tower} {name}: max |Δ| {err['max_abs']:.2e} is {relative:.2e} × max "
+                    f"|reference|, over the tolerance {tolerance.max_relative:g}"
+                )
+    if misses:
+        raise ValidationError(
+            "the exported graphs do not match the reference: " + "; ".join(misses)
+        )
+
+
+def export_model(name: str, source: Source, output: Path, random_weights: bool) -> Manifest:
     """Load the model of family ``name`` from ``source`` and export both towers into
     ``output``; returns the manifest."""
     chosen = family(name)
@@ -105,11 +141,12 @@ def export_model(name: str, source: Source, output: Path, random_weights: bool) 
 
 def export_reference(
     model, exporter: Family, checkpoint: Path, output: Path, random_weights: bool
-) -> dict:
+) -> Manifest:
     """Export both towers of a loaded reference of the family ``exporter`` into ``output``;
     returns the manifest. ``checkpoint`` is the weights file whose sha256 the manifest
     records."""
     output.mkdir(parents=True, exist_ok=True)
+    (output / FILE).unlink(missing_ok=True)  # written last: a failed export leaves none
     settings = exporter.settings(model)
     graphs = {}
     for name, export in (("audio", exporter.export_audio), ("text", exporter.export_text)):
@@ -121,64 +158,53 @@ def export_reference(
         say(f"  done in {time.perf_counter() - started:.1f} s, {size:.0f} MiB, checked")
     write_tokenizer(model, settings["text"]["max_length"], output / "tokenizer.json")
     say(f"Tokenizer → {output / 'tokenizer.json'}")
-    manifest = {
-        "format": 2,
-        "family": exporter.name,
-        "random_weights": random_weights,
-        "note": RANDOM_WEIGHTS_NOTE if random_weights else "",
-        "hparams": settings["hparams"],
-        "audio": {
-            "file": "audio.onnx",
-            **settings["audio"],
-            "inputs": describe(graphs["audio"].graph.input),
-            "outputs": describe(graphs["audio"].graph.output),
-        },
-        "text": {
-            "file": "text.onnx",
-            "tokenizer": "tokenizer.json",
-            **settings["text"],
-            "inputs": describe(graphs["text"].graph.input),
-            "outputs": describe(graphs["text"].graph.output),
-        },
-        "opset": OPSET,
-        "checkpoint": {
-            "file": checkpoint.name,
-            "sha256": sha256(checkpoint),
-            **settings.get("checkpoint", {}),
-        },
-        "versions": {lib: importlib.metadata.version(lib) for lib in LIBRARIES},
-    }
-    (output / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    say(f"Manifest → {output / 'manifest.json'}")
+    manifest = Manifest.from_json(
+        {
+            "format": 2,
+            "family": exporter.name,
+            "random_weights": random_weights,
+            "note": RANDOM_WEIGHTS_NOTE if random_weights else "",
+            "hparams": settings["hparams"],
+            "audio": {
+                "file": "audio.onnx",
+                **settings["audio"],
+                "inputs": describe(graphs["audio"].graph.input),
+                "outputs": describe(graphs["audio"].graph.output),
+            },
+            "text": {
+                "file": "text.onnx",
+                "tokenizer": "tokenizer.json",
+                **settings["text"],
+                "inputs": describe(graphs["text"].graph.input),
+                "outputs": describe(graphs["text"].graph.output),
+            },
+            "opset": OPSET,
+            "checkpoint": {
+                "file": checkpoint.name,
+                "sha256": sha256(checkpoint),
+                **settings.get("checkpoint", {}),
+            },
+            "versions": {lib: importlib.metadata.version(lib) for lib in LIBRARIES},
+        }
+    )
     say("Validating against the PyTorch reference (ONNX Runtime, CPU):")
-    report = validate(model, settings["audio"]["window_samples"], output)
+    report = validate(model, manifest.audio.window_samples, output)
     for tower, outputs in report.items():
         for name, err in outputs.items():
             cosine = err["min_cosine"]
             say(f"  {tower:5s} {name:7s} max|Δ| {err['max_abs']:.2e}  cosine {cosine:.8f}")
+    check_tolerance(report, exporter.tolerance)
+    say(f"Manifest → {write_manifest(output, manifest)}")
     return manifest
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="to_onnx.py", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--family", choices=sorted(REGISTRY), default="ttmrpp", help="model family (%(default)s)"
+        "--family", choices=sorted(REGISTRY), default=DEFAULT, help="model family (%(default)s)"
     )
-    parser.add_argument(
-        "--checkpoint", type=Path, help="the model's weights file (a state_dict inside)"
-    )
-    parser.add_argument("--config", type=Path, help="the checkpoint's .yaml hyper-parameters")
-    parser.add_argument(
-        "--text-arch", type=Path, help="local text-model folder (config.json + tokenizer files)"
-    )
-    parser.add_argument(
-        "--hf-model",
-        type=Path,
-        help="a Hugging Face model folder (config, weights, tokenizer)",
-    )
-    parser.add_argument(
-        "--tokenizer", type=Path, help="a tokenizer folder (vocab.json + merges.txt)"
-    )
+    for dest, help_text in family_options().items():
+        parser.add_argument(f"--{dest.replace('_', '-')}", dest=dest, type=Path, help=help_text)
     parser.add_argument("--output", type=Path, required=True, help="model folder to write")
     parser.add_argument(
         "--demo", action="store_true", help="build and export the random-weight demo model"
@@ -193,15 +219,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--fp16", action="store_true", help="also write FP16 graphs (export/fp16.py), for GPUs"
     )
     args = parser.parse_args(argv)
-    problem = family(args.family).check_source(source(args), args.demo)
+    chosen, given = family(args.family), source(args)
+    unread = [name for name in given.given() if name not in chosen.options]
+    if unread:
+        flag = unread[0].replace("_", "-")
+        parser.error(f"--{flag} is not an option of --family {chosen.name}")
+    problem = chosen.check_source(given, args.demo)
     if problem:
         parser.error(problem)
     return args
 
 
+def family_options() -> dict[str, str]:
+    """Every registered family's model-file options, by ``dest``, with help naming the
+    families that read each."""
+    helps: dict[str, list[str]] = {}
+    for each in all_families():
+        for dest, help_text in each.options.items():
+            helps.setdefault(dest, []).append(f"{each.name}: {help_text}")
+    return {dest: "; ".join(texts) for dest, texts in helps.items()}
+
+
 def source(args: argparse.Namespace) -> Source:
     """The model files the command line names."""
-    return Source(args.checkpoint, args.config, args.text_arch, args.hf_model, args.tokenizer)
+    return Source(**{dest: getattr(args, dest) for dest in family_options()})
 
 
 def export(args: argparse.Namespace) -> None:

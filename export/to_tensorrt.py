@@ -13,7 +13,6 @@ GPU model and TensorRT version that built it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from functools import partial
@@ -23,9 +22,9 @@ import onnx
 
 from export.command import EXPECTED, run_command
 from export.tensorrt_support import check
+from runtime.manifest import TOWERS, Engines, Manifest, TextTower, read_manifest, write_manifest
 from runtime.tensorrt import INSTALL_HINT, Shape, device_name
 
-TOWERS = ("audio", "text")
 TIMING_CACHE = "tensorrt.timing.cache"
 
 
@@ -41,26 +40,26 @@ def plan_name(tower: str, precision: str) -> str:
     return f"{tower}.{precision}.plan"
 
 
-def token_range(text: dict, max_tokens: int) -> tuple[int, int]:
+def token_range(text: TextTower, max_tokens: int) -> tuple[int, int]:
     """The text engine's token lengths: exactly ``max_length`` where the runtime pads every
     text to it (CLAP), else 1 up to ``max_tokens`` (capped at the tokenizer's truncation)."""
-    if text["padding"] == "max_length":
-        return text["max_length"], text["max_length"]
-    return 1, min(max_tokens, text["max_length"])
+    if text.padding == "max_length":
+        return text.max_length, text.max_length
+    return 1, min(max_tokens, text.max_length)
 
 
 def profile_shapes(
-    manifest: dict, tower: str, max_batch: int, max_tokens: int
+    manifest: Manifest, tower: str, max_batch: int, max_tokens: int
 ) -> dict[str, tuple[Shape, Shape, Shape]]:
     """``{input: (min, opt, max)}`` for one tower's optimisation profile, from the manifest's
     input shapes: dimension 0 is the batch (1 to ``max_batch``), a fixed dimension stays
     fixed, and the text inputs' symbolic length spans ``token_range``. Kernels are tuned for
     the largest shapes (opt = max), where a GPU's time goes."""
-    section = manifest[tower]
+    section = manifest.tower(tower)
     profile = {}
-    for spec in section["inputs"]:
+    for spec in section.inputs:
         low, high = [1], [max_batch]
-        for dim in spec["shape"][1:]:
+        for dim in spec.shape[1:]:
             if isinstance(dim, int):
                 low.append(dim)
                 high.append(dim)
@@ -69,49 +68,42 @@ def profile_shapes(
                 low.append(shortest)
                 high.append(longest)
             else:
-                raise ValueError(f"{tower} input {spec['name']}: dimension {dim!r} is not fixed")
-        profile[spec["name"]] = (tuple(low), tuple(high), tuple(high))
+                raise ValueError(f"{tower} input {spec.name}: dimension {dim!r} is not fixed")
+        profile[spec.name] = (tuple(low), tuple(high), tuple(high))
     return profile
 
 
 def record_engines(
-    manifest: dict,
+    manifest: Manifest,
     precision: str,
     max_batch: int,
     max_tokens: int,
     version: str,
     device: str | None,
-) -> dict:
+) -> Manifest:
     """The manifest with ``tensorrt[precision]`` recording the engines and what they accept
     (``max_tokens`` is the text engine's real limit, ``token_range``'s upper end)."""
-    engines = dict(manifest.get("tensorrt", {}))
-    engines[precision] = {
-        "audio": plan_name("audio", precision),
-        "text": plan_name("text", precision),
-        "max_batch": max_batch,
-        "max_tokens": token_range(manifest["text"], max_tokens)[1],
-        "tensorrt": version,
-        "device": device,
-    }
-    return {**manifest, "tensorrt": engines}
+    engines = Engines(
+        audio=plan_name("audio", precision),
+        text=plan_name("text", precision),
+        max_batch=max_batch,
+        max_tokens=token_range(manifest.text, max_tokens)[1],
+        tensorrt=version,
+        device=device,
+    )
+    return manifest.replace(tensorrt={**manifest.tensorrt, precision: engines})
 
 
-def read_manifest(model_dir: Path) -> dict:
-    path = model_dir / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{model_dir} has no manifest.json: export it with to_onnx.py")
-    return json.loads(path.read_text())
-
-
-def graph_files(model_dir: Path, manifest: dict, fp16: bool) -> tuple[dict[str, Path], dict]:
+def graph_files(
+    model_dir: Path, manifest: Manifest, fp16: bool
+) -> tuple[dict[str, Path], Manifest]:
     """The ONNX graphs to build from, writing the FP16 ones first where they are missing."""
-    if fp16 and "fp16" not in manifest:
+    if fp16 and manifest.fp16 is None:
         from export.fp16 import write_fp16_graphs
 
         say("No FP16 graphs yet: writing them (export/fp16.py) …")
-        write_fp16_graphs(model_dir)
-        manifest = read_manifest(model_dir)
-    names = manifest["fp16"] if fp16 else {t: manifest[t]["file"] for t in TOWERS}
+        manifest = write_fp16_graphs(model_dir)
+    names = manifest.graph_files("fp16" if fp16 else "fp32")
     return {tower: model_dir / names[tower] for tower in TOWERS}, manifest
 
 
@@ -173,7 +165,7 @@ def build_engine(
         out.write(config.get_timing_cache().serialize())
 
 
-def build_engines(trt, args: argparse.Namespace, manifest: dict) -> dict:
+def build_engines(trt, args: argparse.Namespace, manifest: Manifest) -> Manifest:
     """Check, build both engines, record them; returns the new manifest."""
     precision = "fp16" if args.fp16 else "fp32"
     graphs, manifest = graph_files(args.model_dir, manifest, args.fp16)
@@ -192,8 +184,7 @@ def build_engines(trt, args: argparse.Namespace, manifest: dict) -> dict:
     manifest = record_engines(
         manifest, precision, args.max_batch, args.max_tokens, trt.__version__, device_name()
     )
-    (args.model_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    say(f"Manifest → {args.model_dir / 'manifest.json'} (tensorrt.{precision})")
+    say(f"Manifest → {write_manifest(args.model_dir, manifest)} (tensorrt.{precision})")
     return manifest
 
 

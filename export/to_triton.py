@@ -32,6 +32,7 @@ from pathlib import Path
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
+from runtime.manifest import AudioTower, Manifest, Tensor, TextTower, read_manifest
 from runtime.triton_client import AUDIO_MODEL, TEXT_MODEL
 
 # The Python backend's model.py of each model, shipped as package data next to this module.
@@ -70,16 +71,16 @@ def default_backend() -> str:
     return "onnxruntime" if ORT_BACKEND_DIR.is_dir() else "python"
 
 
-def tensors(described: list[dict], batched: bool) -> list[dict]:
+def tensors(described: tuple[Tensor, ...], batched: bool) -> list[dict]:
     """Triton inputs/outputs from the manifest's graph descriptions (symbolic dims → -1);
     with ``batched`` the leading batch dimension is Triton's, not part of ``dims``."""
     out = []
     for value in described:
-        dims = [d if isinstance(d, int) else -1 for d in value["shape"]]
+        dims = [d if isinstance(d, int) else -1 for d in value.shape]
         out.append(
             {
-                "name": value["name"],
-                "data_type": DTYPES[value["dtype"]],
+                "name": value.name,
+                "data_type": DTYPES[value.dtype],
                 "dims": dims[1:] if batched else dims,
             }
         )
@@ -101,13 +102,15 @@ def parameters(values: dict) -> dict:
     return {key: {"string_value": str(value)} for key, value in values.items()}
 
 
-def tower_config(name: str, graph: dict, backend: str, policy: dict | None) -> dict:
+def tower_config(
+    name: str, graph: AudioTower | TextTower, backend: str, policy: dict | None
+) -> dict:
     """A tower: the exported graph, batched by Triton only when ``policy`` is given."""
     config = {
         "name": name,
         "max_batch_size": policy["max"] if policy else 0,
-        "input": tensors(graph["inputs"], batched=bool(policy)),
-        "output": tensors(graph["outputs"], batched=bool(policy)),
+        "input": tensors(graph.inputs, batched=bool(policy)),
+        "output": tensors(graph.outputs, batched=bool(policy)),
     }
     if policy:
         config["dynamic_batching"] = batching(policy)
@@ -150,12 +153,12 @@ def limited_tower(config: dict, bound: int) -> dict:
     return config
 
 
-def ragged_text_tower(config: dict, text: dict) -> dict:
+def ragged_text_tower(config: dict, text: TextTower) -> dict:
     """The Python-backend text tower takes sentences of different padded lengths in one
     execution (its ``model.py`` pads them to the longest with these values), so requests
     from separate tokenizer executions still batch. Triton's ONNX Runtime backend would
     concatenate ragged inputs flat, so the other backends keep equal-shape batching."""
-    pads = {"input_ids": text["pad_token_id"], "attention_mask": 0}
+    pads = {"input_ids": text.pad_token_id, "attention_mask": 0}
     for tensor in config["input"]:
         tensor["allow_ragged_batch"] = True
     config["parameters"] = parameters({"pad_values": json.dumps(pads)})
@@ -167,26 +170,24 @@ def default_request_samples(max_audio_seconds: float) -> int:
 
 
 def model_configs(
-    manifest: dict,
+    manifest: Manifest,
     backend: str,
     max_audio_seconds: float,
     max_batch_windows: int,
     max_request_samples: int,
 ) -> dict[str, dict]:
     """Every model's configuration, as dicts in the ModelConfig protobuf's JSON form."""
-    audio, text = manifest["audio"], manifest["text"]
-    audio_out = tensors(audio["outputs"], batched=True)
-    text_out = tensors(text["outputs"], batched=True)
-    token_tensors = tensors(text["inputs"], batched=True)
+    audio, text = manifest.audio, manifest.text
+    audio_out = tensors(audio.outputs, batched=True)
+    text_out = tensors(text.outputs, batched=True)
+    token_tensors = tensors(text.inputs, batched=True)
     text_tower = tower_config(TEXT_TOWER, text, backend, policy=TEXT_BATCH)
     audio_tower = tower_config(AUDIO_TOWER, audio, backend, policy=None)
     if backend == "python":
         # One audio_tower call: a pack of max_batch_windows windows, or one longest track.
-        track_windows = math.ceil(
-            max_audio_seconds * audio["sample_rate"] / audio["window_samples"]
-        )
+        track_windows = math.ceil(max_audio_seconds * audio.sample_rate / audio.window_samples)
         audio_tower = limited_tower(audio_tower, max(max_batch_windows, track_windows))
-        text_tower = limited_tower(ragged_text_tower(text_tower, text), text["max_length"])
+        text_tower = limited_tower(ragged_text_tower(text_tower, text), text.max_length)
     return {
         AUDIO_MODEL: {
             "name": AUDIO_MODEL,
@@ -283,15 +284,15 @@ def fill_repository(
     model names. The Python models' version folders also get the files of the model folder
     they read (``manifest.json``, ``tokenizer.json``). ``max_request_samples`` defaults to
     ``max_audio_seconds`` at REQUEST_LIMIT_RATE."""
-    manifest = json.loads((model_dir / "manifest.json").read_text())
+    manifest = read_manifest(model_dir)
     samples = max_request_samples or default_request_samples(max_audio_seconds)
     configs = model_configs(manifest, backend, max_audio_seconds, max_batch_windows, samples)
     python_models = PYTHON_MODELS + ((AUDIO_TOWER, TEXT_TOWER) if backend == "python" else ())
     files = {
         AUDIO_MODEL: [model_dir / "manifest.json"],
-        TOKENIZER_MODEL: [model_dir / "manifest.json", model_dir / manifest["text"]["tokenizer"]],
-        AUDIO_TOWER: [model_dir / manifest["audio"]["file"]],
-        TEXT_TOWER: [model_dir / manifest["text"]["file"]],
+        TOKENIZER_MODEL: [model_dir / "manifest.json", model_dir / manifest.text.tokenizer],
+        AUDIO_TOWER: [model_dir / manifest.audio.file],
+        TEXT_TOWER: [model_dir / manifest.text.file],
     }
     for name, config in configs.items():
         version = repository / name / "1"

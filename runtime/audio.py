@@ -1,7 +1,7 @@
 """Audio items → preprocessed 10-s windows: decode → downmix → resample (soxr HQ) →
 [peak-normalise] → [int16 round trip] → window. Which steps run, at which rate and window
 size, and how a short track is padded is the model family's to say, in the manifest
-(``Preprocessing``); TTMR++'s are SPEC.md's "Audio preprocessing"."""
+(``runtime.manifest.Preprocessing``; docs/models.md says what each family's steps are)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import soundfile
 import soxr
 
 from runtime.errors import InputError
+from runtime.manifest import Preprocessing
 
 AudioItem = str | os.PathLike | np.ndarray
 # What one item may be, checked before anything is allocated or resampled: a crafted header
@@ -75,39 +76,6 @@ def scan_folder(folder: Path) -> FolderScan:
 def find_audio_files(folder: Path) -> list[Path]:
     """Every audio file below ``folder`` (``scan_folder``'s files)."""
     return scan_folder(folder).files
-
-
-SHORT_AUDIO = ("zero_pad", "repeat_pad")
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """A family's preprocessing, as ``manifest["audio"]`` gives it."""
-
-    sample_rate: int
-    window_samples: int
-    peak_normalise: bool  # min/max to [-1, 1] over the whole track
-    int16: bool  # clip to [-1, 1], then round-trip through int16
-    short_audio: str  # one of SHORT_AUDIO: how a track shorter than a window is filled
-
-    @classmethod
-    def from_manifest(cls, audio: dict) -> Preprocessing:
-        if "preprocessing" not in audio:
-            raise InputError(
-                "manifest.json does not say how to preprocess audio (an older export): "
-                "export the model again with export/to_onnx.py"
-            )
-        try:
-            steps = cls(audio["sample_rate"], audio["window_samples"], **audio["preprocessing"])
-        except TypeError as err:
-            raise InputError(f"manifest.json: audio.preprocessing is malformed ({err})") from None
-        if not all(isinstance(flag, bool) for flag in (steps.peak_normalise, steps.int16)):
-            raise InputError("manifest.json: audio.preprocessing flags must be true or false")
-        if steps.short_audio not in SHORT_AUDIO:
-            raise InputError(
-                f"manifest.json: short_audio {steps.short_audio!r} not in {SHORT_AUDIO}"
-            )
-        return steps
 
 
 @dataclass

@@ -113,7 +113,7 @@ def search(args: argparse.Namespace) -> None:
     print(f"{'rank':>4}  {'score':>7}  {'duration':>8}  {'path':<{width}}")
     for rank, (score, duration, path) in enumerate(hits, start=1):
         print(f"{rank:>4}  {score:>7.4f}  {duration:>7.1f}s  {path:<{width}}")
-    if model.manifest.get("random_weights"):
+    if model.manifest.random_weights:
         print("(demo model with random weights: these scores are meaningless)")
 
 

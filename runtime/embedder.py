@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.audio import AudioItem, Preprocessing, Track, load_track
+from runtime.audio import AudioItem, Track, load_track
 from runtime.errors import InputError
-from runtime.model_folder import graph_inputs, inside, read_manifest
+from runtime.manifest import TOWERS, Manifest, Tensor, read_manifest
+from runtime.model_folder import graph_inputs, inside
 from runtime.session import GraphSession, choose_providers
 from runtime.text import TextBatcher, check_texts
 
@@ -69,24 +70,23 @@ def tower_feeds(
         yield {"waveform": windows[start : start + batch_size]}
 
 
-def graph_files(manifest: dict, model_dir: Path, precision: str) -> dict[str, str]:
+def graph_files(manifest: Manifest, model_dir: Path, precision: str) -> dict[str, str]:
     """The ONNX file of each tower at ``precision``."""
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
-    if precision == "fp32":
-        return {tower: manifest[tower]["file"] for tower in ("audio", "text")}
-    if precision not in manifest:
+    files = manifest.graph_files(precision)
+    if files is None:
         how = PRECISIONS[precision]
         raise InputError(f"{model_dir}: no {precision} graphs; write them with {how}")
-    return {tower: manifest[precision][tower] for tower in ("audio", "text")}
+    return files
 
 
-def engine_files(manifest: dict, model_dir: Path, precision: str, backend: str) -> dict | None:
+def engine_files(manifest: Manifest, model_dir: Path, precision: str, backend: str) -> dict | None:
     """The TensorRT engines to run, or None for onnxruntime: ``auto`` takes engines of this
     precision when the folder has them and TensorRT is installed."""
     if backend not in BACKENDS:
         raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    engines = manifest.get("tensorrt", {}).get(precision)
+    engines = manifest.tensorrt.get(precision)
     if backend == "tensorrt" and engines is None:
         flag = " --fp16" if precision == "fp16" else ""
         raise InputError(
@@ -95,13 +95,13 @@ def engine_files(manifest: dict, model_dir: Path, precision: str, backend: str) 
         )
     installed = importlib.util.find_spec("tensorrt") is not None
     if backend == "tensorrt" or (backend == "auto" and engines and installed):
-        return {tower: engines[tower] for tower in ("audio", "text")}
+        return {tower: getattr(engines, tower) for tower in TOWERS}
     return None
 
 
-def check_graph(path: Path, inputs: list[dict], tower: str) -> None:
+def check_graph(path: Path, inputs: tuple[Tensor, ...], tower: str) -> None:
     """The ONNX file is whole and takes the inputs the manifest gives for ``tower``."""
-    expected, found = sorted(t["name"] for t in inputs), sorted(graph_inputs(path))
+    expected, found = sorted(t.name for t in inputs), sorted(graph_inputs(path))
     if found != expected:
         raise InputError(
             f"{path}: inputs {found} are not the {tower} tower's {expected} "
@@ -153,11 +153,11 @@ class Embedder:
         self.chosen_providers = [] if self.engines else choose_providers(providers)
         self.threads = threads
         self.batch_size = batch_size
-        self.preprocessing = Preprocessing.from_manifest(self.manifest["audio"])
+        self.preprocessing = self.manifest.audio.preprocessing
         self.sample_rate = self.preprocessing.sample_rate
         self.window_samples = self.preprocessing.window_samples
         # Graphs whose windows of a track are coupled take the rows' track ids (TTMR++).
-        self.per_track = "track" in {i["name"] for i in self.manifest["audio"]["inputs"]}
+        self.per_track = "track" in self.manifest.audio.input_names
         # Checked now, so a tampered or partial folder fails here, naming the file.
         self.paths = {
             tower: inside(self.model_dir, name, f"the {tower} graph")
@@ -165,8 +165,8 @@ class Embedder:
         }
         if not self.engines:
             for tower, path in self.paths.items():
-                check_graph(path, self.manifest[tower]["inputs"], tower)
-        self.text_batcher = TextBatcher.from_manifest(self.model_dir, self.manifest["text"])
+                check_graph(path, self.manifest.tower(tower).inputs, tower)
+        self.text_batcher = TextBatcher.from_manifest(self.model_dir, self.manifest.text)
         self._sessions: dict = {}
         self._lock = threading.Lock()
 
@@ -197,7 +197,7 @@ class Embedder:
 
     def width(self, tower: str, space: str) -> int:
         """Embedding size of ``space`` from ``tower``, as the manifest records it."""
-        return self.manifest[tower]["outputs"][SPACES.index(space)]["shape"][1]
+        return self.manifest.tower(tower).outputs[SPACES.index(space)].shape[1]
 
     def load_tracks(self, items: Iterable[AudioItem], sample_rate: int | None) -> list[Track]:
         """Decode and window every item first: one bad item fails before any graph runs."""

@@ -12,7 +12,6 @@ import os
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
@@ -30,15 +29,6 @@ Profile = Mapping[str, tuple[Shape, Shape, Shape]]
 
 class TensorRTUnavailable(ImportError):
     """TensorRT or cuda-python is not installed; the message says what to install."""
-
-
-class TensorInfo(NamedTuple):
-    """An engine input or output, as onnxruntime's ``get_inputs()`` describes one (``None``
-    for a dimension the profile leaves dynamic)."""
-
-    name: str
-    shape: list[int | None]
-    dtype: np.dtype
 
 
 def check_feed(feed: Mapping[str, np.ndarray], profile: Profile) -> None:
@@ -168,23 +158,6 @@ class EngineSession:
             for name in self.input_names
         }
 
-    def _describe(self, names: list[str]) -> list[TensorInfo]:
-        return [
-            TensorInfo(
-                name,
-                [d if d >= 0 else None for d in self.engine.get_tensor_shape(name)],
-                self.dtypes[name],
-            )
-            for name in names
-        ]
-
-    def get_inputs(self) -> list[TensorInfo]:
-        return self._describe(self.input_names)
-
-    def get_outputs(self) -> list[TensorInfo]:
-        """In the engine's order; look an output up by name rather than by position."""
-        return self._describe(self.output_names)
-
     def _device_buffer(self, name: str, nbytes: int) -> int:
         pointer, capacity = self._buffers.get(name, (0, 0))
         if capacity < nbytes:
@@ -234,9 +207,3 @@ class EngineSession:
     def close(self) -> None:
         """Frees the device buffers and the stream now (else when the session is collected)."""
         self._finalizer()
-
-    def __enter__(self) -> EngineSession:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()

@@ -9,6 +9,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from runtime.errors import InputError, first_line
+from runtime.manifest import TextTower
 from runtime.model_folder import inside
 
 
@@ -27,13 +28,11 @@ class TextBatcher:
         self.pad_to = pad_to
 
     @classmethod
-    def from_manifest(cls, model_dir: Path, text: dict) -> TextBatcher:
-        """``manifest["text"]``: the tokenizer file, the pad id, and ``padding``
+    def from_manifest(cls, model_dir: Path, text: TextTower) -> TextBatcher:
+        """The manifest's text tower: the tokenizer file, the pad id, and ``padding``
         (``longest`` or ``max_length``)."""
-        pad_to = text["max_length"] if text["padding"] == "max_length" else None
-        return cls(
-            inside(model_dir, text["tokenizer"], "the tokenizer"), text["pad_token_id"], pad_to
-        )
+        pad_to = text.max_length if text.padding == "max_length" else None
+        return cls(inside(model_dir, text.tokenizer, "the tokenizer"), text.pad_token_id, pad_to)
 
     def batches(
         self, texts: list[str], batch_size: int

@@ -34,6 +34,7 @@ import numpy as np
 from bench_rows import REFERENCE, ROWS, Row, build, unavailable
 
 from runtime.embedder import BATCH_SIZE
+from runtime.manifest import Manifest, read_manifest
 
 # Before each timed call: the previous row's idle threads (onnxruntime's spinning pool,
 # torch's OpenMP) would otherwise still be busy-waiting on the cores the next row needs.
@@ -154,8 +155,7 @@ def query_tokens(model_dir: Path) -> int:
     """How many tokens the model's own tokenizer makes of ``QUERY`` (with ``<s>``, ``</s>``)."""
     from runtime.text import TextBatcher
 
-    manifest = json.loads((model_dir / "manifest.json").read_text())
-    batcher = TextBatcher.from_manifest(model_dir, manifest["text"])
+    batcher = TextBatcher.from_manifest(model_dir, read_manifest(model_dir).text)
     _, feed = next(batcher.batches([QUERY], 1))
     return feed["input_ids"].shape[1]
 
@@ -169,8 +169,7 @@ def text_matmul_floor(model_dir: Path, tokens: int, threads: int, repeats: int) 
 
     from runtime.session import session_options
 
-    manifest = json.loads((model_dir / "manifest.json").read_text())
-    model = onnx.load(str(model_dir / manifest["text"]["file"]))
+    model = onnx.load(str(model_dir / read_manifest(model_dir).text.file))
     weights = {init.name: init for init in model.graph.initializer if len(init.dims) == 2}
     matrices = [
         weights[n.input[1]]
@@ -227,7 +226,7 @@ def cpu_table(rows: dict, reference: dict) -> str:
     return "\n".join(lines)
 
 
-def cpu_section(args: argparse.Namespace, manifest: dict) -> dict:
+def cpu_section(args: argparse.Namespace, manifest: Manifest) -> dict:
     """The reference, ORT CPU fp32 and int8 in one process, timed in turns."""
     from export.synthetic import random_track
 
@@ -252,7 +251,7 @@ def cpu_section(args: argparse.Namespace, manifest: dict) -> dict:
             mb = peak_memory_mb(args.model_dir, precision, args.threads)
             result[f"peak_rss_mb_3min_track_{precision}"] = mb
             print(f"peak RSS, load + embed a 3-minute track ({precision}): {mb:.0f} MB")
-    if "int8" in manifest:
+    if manifest.int8 is not None:
         accuracy = int8_accuracy(args.model_dir, args.tracks, args.queries, args.threads)
         result["int8_vs_fp32"] = accuracy
         print(
@@ -297,7 +296,7 @@ def bench_inputs(model_dir: Path, batches: list[int]) -> tuple[np.ndarray, list[
     from export.ttmrpp.hparams import HParams
     from export.ttmrpp.reference import track_windows
 
-    hp = HParams.from_dict(json.loads((model_dir / "manifest.json").read_text())["hparams"])
+    hp = HParams.from_dict(read_manifest(model_dir).hparams)
     windows = track_windows(random_track(7, 10.0 * max(batches)), hp.sr, hp)
     return windows, queries(64, seed=0), random_track(9, 30.0)
 
@@ -419,12 +418,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.row:
         return row_process(args)
-    manifest = json.loads((args.model_dir / "manifest.json").read_text())
+    manifest = read_manifest(args.model_dir)
     result = {
         "date": datetime.date.today().isoformat(),
         "machine": f"{cpu_name()}, {args.threads} threads",
         "model": str(args.model_dir),
-        "random_weights": manifest.get("random_weights"),
+        "random_weights": manifest.random_weights,
     }
     sections = args.sections.split(",")
     if "cpu" in sections:

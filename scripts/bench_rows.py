@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from runtime.manifest import read_manifest
 
 REFERENCE = "PyTorch eager CPU fp32"
 CPU = ["CPUExecutionProvider"]
@@ -132,7 +133,7 @@ def build(name: str, model_dir: Path, threads: int, batch_size: int) -> Row:
 def unavailable(name: str, model_dir: Path) -> str | None:
     """Why row ``name`` cannot run on this machine with this folder, or None."""
     place, precision = ROWS[name].place, ROWS[name].precision
-    manifest = json.loads((model_dir / "manifest.json").read_text())
+    manifest = read_manifest(model_dir)
     if place == "torch-cpu":
         return None
     if place == "torch-cuda":
@@ -142,15 +143,15 @@ def unavailable(name: str, model_dir: Path) -> str | None:
     if place == "trt":
         if importlib.util.find_spec("tensorrt") is None:
             return "TensorRT is not installed (NVIDIA's TensorRT container has it)"
-        if precision not in manifest.get("tensorrt", {}):
+        if precision not in manifest.tensorrt:
             flag = " --fp16" if precision == "fp16" else ""
             return f"no {precision} engines: run export/to_tensorrt.py --model-dir DIR{flag}"
         return None
-    if precision != "fp32" and precision not in manifest:
+    if manifest.graph_files(precision) is None:
         how = "export/quantize.py" if precision == "int8" else "export/fp16.py"
         return f"no {precision} graphs: run {how}"
     if place == "cuda":
         from runtime.session import cuda_problem
 
-        return cuda_problem(model_dir / manifest["text"]["file"])
+        return cuda_problem(model_dir / manifest.text.file)
     return None

@@ -9,24 +9,23 @@ from pathlib import Path
 
 import pytest
 
-# Small widths of the same architecture; the frontend (22.05 kHz, 10-s windows) is unchanged.
-SMALL_HPARAMS = {"width": 8, "n_heads": 2, "audio_dim": 32, "mlp_dim": 16, "text_dim": 32}
-SMALL_ROBERTA = {
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-}
+from tests.helpers import (
+    SMALL_CLAP_AUDIO,
+    SMALL_CLAP_TEXT,
+    SMALL_HPARAMS,
+    SMALL_MUSCALL,
+    SMALL_ROBERTA,
+    ttmrpp_source,
+)
 
 
 def _export(folder: Path, **demo_kwargs) -> tuple[Path, tuple[Path, Path, Path]]:
-    from export.families import Source
     from export.to_onnx import export_model
     from export.ttmrpp.demo import write_demo_checkpoint
 
     files = write_demo_checkpoint(folder / "checkpoint", **demo_kwargs)
     with contextlib.redirect_stdout(io.StringIO()):
-        export_model("ttmrpp", Source(*files), folder, random_weights=True)
+        export_model("ttmrpp", ttmrpp_source(*files), folder, random_weights=True)
     return folder, files
 
 
@@ -74,22 +73,6 @@ def demo_reference(demo_export):
     from export.ttmrpp.reference import load_reference
 
     return load_reference(*demo_export[1])
-
-
-# CLAP: HTSAT with narrow stages (its 256² input, 64 mels and 48 kHz frontend unchanged) and
-# a two-layer RoBERTa; the full size is the demo (laion/larger_clap_music's architecture).
-SMALL_CLAP_AUDIO = {
-    "patch_embeds_hidden_size": 16,
-    "hidden_size": 128,
-    "depths": [2, 2, 2, 2],
-    "num_attention_heads": [1, 2, 4, 8],
-}
-SMALL_CLAP_TEXT = {
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-}
 
 
 @pytest.fixture(scope="session")
@@ -146,15 +129,6 @@ def demo_clap_reference(demo_clap_export):
     from export.clap.reference import load_hf_folder
 
     return load_hf_folder(demo_clap_export[0] / "checkpoint")
-
-
-# MusCALL: a narrow ResNet (its 16 kHz, 20-s, 128-mel frontend unchanged) and a two-layer text
-# transformer; the full size is the demo (the default model_config).
-SMALL_MUSCALL = {
-    "audio": {"conv_out_channels": 4, "hidden_size": 32},
-    "text": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2},
-    "projection_dim": 16,
-}
 
 
 @pytest.fixture(scope="session")
@@ -266,3 +240,21 @@ def small_muscall_fp16_dir(small_muscall_model_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def demo_muscall_fp16_dir(demo_muscall_model_dir, tmp_path_factory):
     return fp16_copy(demo_muscall_model_dir, tmp_path_factory.mktemp("demo_muscall_fp16") / "model")
+
+
+@pytest.fixture(scope="module")
+def server(repository, tmp_path_factory):
+    """scripts/serve.sh with its defaults (loopback) on free ports, serving the module's
+    ``repository`` fixture; stopped with SIGTERM, which must end it cleanly (exit status 0)
+    and leave no stub or shared-memory region."""
+    from tests.triton_server import processes, regions, start_server, stop_server, stubs_of
+
+    running = start_server(repository, tmp_path_factory.mktemp("triton_log") / "server.log")
+    stubs = stubs_of(running.server_pid())
+    assert stubs and set(stubs.values()) <= regions()
+    yield running
+    status = stop_server(running)
+    assert status == 0, running.log.read_text()[-4000:]
+    left = {pid for pid in stubs if pid in processes()}
+    assert not left, f"stubs {left} outlived serve.sh"
+    assert not set(stubs.values()) & regions(), "shared-memory regions outlived serve.sh"

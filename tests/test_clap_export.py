@@ -1,6 +1,7 @@
 """CLAP's exported graphs against the reference (transformers' ClapModel and
-ClapFeatureExtractor): the in-graph log-mel, both towers and both spaces, small and full size;
-what the manifest says; what the exporter refuses."""
+ClapFeatureExtractor): the in-graph log-mel and the unnormalised joint space (both towers'
+parity, small and full size, is in test_export_parity.py with every family's); what the
+manifest says; what the exporter refuses."""
 
 from __future__ import annotations
 
@@ -14,45 +15,21 @@ import pytest
 import torch
 
 from export.clap.demo import write_demo_folder
-from export.clap.graphs import log_mel_tensor
 from export.clap.reference import load_hf_folder
 from export.to_onnx import main
-from tests.conftest import SMALL_CLAP_AUDIO, SMALL_CLAP_TEXT
-from tests.test_export_parity import session, token_feed
-from tests.test_runtime_parity import assert_close as assert_rows_close
+from tests.helpers import (
+    FAMILY_CASES,
+    SMALL_CLAP_AUDIO,
+    SMALL_CLAP_TEXT,
+    log_mel_tensor,
+    session,
+    token_feed,
+)
+from tests.helpers import clap_windows as windows_of
 
-COSINE_MIN = 0.99999  # the issue's bound; measured ≥ 0.9999998
-REL_ERROR_MAX = 1e-5  # max |ort - ref| / max |ref|; measured ≤ 2e-6
 LOG_MEL_ATOL = 1e-4  # dB; measured ~8e-6
-RATE, WINDOW = 48000, 480000
-
-TEXTS = [
-    "",
-    "a calm solo piano piece in D",
-    "rock",
-    "Ünïcödé: 日本の音楽、ピアノとヴァイオリン — café jazz ♪ 🎷",
-    "distorted guitars and fast drums " * 20,  # past 77 tokens: truncated
-]
-
-
-def assert_close(reference: torch.Tensor, got: np.ndarray) -> None:
-    assert_rows_close(reference.numpy(), got, COSINE_MIN, REL_ERROR_MAX)
-
-
-def windows_of(count: int, seed: int) -> np.ndarray:
-    """Tones over noise at loudness from -60 dB to full scale, on the int16 grid; the last
-    window of three or more is digital silence for its first half (the -100 dB floor)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(WINDOW) / RATE
-    rows = []
-    for row in range(count):
-        gain = 10.0 ** (-3 * row / max(count - 1, 1))
-        tone = np.sin(2 * np.pi * (110 * (row + 1) + 40 * seed) * t)
-        rows.append(gain * np.clip(0.6 * tone + 0.3 * rng.standard_normal(WINDOW), -1, 1))
-    audio = np.round(np.stack(rows) * 32767) / 32767
-    if count >= 3:
-        audio[-1, : WINDOW // 2] = 0.0
-    return audio.astype(np.float32)
+RATE = 48000
+TEXTS = list(FAMILY_CASES["clap"].texts)
 
 
 def test_in_graph_log_mel_equals_the_feature_extractor(small_clap_model_dir, small_clap_reference):
@@ -69,34 +46,6 @@ def test_in_graph_log_mel_equals_the_feature_extractor(small_clap_model_dir, sma
     assert log_mel.shape == (4, 1001, 64)
     np.testing.assert_allclose(log_mel, expected[:, 0], rtol=0, atol=LOG_MEL_ATOL)
     assert expected.min() == pytest.approx(-100.0)  # the floor was exercised
-
-
-@pytest.mark.parametrize(
-    ("size", "windows"),
-    [("small", 1), ("small", 3), pytest.param("demo", 3, marks=pytest.mark.slow)],
-)
-def test_audio_graph_matches_clap_model(request, size, windows):
-    model_dir = request.getfixturevalue(f"{size}_clap_model_dir")
-    reference = request.getfixturevalue(f"{size}_clap_reference")
-    audio = windows_of(windows, seed=windows)
-    joint, encoder = session(model_dir / "audio.onnx").run(None, {"waveform": audio})
-    ref_joint, ref_encoder = reference.audio_encode(torch.from_numpy(audio))
-    assert_close(ref_joint, joint)
-    assert_close(ref_encoder, encoder)
-
-
-@pytest.mark.parametrize("size", ["small", pytest.param("demo", marks=pytest.mark.slow)])
-def test_text_graph_matches_clap_model(request, size):
-    model_dir = request.getfixturevalue(f"{size}_clap_model_dir")
-    reference = request.getfixturevalue(f"{size}_clap_reference")
-    tokens = reference.tokenize(TEXTS)
-    assert tokens["input_ids"].shape == (len(TEXTS), 77)
-    assert tokens["attention_mask"][-1].all()  # the long text was truncated at 77
-    feed = token_feed(tokens)
-    joint, encoder = session(model_dir / "text.onnx").run(None, feed)
-    ref_joint, ref_encoder = reference.text_encode(TEXTS)
-    assert_close(ref_joint, joint)
-    assert_close(ref_encoder, encoder)
 
 
 def test_joint_is_get_features_before_normalisation(small_clap_model_dir, small_clap_reference):

@@ -22,8 +22,7 @@ from export.checkpoint import CheckpointError, sha256
 from export.clap.laion import load_laion_checkpoint
 from export.demo import ROBERTA_BASE, write_text_arch
 from export.to_onnx import main
-from tests.conftest import SMALL_CLAP_TEXT
-from tests.test_runtime_parity import assert_close
+from tests.helpers import SMALL_CLAP_TEXT, assert_close
 
 # transformers' ClapAudioEncoder names → HTSAT's (laion_clap/clap_module/htsat.py).
 HTSAT_NAMES = [

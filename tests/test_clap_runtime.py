@@ -14,35 +14,15 @@ from transformers import ClapModel, ClapProcessor
 import runtime
 from export.synthetic import random_track
 from runtime.cli import main
-from tests.test_runtime_parity import assert_close as assert_rows_close
+from tests.helpers import FAMILY_CASES
+from tests.helpers import assert_close as assert_rows_close
 
 RATE, WINDOW = 48000, 480000
-
-
-def assert_close(reference: np.ndarray, got: np.ndarray) -> None:
-    assert_rows_close(reference, got, cosine_min=0.99999, rel=1e-5)
 
 
 @pytest.fixture(scope="module")
 def embedder(small_clap_model_dir):
     return runtime.Embedder(small_clap_model_dir, batch_size=4)
-
-
-@pytest.mark.parametrize(
-    ("seconds", "rate", "gain"),
-    [(3.0, RATE, 1.0), (10.0, RATE, 0.01), (25.0, RATE, 3.0), (12.0, 44100, 0.3)],
-)
-@pytest.mark.parametrize("space", ["joint", "encoder"])
-def test_arrays_match_reference(embedder, small_clap_reference, seconds, rate, gain, space):
-    """Short (repeat-padded), exact, long (two windows, remainder dropped), clipping (gain
-    3) and resampled tracks, mono and stereo."""
-    mono = gain * random_track(1, seconds, rate)
-    stereo = np.stack([mono, gain * random_track(2, seconds, rate)], axis=1)
-    got = embedder.embed_audio([mono, stereo], sample_rate=rate, space=space)
-    expected = np.stack(
-        [small_clap_reference.embed_track(t, rate)[space == "encoder"] for t in (mono, stereo)]
-    )
-    assert_close(expected, got)
 
 
 @pytest.fixture(scope="module")
@@ -116,30 +96,18 @@ def test_rows_do_not_depend_on_batching(small_clap_model_dir):
         np.testing.assert_allclose(model.embed_audio(tracks, RATE), alone, rtol=0, atol=1e-6)
 
 
-TEXTS = ["", "a calm solo piano piece in D", "Ünïcödé: café jazz ♪ 🎷", "fast drums " * 40]
+TEXTS = list(FAMILY_CASES["clap"].texts)
 
 
-@pytest.mark.parametrize("space", ["joint", "encoder"])
-def test_texts_are_padded_to_77_and_match_reference(embedder, small_clap_reference, space):
+def test_texts_are_padded_to_77_as_the_reference_pads_them(embedder, small_clap_reference):
+    """Every text padded to exactly 77 tokens, as the reference's tokenizer does; the
+    embeddings' parity is in test_runtime_parity.py with every family's."""
     ((_, feed),) = embedder.text_batcher.batches(TEXTS, len(TEXTS))
     assert feed["input_ids"].shape == (len(TEXTS), 77)
     expected_ids = small_clap_reference.tokenize(TEXTS)["input_ids"].numpy()
-    order = np.argsort([len(t) for t in small_clap_reference.tokenizer(TEXTS)["input_ids"]])
+    lengths = [len(t) for t in small_clap_reference.tokenizer(TEXTS)["input_ids"]]
+    order = np.argsort(lengths, kind="stable")  # the batcher sorts stably by length
     np.testing.assert_array_equal(feed["input_ids"], expected_ids[order])
-    got = embedder.embed_text(TEXTS, space=space)
-    assert_close(small_clap_reference.text_encode(TEXTS)[space == "encoder"].numpy(), got)
-
-
-@pytest.mark.slow
-def test_full_size_model_matches_reference(demo_clap_model_dir, demo_clap_reference):
-    model = runtime.Embedder(demo_clap_model_dir)
-    track = 0.3 * random_track(13, 12.0, 44100)
-    assert_close(
-        demo_clap_reference.embed_track(track, 44100)[0][None],
-        model.embed_audio([track], sample_rate=44100),
-    )
-    texts = ["a calm solo piano piece in D", ""]
-    assert_close(demo_clap_reference.text_encode(texts)[0].numpy(), model.embed_text(texts))
 
 
 def test_cli_indexes_and_searches_with_a_clap_folder(demo_clap_model_dir, tmp_path, capsys):

@@ -4,18 +4,25 @@ an honest manifest, and a command line that says what it did."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
+from onnx import helper, numpy_helper
 
+from export import families, to_onnx
 from export.checkpoint import sha256
-from export.families import Source
+from export.families import Tolerance
+from export.onnx_export import OUTPUTS
 from export.to_onnx import export_model, main
+from runtime.manifest import TOWERS
+from tests.helpers import ttmrpp_source
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = ("audio.onnx", "text.onnx", "tokenizer.json", "manifest.json")
@@ -24,7 +31,7 @@ FILES = ("audio.onnx", "text.onnx", "tokenizer.json", "manifest.json")
 def test_export_is_deterministic(small_export, tmp_path):
     again = tmp_path / "again"
     with contextlib.redirect_stdout(io.StringIO()):
-        export_model("ttmrpp", Source(*small_export[1]), again, random_weights=True)
+        export_model("ttmrpp", ttmrpp_source(*small_export[1]), again, random_weights=True)
     for name in FILES:
         assert (again / name).read_bytes() == (small_export[0] / name).read_bytes(), name
 
@@ -123,3 +130,62 @@ def test_checkpoint_without_config_is_a_usage_error(tmp_path):
     with pytest.raises(SystemExit) as raised:
         main(["--checkpoint", str(tmp_path / "x.pth"), "--output", str(tmp_path)])
     assert raised.value.code == 2
+
+
+def scaled_joint(export_tower):
+    """A family's tower exporter whose graph scales ``joint`` by 1.001 after the fact: a
+    broken graph, off by a relative 1e-3, which the export's validation must catch."""
+
+    def perturbed(model, path: Path) -> onnx.ModelProto:
+        graph = export_tower(model, path)
+        joint = graph.graph.output[0].name
+        for node in graph.graph.node:
+            node.output[:] = [f"{joint}_unscaled" if o == joint else o for o in node.output]
+        scale = numpy_helper.from_array(np.array(1.001, np.float32), "perturbation")
+        graph.graph.initializer.append(scale)
+        mul = helper.make_node("Mul", [f"{joint}_unscaled", "perturbation"], [joint])
+        graph.graph.node.append(mul)
+        onnx.save(graph, str(path))
+        return graph
+
+    return perturbed
+
+
+@pytest.mark.parametrize(
+    ("family", "change", "named"),
+    [
+        ("ttmrpp", "audio graph", ["audio joint: max |Δ|"]),
+        ("clap", "text graph", ["text joint: max |Δ|"]),
+        ("clap", "tolerance", [f"{t} {o}: cosine" for t in TOWERS for o in OUTPUTS]),
+    ],
+)
+def test_an_export_outside_the_family_tolerance_fails_with_one_line(
+    request, family, change, named, tmp_path, monkeypatch, capsys
+):
+    real = families.family(family)
+    if change == "tolerance":
+        broken = dataclasses.replace(real, tolerance=Tolerance(min_cosine=2.0, max_relative=1))
+    else:
+        tower = change.split()[0]
+        exporter = scaled_joint(getattr(real, f"export_{tower}"))
+        broken = dataclasses.replace(real, **{f"export_{tower}": exporter})
+    monkeypatch.setattr(to_onnx, "family", lambda name: broken)
+    if family == "ttmrpp":
+        checkpoint, config, text_arch = request.getfixturevalue("small_export")[1]
+        args = ["--checkpoint", str(checkpoint), "--config", str(config)]
+        args += ["--text-arch", str(text_arch)]
+    else:
+        args = [
+            "--family",
+            "clap",
+            "--hf-model",
+            str(request.getfixturevalue("small_clap_export")[1]),
+        ]
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = main([*args, "--output", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("to_onnx.py: error: the exported graphs do not match the reference: ")
+    for tower_space in named:
+        assert tower_space in err, err
+    assert not (tmp_path / "manifest.json").exists()  # the runtime refuses the folder

@@ -1,4 +1,5 @@
-"""ONNX Runtime against the PyTorch reference: both towers, both spaces, small and full size."""
+"""ONNX Runtime against the PyTorch reference: both towers, both spaces, small and full size,
+for every family (``FAMILY_CASES``); then TTMR++'s per-track floor and its log-mel."""
 
 from __future__ import annotations
 
@@ -9,96 +10,71 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.onnx_export import TEXT_INPUTS
-from tests.test_runtime_parity import assert_close as assert_rows_close
+from tests.helpers import FAMILY_CASES, audio_feed, session, stem_conv, token_feed
+from tests.helpers import ttmrpp_windows as track_of
 
-COSINE_MIN = 0.999999
-REL_ERROR_MAX = 1e-5  # max |ort - ref| / max |ref|
-
-TEXTS = [
-    "",
-    "a calm solo piano piece in D",
-    "rock",
-    "Ünïcödé: 日本の音楽、ピアノとヴァイオリン — café jazz ♪ 🎷",
-    "distorted guitars and fast drums " * 40,  # far past 128 tokens: truncated
+TTMRPP = FAMILY_CASES["ttmrpp"]
+SLOW = pytest.mark.slow
+AUDIO_CASES = [
+    *[("ttmrpp", size, windows) for size in ("small", "demo") for windows in (1, 3, 8)],
+    ("clap", "small", 1),
+    ("clap", "small", 3),
+    pytest.param("clap", "demo", 3, marks=SLOW),
+    ("muscall", "small", 1),
+    ("muscall", "small", 3),
+    pytest.param("muscall", "demo", 3, marks=SLOW),
 ]
-
-
-def token_feed(tokens: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """The text graph's inputs from a reference ``tokenize()`` result."""
-    return {name: tokens[name].numpy() for name in TEXT_INPUTS}
-
-
-def session(path) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
-def assert_close(reference: torch.Tensor, got: np.ndarray) -> None:
-    assert_rows_close(reference.numpy(), got, COSINE_MIN, REL_ERROR_MAX)
-
-
-def stem_conv(graph: onnx.GraphProto) -> onnx.NodeProto:
-    """The ResNet's first convolution in a TTMR++ audio graph, found by its weights' shape
-    (one input channel, 3×3) rather than by position: its input is the log-mel."""
-    weights = {init.name: init for init in graph.initializer}
-    return next(
-        node
-        for node in graph.node
-        if node.op_type == "Conv"
-        and node.input[1] in weights
-        and list(weights[node.input[1]].dims)[1:] == [1, 3, 3]
-    )
-
-
-def track_of(windows: int, seed: int, loudness: float = 0.3) -> np.ndarray:
-    """Noise plus a tone, already in the int16 grid that preprocessing produces."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(windows * 220500) / 22050
-    audio = loudness * (
-        np.sin(2 * np.pi * (220 + 40 * seed) * t) + 0.3 * rng.standard_normal(len(t))
-    )
-    audio = np.round(np.clip(audio, -1, 1) * 32767) / 32767
-    return audio.astype(np.float32).reshape(windows, 220500)
+TEXT_CASES = [
+    ("ttmrpp", "small"),
+    ("ttmrpp", "demo"),
+    ("clap", "small"),
+    pytest.param("clap", "demo", marks=SLOW),
+    ("muscall", "small"),
+    pytest.param("muscall", "demo", marks=SLOW),
+]
 
 
 def run_audio(model_dir, windows: np.ndarray, track: np.ndarray) -> list[np.ndarray]:
     return session(model_dir / "audio.onnx").run(None, {"waveform": windows, "track": track})
 
 
-@pytest.mark.parametrize("windows", [1, 3, 8])
-@pytest.mark.parametrize("size", ["small", "demo"])
-def test_audio_graph_matches_reference(request, size, windows):
-    model_dir = request.getfixturevalue(f"{size}_model_dir")
-    reference = request.getfixturevalue(f"{size}_reference")
-    audio = track_of(windows, seed=windows)
-    joint, encoder = run_audio(model_dir, audio, np.zeros(windows, np.int64))
+@pytest.mark.parametrize(("family", "size", "windows"), AUDIO_CASES)
+def test_audio_graph_matches_reference(request, family, size, windows):
+    case = FAMILY_CASES[family]
+    model_dir, reference = case.model(request, size)
+    audio = case.windows(windows, seed=windows)
+    graph = session(model_dir / "audio.onnx")
+    joint, encoder = graph.run(None, audio_feed(graph, audio))
     ref_joint, ref_encoder = reference.audio_encode(torch.from_numpy(audio))
-    assert_close(ref_joint, joint)
-    assert_close(ref_encoder, encoder)
+    case.assert_close(ref_joint, joint)
+    case.assert_close(ref_encoder, encoder)
 
 
-@pytest.mark.parametrize("size", ["small", "demo"])
-def test_text_graph_matches_reference_for_mixed_batch(request, size):
-    model_dir = request.getfixturevalue(f"{size}_model_dir")
-    reference = request.getfixturevalue(f"{size}_reference")
-    tokens = reference.tokenize(TEXTS)
-    assert tokens["input_ids"].shape[1] == reference.hp.max_length  # truncation happened
-    feed = token_feed(tokens)
-    joint, encoder = session(model_dir / "text.onnx").run(None, feed)
-    ref_joint, ref_encoder = reference.text_encode(TEXTS)
-    assert_close(ref_joint, joint)
-    assert_close(ref_encoder, encoder)
+@pytest.mark.parametrize(("family", "size"), TEXT_CASES)
+def test_text_graph_matches_reference_for_mixed_batch(request, family, size):
+    case = FAMILY_CASES[family]
+    model_dir, reference = case.model(request, size)
+    texts = list(case.texts)
+    tokens = reference.tokenize(texts)
+    assert tokens["input_ids"].shape == (len(texts), case.max_length)
+    assert tokens["attention_mask"][-1].all()  # the long text was truncated at max_length
+    graph = session(model_dir / "text.onnx")
+    joint, encoder = graph.run(None, token_feed(tokens, graph))
+    ref_joint, ref_encoder = reference.text_encode(texts)
+    case.assert_close(ref_joint, joint)
+    case.assert_close(ref_encoder, encoder)
 
 
-def test_text_graph_matches_reference_one_text_at_a_time(small_model_dir, small_reference):
-    text = session(small_model_dir / "text.onnx")
-    for sentence in TEXTS:
-        tokens = small_reference.tokenize([sentence])
-        feed = token_feed(tokens)
-        joint, encoder = text.run(None, feed)
-        ref_joint, ref_encoder = small_reference.text_encode([sentence])
-        assert_close(ref_joint, joint)
-        assert_close(ref_encoder, encoder)
+@pytest.mark.parametrize("family", FAMILY_CASES)
+def test_text_graph_matches_reference_one_text_at_a_time(request, family):
+    case = FAMILY_CASES[family]
+    model_dir, reference = case.model(request, "small")
+    text = session(model_dir / "text.onnx")
+    for sentence in case.texts:
+        joint, encoder = text.run(None, token_feed(reference.tokenize([sentence]), text))
+        ref_joint, ref_encoder = reference.text_encode([sentence])
+        case.assert_close(ref_joint, joint)
+        case.assert_close(ref_encoder, encoder)
 
 
 def test_track_embedding_ignores_other_tracks_in_the_batch(small_model_dir, small_reference):
@@ -122,7 +98,7 @@ def test_track_embedding_ignores_other_tracks_in_the_batch(small_model_dir, smal
         for got, solo in zip((joint, encoder), alone[name], strict=True):
             np.testing.assert_allclose(got[rows], solo, rtol=0, atol=1e-6 * np.abs(solo).max())
         ref_joint, _ = small_reference.audio_encode(torch.from_numpy(audio))
-        assert_close(ref_joint, joint[rows])
+        TTMRPP.assert_close(ref_joint, joint[rows])
         assert np.isfinite(joint[rows]).all()
 
 

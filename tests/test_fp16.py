@@ -18,7 +18,7 @@ import runtime
 from export.fp16 import FP16_FILES
 from export.onnx_export import frontend_nodes
 from export.synthetic import random_track
-from tests.test_runtime_parity import assert_close
+from tests.helpers import assert_close
 
 
 def element_types(model: onnx.ModelProto) -> dict[str, int]:

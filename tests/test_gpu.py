@@ -12,7 +12,7 @@ import pytest
 import runtime
 from export.synthetic import random_track
 from runtime.session import GraphSession, cuda_problem
-from tests.test_runtime_parity import assert_close
+from tests.helpers import assert_close
 
 CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 

@@ -45,7 +45,8 @@ TAMPERED = {
     "not an object": (write_raw_manifest(b"[1, 2]"), r"manifest\.json: incomplete manifest"),
     "no audio section": (change(lambda m: m.pop("audio")), r"incomplete manifest: no audio"),
     "no text file": (change(lambda m: m["text"].pop("file")), r"no text\.file"),
-    "unknown family": (change(lambda m: m.update(family="musicgen")), r"unknown model family"),
+    "family not a name": (change(lambda m: m.update(family="../x")), r"not a family name"),
+    "family not a string": (change(lambda m: m.update(family=7)), r"family must be a str"),
     "older format": (change(lambda m: m.update(format=1)), r"manifest format 1, but"),
     "newer format": (change(lambda m: m.update(format=3)), r"manifest format 3, but"),
     "window_samples 0": (

@@ -16,8 +16,8 @@ from export.checkpoint import CheckpointError
 from export.muscall.reference import load_reference
 from export.to_onnx import main
 from runtime.errors import InputError
+from tests.helpers import Payload
 from tests.muscall_oracle import htk_bank
-from tests.test_checkpoint import _Payload
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_config_with_python_tags_is_refused_without_running_them(run, tmp_path):
 def test_pickled_callable_is_refused_and_never_runs(run, tmp_path, capsys):
     marker = tmp_path / "pwned"
     content = torch.load(run[0], weights_only=True)
-    torch.save({**content, "hook": _Payload(marker)}, run[0])
+    torch.save({**content, "hook": Payload(marker)}, run[0])
     with pytest.raises(CheckpointError, match="refused"):
         load_reference(*run)
     assert "refused" in export_error(run, tmp_path, capsys)

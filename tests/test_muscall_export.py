@@ -1,6 +1,6 @@
-"""MusCALL's exported graphs against its reference: the in-graph log-mel against float64
-numpy, both towers and both spaces at small and full size, ``tokenizer.json`` against
-transformers 4's slow ``CLIPTokenizer``, the manifest, and the exporter's usage errors."""
+"""MusCALL's export beyond the parity every family gets (tests/test_export_parity.py): the
+in-graph log-mel against float64 numpy, ``tokenizer.json`` against transformers 4's slow
+``CLIPTokenizer``, the manifest, the demo, and the exporter's usage errors."""
 
 from __future__ import annotations
 
@@ -13,30 +13,16 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 from tokenizers import Tokenizer
 
 from export.to_onnx import main
+from tests.helpers import FAMILY_CASES, muscall_windows
 from tests.muscall_oracle import htk_bank, log_mel
-from tests.test_export_parity import session, token_feed
-from tests.test_muscall_reference import tones
-from tests.test_runtime_parity import assert_close
 
-COSINE_MIN = 0.999999  # the issue's bound
-REL_ERROR_MAX = 1e-5  # max |ort - ref| / max |ref|
 LOG_MEL_ATOL = 1e-4  # dB, after the 100-dB clamp
 SLOW_CLIP = Path(sys.prefix) / "clip-slow" / "bin" / "python"  # scripts/setup.sh makes it
 
-TEXTS = [
-    "",
-    "a calm solo piano piece in D",
-    "A Calm SOLO Piano Piece In D!",
-    "café, naïve façade — Ünïcödé élan",
-    "tabs\tbetween\twords\nand new\r\nlines",
-    "punctuation: (parens), [brackets]; 'quotes' \"double\"... it's ok?!",
-    "  leading and trailing spaces  ",
-    "distorted guitars and fast drums " * 20,  # past 77 tokens: truncated
-]
+TEXTS = list(FAMILY_CASES["muscall"].texts)
 # Read by transformers 4's slow CLIPTokenizer, as MusCALL reads them.
 SLOW_ENCODE = """
 import json, sys
@@ -58,38 +44,13 @@ def exposed_log_mel(model_dir: Path) -> tuple[ort.InferenceSession, str]:
 
 def test_in_graph_log_mel_equals_float64_numpy(small_muscall_model_dir):
     exposed, name = exposed_log_mel(small_muscall_model_dir)
-    audio = tones(4, seed=3)
+    audio = muscall_windows(4, seed=3)
     audio[-1, : audio.shape[1] // 2] = 0.0  # digital silence: clamped at max - 100 dB
     (got,) = exposed.run([name], {"waveform": audio})
     expected = log_mel(audio, htk_bank(16000, 1024, 128, 0, 11025))
     assert got.shape == (4, 1, 128, 626)
     np.testing.assert_allclose(got[:, 0], expected, rtol=0, atol=LOG_MEL_ATOL)
     assert (expected[0] == expected[0].max() - 100).any()  # the clamp was exercised
-
-
-@pytest.mark.parametrize(
-    ("size", "windows"),
-    [("small", 1), ("small", 3), pytest.param("demo", 3, marks=pytest.mark.slow)],
-)
-def test_audio_graph_matches_the_reference(request, size, windows):
-    model_dir = request.getfixturevalue(f"{size}_muscall_model_dir")
-    reference = request.getfixturevalue(f"{size}_muscall_reference")
-    audio = tones(windows, seed=windows)
-    joint, encoder = session(model_dir / "audio.onnx").run(None, {"waveform": audio})
-    ref_joint, ref_encoder = reference.audio_encode(torch.from_numpy(audio))
-    assert_close(ref_joint.numpy(), joint, COSINE_MIN, REL_ERROR_MAX)
-    assert_close(ref_encoder.numpy(), encoder, COSINE_MIN, REL_ERROR_MAX)
-
-
-@pytest.mark.parametrize("size", ["small", pytest.param("demo", marks=pytest.mark.slow)])
-def test_text_graph_matches_the_reference(request, size):
-    model_dir = request.getfixturevalue(f"{size}_muscall_model_dir")
-    reference = request.getfixturevalue(f"{size}_muscall_reference")
-    tokens = reference.tokenize(TEXTS)
-    joint, encoder = session(model_dir / "text.onnx").run(None, token_feed(tokens))
-    ref_joint, ref_encoder = reference.text_encode(TEXTS)
-    assert_close(ref_joint.numpy(), joint, COSINE_MIN, REL_ERROR_MAX)
-    assert_close(ref_encoder.numpy(), encoder, COSINE_MIN, REL_ERROR_MAX)
 
 
 def test_tokenizer_json_equals_the_slow_clip_tokenizer(small_muscall_export):

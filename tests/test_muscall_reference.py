@@ -12,23 +12,12 @@ import torch
 from export.muscall.config import MusCALLConfig
 from export.muscall.demo import MODEL_CONFIG
 from export.muscall.frontend import TorchaudioLogMel, mel_filters
+from tests.helpers import muscall_windows
 from tests.muscall_oracle import htk_bank, log_mel
 
 RATE, WINDOW = 16000, 320000
 AUDIO = MusCALLConfig.from_dict(MODEL_CONFIG).audio
 REFERENCE_DB_ATOL = 5e-4  # the reference's float32 torch.stft against float64; measured 6.7e-5
-
-
-def tones(count: int, seed: int) -> np.ndarray:
-    """Tones over noise at levels from full scale down to -60 dB."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(WINDOW) / RATE
-    rows = []
-    for row in range(count):
-        gain = 10.0 ** (-3 * row / max(count - 1, 1))
-        tone = np.sin(2 * np.pi * (220 * (row + 1) + 30 * seed) * t)
-        rows.append(gain * np.clip(0.6 * tone + 0.3 * rng.standard_normal(WINDOW), -1, 1))
-    return np.stack(rows).astype(np.float32)
 
 
 def test_mel_bank_is_htk_without_normalisation_and_its_top_12_filters_are_zero():
@@ -57,7 +46,7 @@ def test_stft_is_divided_by_the_root_of_the_window_energy():
 
 
 def test_reference_log_mel_follows_the_recipe():
-    windows = tones(3, seed=1)
+    windows = muscall_windows(3, seed=1)
     windows[2, : WINDOW // 2] = 0.0  # digital silence: clamped
     got = TorchaudioLogMel(AUDIO)(torch.from_numpy(windows))[:, 0].numpy()
     expected = log_mel(windows, htk_bank(16000, 1024, 128, 0, 11025))
@@ -67,7 +56,7 @@ def test_reference_log_mel_follows_the_recipe():
 
 def test_clamp_is_100_db_under_each_clips_own_maximum():
     frontend = TorchaudioLogMel(AUDIO)
-    loud = tones(1, seed=2)[0]
+    loud = muscall_windows(1, seed=2)[0]
     quiet = 1e-4 * loud
     quiet[: WINDOW // 2] = 0.0
     batch = frontend(torch.from_numpy(np.stack([loud, quiet])))[:, 0]

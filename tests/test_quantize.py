@@ -22,7 +22,7 @@ from export.to_onnx import main as to_onnx
 from export.ttmrpp.calibration import FLOAT_CONVS
 from export.ttmrpp.hparams import HParams
 from export.ttmrpp.reference import track_windows
-from tests.test_export_parity import stem_conv, token_feed
+from tests.helpers import stem_conv, token_feed
 
 README = Path(__file__).parents[1] / "README.md"
 PRINTED_ACCURACY = re.compile(

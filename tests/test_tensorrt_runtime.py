@@ -4,7 +4,6 @@ missing TensorRT says what to install. The engine path itself needs TensorRT and
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -13,13 +12,13 @@ import pytest
 
 from export.to_tensorrt import profile_shapes
 from runtime.errors import InputError
+from runtime.manifest import read_manifest
 from runtime.tensorrt import EngineSession, TensorRTUnavailable, check_feed, engine_array
 
 
 def profile(model_dir, tower: str, max_batch: int = 64, max_tokens: int = 128):
     """The profile ``to_tensorrt.py`` builds the engine with (an engine reports the same)."""
-    manifest = json.loads((model_dir / "manifest.json").read_text())
-    return profile_shapes(manifest, tower, max_batch, max_tokens)
+    return profile_shapes(read_manifest(model_dir), tower, max_batch, max_tokens)
 
 
 def audio_feed(rows: int, samples: int = 220500) -> dict[str, np.ndarray]:

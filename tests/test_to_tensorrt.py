@@ -4,7 +4,6 @@ operators for). Building engines needs TensorRT and a GPU, which these machines 
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 
@@ -13,10 +12,11 @@ import pytest
 from onnx import TensorProto, helper
 
 from export.to_tensorrt import BuildError, check_graphs, main, profile_shapes, record_engines
+from runtime.manifest import Manifest, read_manifest
 
 
-def manifest_of(model_dir) -> dict:
-    return json.loads((model_dir / "manifest.json").read_text())
+def manifest_of(model_dir) -> Manifest:
+    return read_manifest(model_dir)
 
 
 def test_ttmrpp_profiles_span_the_batch_and_the_token_length(small_model_dir):
@@ -52,7 +52,7 @@ def test_clap_text_profile_is_exactly_max_length_tokens(small_clap_model_dir):
 def test_manifest_records_the_engines_per_precision(small_model_dir, small_clap_model_dir):
     manifest = manifest_of(small_model_dir)
     fp32 = record_engines(manifest, "fp32", 64, 512, "10.15.1", "NVIDIA H100 80GB HBM3")
-    assert fp32["tensorrt"] == {
+    assert fp32.to_json()["tensorrt"] == {
         "fp32": {
             "audio": "audio.fp32.plan",
             "text": "text.fp32.plan",
@@ -62,13 +62,13 @@ def test_manifest_records_the_engines_per_precision(small_model_dir, small_clap_
             "device": "NVIDIA H100 80GB HBM3",
         }
     }
-    assert {k: v for k, v in fp32.items() if k != "tensorrt"} == manifest
+    assert fp32.replace(tensorrt={}) == manifest
     both = record_engines(fp32, "fp16", 32, 64, "10.15.1", None)
-    assert both["tensorrt"]["fp32"] == fp32["tensorrt"]["fp32"]
-    assert both["tensorrt"]["fp16"]["text"] == "text.fp16.plan"
-    assert both["tensorrt"]["fp16"]["max_tokens"] == 64
+    assert both.tensorrt["fp32"] == fp32.tensorrt["fp32"]
+    assert both.tensorrt["fp16"].text == "text.fp16.plan"
+    assert both.tensorrt["fp16"].max_tokens == 64
     clap = record_engines(manifest_of(small_clap_model_dir), "fp32", 64, 128, "10.15.1", None)
-    assert clap["tensorrt"]["fp32"]["max_tokens"] == 77
+    assert clap.tensorrt["fp32"].max_tokens == 77
 
 
 def test_without_tensorrt_it_says_how_to_get_it_before_any_work(

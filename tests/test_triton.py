@@ -6,13 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
-import socket
 import subprocess
-import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +16,6 @@ import pytest
 import soundfile
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
 import runtime
@@ -38,11 +31,27 @@ from export.to_triton import (
 )
 from runtime.audio import MAX_SAMPLE_RATE, load_track
 from runtime.triton_client import AUDIO_MODEL, TEXT_MODEL, TritonEmbedder
+from tests.helpers import cosines
+from tests.triton_server import (
+    DATA_TYPES,
+    REGION,
+    Server,
+    check_tensors,
+    free_port,
+    memory_mib,
+    parse_config,
+    processes,
+    regions,
+    run_at_once,
+    start_server,
+    statistics,
+    stop_server,
+    stubs_of,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 22050
-ONNX_TYPES = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.INT64: "TYPE_INT64"}
-DATA_TYPES = model_config_pb2.DataType
+LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F"}  # 127.0.0.1, ::ffff:127.0.0.1
 # (seconds, sample rate, gain): 1–3 windows (one zero-padded, one with a dropped remainder),
 # loudness from -100 dB to 0 dB, several sample rates.
 TRACKS = [
@@ -63,187 +72,12 @@ def texts_of_every_length() -> list[str]:
     return [*texts, "héllo wörld ✓ 日本語の歌", "\t  spaced   out  "]
 
 
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def parse_config(path: Path) -> model_config_pb2.ModelConfig:
-    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
-
-
-STUB = "triton_python_backend_stub"
-REGION = "triton_python_backend_shm_region_"
-# The restricted APIs' key: HTTP checks this header, gRPC the metadata Triton prefixes.
-ADMIN_HEADERS = {"http": "admin-key", "grpc": "triton-grpc-protocol-admin-key"}
-LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F"}  # 127.0.0.1, ::ffff:127.0.0.1
-
-
-def processes() -> dict[int, tuple[int, str, list[str]]]:
-    """pid → (parent pid, state, argv) of every process."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[:-1]
-            except OSError:
-                continue
-            found[int(entry)] = (int(stat[1]), stat[0], [a.decode(errors="replace") for a in argv])
-    return found
-
-
-def stubs_of(server_pid: int) -> dict[int, str]:
-    """The Python-backend stubs a tritonserver started (its pid is their fifth argument),
-    alive or orphaned: pid → their shared-memory region."""
-    return {
-        pid: argv[2]
-        for pid, (_, _, argv) in processes().items()
-        if len(argv) > 5 and argv[0].endswith(STUB) and argv[5] == str(server_pid)
-    }
-
-
-def memory_mib(pids: list[int], entry: str) -> float:
-    """The sum of a /proc/PID/status memory entry (VmRSS, VmHWM: its peak) over ``pids``."""
-    total = 0
-    for pid in pids:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text().splitlines()
-        except OSError:
-            continue
-        total += sum(int(line.split()[1]) for line in status if line.startswith(entry + ":"))
-    return total / 1024
-
-
-def regions() -> set[str]:
-    return {name for name in os.listdir("/dev/shm") if name.startswith(REGION)}
-
-
-def free_ports() -> dict[str, str]:
-    return {name: str(free_port()) for name in ("HTTP_PORT", "GRPC_PORT", "METRICS_PORT")}
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen
-    http: str
-    grpc: str
-    log: Path
-    key: str
-    clients: dict = field(default_factory=dict)
-
-    def admin(self, protocol: str) -> dict[str, str]:
-        """The header that opens the restricted APIs (statistics, logging, shared memory…)."""
-        return {ADMIN_HEADERS[protocol]: self.key}
-
-    def url(self, protocol: str) -> str:
-        return self.http if protocol == "http" else self.grpc
-
-    def client(self, protocol: str):
-        """One client per protocol, closed before the server is stopped (an open HTTP
-        connection holds a graceful shutdown back)."""
-        if protocol not in self.clients:
-            api = httpclient if protocol == "http" else grpcclient
-            self.clients[protocol] = api.InferenceServerClient(self.url(protocol))
-        return self.clients[protocol]
-
-    def server_pid(self) -> int:
-        """The tritonserver process: serve.sh's child (or serve.sh itself, had it exec'd)."""
-        table = processes()
-        children = [p for p, (ppid, _, argv) in table.items() if ppid == self.process.pid]
-        for pid in [self.process.pid, *children]:
-            if pid in table and table[pid][2] and table[pid][2][0].endswith("tritonserver"):
-                return pid
-        raise AssertionError(f"no tritonserver under serve.sh ({self.process.pid})")
-
-    def rss_mib(self) -> float:
-        """Resident memory of tritonserver and all its descendants (the Python stubs)."""
-        children: dict[int, list[int]] = {}
-        for pid, (ppid, _, _) in processes().items():
-            children.setdefault(ppid, []).append(pid)
-        family, todo = [], [self.process.pid]
-        while todo:
-            family.append(todo.pop())
-            todo += children.get(family[-1], [])
-        return memory_mib(family, "VmRSS")
-
-
-def start_server(repository: Path, log: Path, **env: str) -> Server:
-    """scripts/serve.sh with free ports and its default address, ready to answer."""
-    ports = free_ports()
-    key = secrets.token_hex(16)
-    environment = {**os.environ, **ports, "TRITON_ADMIN_KEY": key, **env}
-    environment.pop("BIND_ADDRESS", None)
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            ["bash", str(ROOT / "scripts" / "serve.sh"), str(repository)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=environment,
-        )
-    running = Server(
-        process,
-        f"127.0.0.1:{ports['HTTP_PORT']}",
-        f"127.0.0.1:{ports['GRPC_PORT']}",
-        log,
-        key,
-    )
-    probe = running.client("http")
-    deadline = time.monotonic() + 180
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited ({process.returncode}):\n{log.read_text()[-4000:]}")
-        try:
-            if probe.is_server_ready():
-                return running
-        except Exception:  # not listening yet
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the server was not ready in 180 s:\n{log.read_text()[-4000:]}")
-        time.sleep(0.3)
-
-
-def stop_server(running: Server, sig: int = signal.SIGTERM) -> int:
-    """Close the clients, signal serve.sh and wait for it; returns its exit status."""
-    for client in running.clients.values():
-        client.close()
-    running.clients.clear()
-    running.process.send_signal(sig)
-    try:
-        return running.process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        running.process.kill()
-        running.process.wait()
-        pytest.fail(f"serve.sh did not stop within 60 s of signal {sig}")
-
-
 @pytest.fixture(scope="module")
 def repository(small_model_dir, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("triton_repo")
     args = ["--model-dir", str(small_model_dir), "--repository", str(folder)]
     assert main([*args, "--backend", "python"]) == 0
     return folder
-
-
-@pytest.fixture(scope="module")
-def server(repository, tmp_path_factory):
-    """scripts/serve.sh with its defaults (loopback) on free ports; stopped with SIGTERM,
-    which must end it cleanly (exit status 0) and leave no stub or shared-memory region."""
-    running = start_server(repository, tmp_path_factory.mktemp("triton_log") / "server.log")
-    stubs = stubs_of(running.server_pid())
-    assert stubs and set(stubs.values()) <= regions()
-    yield running
-    status = stop_server(running)
-    assert status == 0, running.log.read_text()[-4000:]
-    left = {pid for pid in stubs if pid in processes()}
-    assert not left, f"stubs {left} outlived serve.sh"
-    assert not set(stubs.values()) & regions(), "shared-memory regions outlived serve.sh"
 
 
 @pytest.fixture(scope="module")
@@ -263,19 +97,6 @@ def embedder(small_model_dir) -> runtime.Embedder:
 
 
 # ---------------------------------------------------------------- configurations
-
-
-def check_tensors(configured, graph_values, batched: bool) -> None:
-    """Config inputs/outputs name graph values with the same dtype and shape."""
-    graph = {value.name: value.type.tensor_type for value in graph_values}
-    assert {tensor.name for tensor in configured} == set(graph)
-    for tensor in configured:
-        expected = [d.dim_value if d.dim_value else -1 for d in graph[tensor.name].shape.dim]
-        if batched:
-            assert expected[0] == -1, f"{tensor.name}: the graph's batch dimension is fixed"
-            expected = expected[1:]
-        assert list(tensor.dims) == expected, tensor.name
-        assert DATA_TYPES.Name(tensor.data_type) == ONNX_TYPES[graph[tensor.name].elem_type]
 
 
 def signature(tensors) -> dict:
@@ -442,34 +263,6 @@ def test_a_shared_floor_would_be_caught(embedder):
         return cosines(shared.mean(0, keepdims=True), alone)[0] < 0.999
 
     assert any(shared_floor_moves(a, b) for a in tracks for b in tracks)
-
-
-def statistics(server: Server, model: str) -> tuple[int, int]:
-    client = server.client("http")
-    (stats,) = client.get_inference_statistics(model, headers=server.admin("http"))["model_stats"]
-    return int(stats["inference_count"]), int(stats["execution_count"])
-
-
-def run_at_once(count: int, work) -> None:
-    """``work(number)`` in ``count`` threads started together; each must finish within
-    150 s and none may fail."""
-    start = threading.Barrier(count)
-    failures: list[BaseException] = []
-
-    def run(number: int) -> None:
-        try:
-            start.wait(timeout=60)
-            work(number)
-        except BaseException as err:
-            failures.append(err)
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=150)
-    assert not any(thread.is_alive() for thread in threads), "clients still running"
-    assert not failures, failures
 
 
 def test_concurrent_clients_get_their_solo_results(server, audio_files):

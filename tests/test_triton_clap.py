@@ -12,7 +12,8 @@ import runtime
 from export.synthetic import random_track
 from export.to_triton import AUDIO_TOWER, fill_repository, main
 from runtime.triton_client import TritonEmbedder
-from tests.test_triton import check_tensors, cosines, parse_config, server  # noqa: F401
+from tests.helpers import cosines
+from tests.triton_server import check_tensors, parse_config
 
 RATE = 48000
 
@@ -34,7 +35,7 @@ def test_audio_tower_takes_only_the_waveform(small_clap_model_dir, tmp_path):
     check_tensors(config.output, graph.output, batched=False)
 
 
-def test_server_embeddings_equal_the_runtime(server, demo_clap_model_dir):  # noqa: F811
+def test_server_embeddings_equal_the_runtime(server, demo_clap_model_dir):
     local = runtime.Embedder(demo_clap_model_dir)
     tracks = [0.3 * random_track(1, 3.0, RATE), random_track(2, 23.0, 44100)]
     texts = ["", "a calm piano", "fast drums " * 40]

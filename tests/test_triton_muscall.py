@@ -1,5 +1,5 @@
 """Triton serving of a MusCALL model folder: export/to_triton.py's repository for the small
-MusCALL model, served by scripts/serve.sh (the same server fixture as TTMR++'s), answers
+MusCALL model, served by scripts/serve.sh (conftest.py's ``server`` fixture), answers
 what the in-process runtime does, over HTTP and gRPC, alone and under 16 concurrent
 clients."""
 
@@ -13,14 +13,8 @@ import runtime
 from export.synthetic import random_track
 from export.to_triton import AUDIO_TOWER, TEXT_TOWER, fill_repository, main
 from runtime.triton_client import AUDIO_MODEL, TritonEmbedder
-from tests.test_triton import (  # noqa: F401
-    check_tensors,
-    cosines,
-    parse_config,
-    run_at_once,
-    server,
-    statistics,
-)
+from tests.helpers import cosines
+from tests.triton_server import check_tensors, parse_config, run_at_once, statistics
 
 # (seconds, rate, gain): one zero-padded window, two whole windows past full scale, and a
 # quiet resampled track, at three rates.
@@ -50,7 +44,7 @@ def test_audio_tower_takes_only_the_waveform(small_muscall_model_dir, tmp_path):
     check_tensors(config.output, graph.output, batched=False)
 
 
-def test_server_embeddings_equal_the_runtime(server, small_muscall_model_dir, tracks):  # noqa: F811
+def test_server_embeddings_equal_the_runtime(server, small_muscall_model_dir, tracks):
     local = runtime.Embedder(small_muscall_model_dir)
     for protocol in ("http", "grpc"):
         with TritonEmbedder(server.url(protocol), protocol) as remote:
@@ -65,7 +59,7 @@ def test_server_embeddings_equal_the_runtime(server, small_muscall_model_dir, tr
                 assert cosines(served, expected).min() >= 0.999999
 
 
-def test_concurrent_clients_get_their_solo_results(server, tracks):  # noqa: F811
+def test_concurrent_clients_get_their_solo_results(server, tracks):
     """16 clients, half HTTP and half gRPC, send tracks and sentences at once; each answer
     equals the one the same request got alone, and the server did batch them."""
     with TritonEmbedder(server.http, "http") as alone:

@@ -11,13 +11,15 @@ from export.clap.laion import load_laion_checkpoint
 from export.clap.reference import ClapReference, load_hf_folder, weights_file
 from export.families import Family, Loaded, Source, Tolerance
 
+OPTIONS = {
+    "checkpoint": "a laion_clap .pt (with --text-arch)",
+    "text_arch": "a local roberta-base folder (config.json + tokenizer files)",
+    "hf_model": "a Hugging Face CLAP folder (config, weights, tokenizer)",
+}
+
 
 def check_source(source: Source, demo: bool) -> str | None:
     """``--demo``, ``--hf-model DIR`` or ``--checkpoint X.pt --text-arch DIR``."""
-    if source.config:
-        return "--config is for --family ttmrpp and muscall"
-    if source.tokenizer:
-        return "--tokenizer is for --family muscall"
     if demo + bool(source.hf_model) + bool(source.checkpoint) != 1:
         return "give one of --demo, --hf-model DIR or --checkpoint X.pt"
     if source.checkpoint and not source.text_arch:
@@ -75,11 +77,12 @@ def settings(reference: ClapReference) -> dict:
 FAMILY = Family(
     name="clap",
     title="LAION-CLAP",
+    options=OPTIONS,
+    tolerance=Tolerance(min_cosine=0.99999, max_relative=1e-4),
     check_source=check_source,
     load=load,
     write_demo=write_demo,
     export_audio=export_audio,
     export_text=export_text,
     settings=settings,
-    tolerance=Tolerance(min_cosine=0.99999, max_relative=1e-4),
 )

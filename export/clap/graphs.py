@@ -47,23 +47,6 @@ class TextGraph(nn.Module):
         return self.reference.text_encode_ids(input_ids, attention_mask, positions)
 
 
-def log_mel_tensor(graph: onnx.GraphProto) -> str:
-    """The name of the in-graph log-mel (dB): the graph's one ``Log``, followed through the
-    scalar multiplications and divisions that make it ``10 · log10``."""
-    scalars = {init.name for init in graph.initializer if len(init.dims) == 0}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    (log,) = [node for node in graph.node if node.op_type == "Log"]
-    tensor = log.output[0]
-    while True:
-        (node,) = consumers[tensor]
-        if node.op_type not in ("Mul", "Div") or not set(node.input) & scalars:
-            return tensor
-        tensor = node.output[0]
-
-
 def export_audio(reference: ClapReference, path: Path) -> onnx.ModelProto:
     batch = torch.export.Dim("batch", min=1, max=4096)
     example = (torch.randn(2, reference.window_samples) * 0.1,)

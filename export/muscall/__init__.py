@@ -6,6 +6,6 @@ over CLIP's BPE vocabulary, in one joint space.
 and as the graph do), ``text_encoder`` is the text tower, ``reference`` loads a run's
 checkpoint into the PyTorch truth, ``tokenizer`` builds ``tokenizer.json`` from CLIP's
 vocabulary files, ``graphs`` builds the exportable towers, ``demo`` writes a random-weight
-run. Written from the description of what MusCALL computes (docs/muscall.md), not
+run. Written from the description of what MusCALL computes (docs/models.md, "MusCALL"), not
 from its code.
 """

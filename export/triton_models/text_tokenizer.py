@@ -9,13 +9,13 @@ is not UTF-8 fails its own request.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from runtime.errors import InputError
+from runtime.manifest import read_manifest
 from runtime.text import TextBatcher
 
 
@@ -29,8 +29,7 @@ def decode(row: int, value: bytes) -> str:
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         folder = Path(args["model_repository"]) / args["model_version"]
-        text = json.loads((folder / "manifest.json").read_text())["text"]
-        self.batcher = TextBatcher.from_manifest(folder, text)
+        self.batcher = TextBatcher.from_manifest(folder, read_manifest(folder).text)
 
     def execute(self, requests: list) -> list:
         responses: list = [None] * len(requests)

@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from runtime.audio import Preprocessing, Track, check_size, load_track
+from runtime.audio import Track, check_size, load_track
 from runtime.embedder import pack, tower_feeds
 from runtime.errors import InputError
+from runtime.manifest import read_manifest
 
 
 def invalid(message: str) -> pb_utils.InferenceResponse:
@@ -40,9 +41,9 @@ class TritonPythonModel:
         self.max_samples = int(options["max_request_samples"])
         self.outputs = [tensor["name"] for tensor in config["output"]]
         folder = Path(args["model_repository"]) / args["model_version"]
-        audio = json.loads((folder / "manifest.json").read_text())["audio"]
-        self.steps = Preprocessing.from_manifest(audio)
-        self.per_track = "track" in {tensor["name"] for tensor in audio["inputs"]}
+        audio = read_manifest(folder).audio
+        self.steps = audio.preprocessing
+        self.per_track = "track" in audio.input_names
 
     def load(self, request) -> list[Track]:
         """The request's rows as windowed tracks; InputError names the first bad row."""

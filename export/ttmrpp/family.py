@@ -11,13 +11,15 @@ from export.ttmrpp.demo import write_demo_checkpoint
 from export.ttmrpp.graphs import export_audio, export_text
 from export.ttmrpp.reference import TTMRpp, load_reference
 
+OPTIONS = {
+    "checkpoint": "the upstream .pth (a state_dict inside)",
+    "config": "the checkpoint's .yaml hyper-parameters",
+    "text_arch": "a local RoBERTa folder (config.json + tokenizer files)",
+}
+
 
 def check_source(source: Source, demo: bool) -> str | None:
     """``--demo``, or ``--checkpoint X.pth --config X.yaml [--text-arch DIR]``."""
-    if source.hf_model:
-        return "--hf-model is for --family clap"
-    if source.tokenizer:
-        return "--tokenizer is for --family muscall"
     if demo == bool(source.checkpoint or source.config):
         return "give either --demo or both --checkpoint and --config"
     if not demo and not (source.checkpoint and source.config):
@@ -58,12 +60,13 @@ def settings(model: TTMRpp) -> dict:
 FAMILY = Family(
     name="ttmrpp",
     title="TTMR++",
+    options=OPTIONS,
+    int8=StaticInt8(calibration_tracks, FLOAT_CONVS, METHOD),
     check_source=check_source,
     load=load,
     write_demo=write_demo,
+    tolerance=Tolerance(min_cosine=0.99999, max_relative=1e-4),
     export_audio=export_audio,
     export_text=export_text,
     settings=settings,
-    tolerance=Tolerance(min_cosine=0.99999, max_relative=1e-4),
-    int8=StaticInt8(calibration_tracks, FLOAT_CONVS, METHOD),
 )

@@ -1,7 +1,8 @@
 """The log-mel frontend of TTMR++, twice: as the reference computes it and as the graph does.
 
-``ReferenceLogMel`` follows SPEC.md literally (complex ``torch.stft``; the floor uses the
-maximum over everything it is given). ``GraphLogMel`` computes the same numbers with
+``ReferenceLogMel`` follows the model's description literally (docs/models.md, "TTMR++" /
+"Audio tower": complex ``torch.stft``; the floor uses the maximum over everything it is
+given). ``GraphLogMel`` computes the same numbers with
 operators TensorRT parses (no complex STFT) and takes the floor per track, so a track's
 result never depends on what else shares the batch.
 """

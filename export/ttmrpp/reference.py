@@ -20,6 +20,12 @@ from export.ttmrpp.audio_tower import ModifiedResNet
 from export.ttmrpp.frontend import ReferenceLogMel
 from export.ttmrpp.hparams import HParams
 
+# Keys the published TTMR++ checkpoint carries that inference does not use
+# (docs/models.md, "TTMR++" / "Checkpoint").
+IGNORED_KEYS = frozenset(
+    {"logit_scale", "loss_fct.logit_scale", "text_encoder.embeddings.position_ids"}
+)
+
 
 def projector(dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, out_dim, bias=False))
@@ -48,9 +54,6 @@ class TTMRpp(nn.Module):
         encoder = self.audio_encoder(self.frontend(waveform))
         return self.audio_projector(encoder), encoder
 
-    def audio_forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.audio_encode(waveform)[0]
-
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.tokenizer(
             texts,
@@ -77,9 +80,6 @@ class TTMRpp(nn.Module):
         tokens = self.tokenize(texts)
         return self.text_encode_ids(tokens["input_ids"], tokens["attention_mask"])
 
-    def text_forward(self, texts: list[str]) -> torch.Tensor:
-        return self.text_encode(texts)[0]
-
     def embed_track(self, waveform: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
         """A whole track (mono ``[n]`` or channels-last ``[n, c]``) → mean over its windows."""
         joint, encoder = self.audio_encode(
@@ -89,8 +89,9 @@ class TTMRpp(nn.Module):
 
 
 def track_windows(waveform: np.ndarray, sample_rate: int, hp: HParams) -> np.ndarray:
-    """SPEC.md "Audio preprocessing": downmix, soxr-HQ resample, peak-normalise, int16
-    round trip, 10-s windows (remainder dropped, short tracks zero-padded).
+    """docs/models.md, "TTMR++" / "Audio preprocessing": downmix, soxr-HQ resample,
+    peak-normalise, int16 round trip, 10-s windows (remainder dropped, short tracks
+    zero-padded).
 
     Digital silence (max == min) normalises to zeros instead of upstream's 0/0 NaN.
     """
@@ -126,5 +127,5 @@ def load_reference(
     hp = HParams.from_yaml(config)
     text_config, tokenizer = resolve_text_arch(str(text_arch or hp.text_arch))
     model = TTMRpp(hp, text_config, tokenizer)
-    load_exactly(model, read_state_dict(checkpoint), str(checkpoint))
+    load_exactly(model, read_state_dict(checkpoint), str(checkpoint), IGNORED_KEYS)
     return model.eval()

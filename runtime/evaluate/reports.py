@@ -16,7 +16,7 @@ def model_summary(model: Embedder, precision: str) -> dict:
     return {
         "model_dir": str(model.model_dir),
         "precision": precision,
-        "random_weights": bool(model.manifest.get("random_weights")),
+        "random_weights": model.manifest.random_weights,
     }
 
 

@@ -1,0 +1,363 @@
+"""``manifest.json``, the contract between the exporter, the runtime, Triton and TensorRT.
+
+One typed ``Manifest`` (frozen dataclasses), one reader (``read_manifest``) and one writer
+(``write_manifest``): ``export/to_onnx.py`` writes it, ``quantize.py``, ``fp16.py`` and
+``to_tensorrt.py`` read it and write it back with their section added, and the runtime, the
+Triton models and ``to_triton.py`` read it. It describes everything that differs between
+model families at run time (rates, window size, preprocessing steps, text padding, the
+graphs' inputs and outputs), so the runtime never needs to know a family by name
+(``docs/models.md``, "The manifest").
+
+``FORMAT`` is the layout's version: a manifest of another format is refused with one line
+saying which side is out of date. The JSON layout of format 2:
+
+    format, family, random_weights, note, hparams {…}, opset, checkpoint {file, sha256, …},
+    versions {library: version},
+    audio {file, sample_rate, window_samples,
+           preprocessing {peak_normalise, int16, short_audio}, inputs, outputs},
+    text {file, tokenizer, max_length, padding, pad_token_id, inputs, outputs},
+    [int8 {audio, text, audio_method, [calibration {source, windows}], text_method,
+           [accuracy {…}]}],
+    [fp16 {audio, text, float32_ops, float32_frontend}],
+    [tensorrt {precision: {audio, text, max_batch, max_tokens, tensorrt, device}}]
+
+where ``inputs`` / ``outputs`` are lists of ``{name, dtype, shape}`` (a symbolic dimension
+by its name). Needs only the standard library: the runtime and the exporter both import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime.errors import InputError
+
+FORMAT = 2
+FILE = "manifest.json"
+TOWERS = ("audio", "text")
+SHORT_AUDIO = ("zero_pad", "repeat_pad")
+TEXT_PADDING = ("longest", "max_length")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What the runtime does to a decoded, downmixed track before the audio graph:
+    resample to ``sample_rate`` (soxr HQ), the listed steps, then windows of
+    ``window_samples`` (docs/models.md, "Audio preprocessing")."""
+
+    sample_rate: int
+    window_samples: int
+    peak_normalise: bool  # min/max to [-1, 1] over the whole track
+    int16: bool  # clip to [-1, 1], then round-trip through int16
+    short_audio: str  # one of SHORT_AUDIO: how a track shorter than a window is filled
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A graph input or output: name, dtype (``float32``, ``int64``), shape (an int for a
+    fixed dimension, a name for a symbolic one)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+
+@dataclass(frozen=True)
+class AudioTower:
+    file: str
+    preprocessing: Preprocessing
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+
+    @property
+    def sample_rate(self) -> int:
+        return self.preprocessing.sample_rate
+
+    @property
+    def window_samples(self) -> int:
+        return self.preprocessing.window_samples
+
+    @property
+    def input_names(self) -> list[str]:
+        return [tensor.name for tensor in self.inputs]
+
+
+@dataclass(frozen=True)
+class TextTower:
+    """``padding``: ``longest`` (to the longest text of a batch) or ``max_length`` (every
+    text to ``max_length`` tokens); ``pad_token_id`` fills the padding."""
+
+    file: str
+    tokenizer: str
+    max_length: int
+    padding: str
+    pad_token_id: int
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [tensor.name for tensor in self.inputs]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Int8:
+    """``export/quantize.py``'s graphs and how they were made."""
+
+    audio: str
+    text: str
+    audio_method: str
+    calibration: dict | None = None  # static quantisation: its source and window count
+    text_method: str
+    accuracy: dict | None = None  # cosines to fp32, measured after writing
+
+
+@dataclass(frozen=True)
+class Fp16:
+    """``export/fp16.py``'s graphs and what stays in float32."""
+
+    audio: str
+    text: str
+    float32_ops: tuple[str, ...]
+    float32_frontend: bool
+
+
+@dataclass(frozen=True)
+class Engines:
+    """``export/to_tensorrt.py``'s engines at one precision and what they accept."""
+
+    audio: str
+    text: str
+    max_batch: int
+    max_tokens: int
+    tensorrt: str  # the TensorRT version that built them
+    device: str | None  # the GPU they were built on
+
+
+@dataclass(frozen=True, kw_only=True)
+class Manifest:
+    format: int = FORMAT
+    family: str
+    random_weights: bool
+    note: str
+    hparams: dict
+    audio: AudioTower
+    text: TextTower
+    opset: int
+    checkpoint: dict
+    versions: dict
+    int8: Int8 | None = None
+    fp16: Fp16 | None = None
+    tensorrt: dict[str, Engines] = field(default_factory=dict)
+
+    def tower(self, name: str) -> AudioTower | TextTower:
+        return self.audio if name == "audio" else self.text
+
+    def graph_files(self, precision: str) -> dict[str, str] | None:
+        """Each tower's ONNX file at ``precision`` (``fp32``, ``fp16``, ``int8``); None
+        where the folder has no graphs at that precision."""
+        section = {"fp32": self, "fp16": self.fp16, "int8": self.int8}[precision]
+        if section is None:
+            return None
+        if precision == "fp32":
+            return {tower: self.tower(tower).file for tower in TOWERS}
+        return {tower: getattr(section, tower) for tower in TOWERS}
+
+    def replace(self, **changes) -> Manifest:
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict:
+        """The JSON object, in the layout above (optional sections left out when absent)."""
+        audio = dataclasses.asdict(self.audio)
+        steps = audio.pop("preprocessing")
+        rate, window = steps.pop("sample_rate"), steps.pop("window_samples")
+        content = {
+            "format": self.format,
+            "family": self.family,
+            "random_weights": self.random_weights,
+            "note": self.note,
+            "hparams": self.hparams,
+            "audio": {
+                "file": audio["file"],
+                "sample_rate": rate,
+                "window_samples": window,
+                "preprocessing": steps,
+                "inputs": audio["inputs"],
+                "outputs": audio["outputs"],
+            },
+            "text": dataclasses.asdict(self.text),
+            "opset": self.opset,
+            "checkpoint": self.checkpoint,
+            "versions": self.versions,
+        }
+        if self.int8 is not None:
+            int8 = dataclasses.asdict(self.int8)
+            content["int8"] = {key: value for key, value in int8.items() if value is not None}
+        if self.fp16 is not None:
+            content["fp16"] = dataclasses.asdict(self.fp16)
+        if self.tensorrt:
+            content["tensorrt"] = {k: dataclasses.asdict(v) for k, v in self.tensorrt.items()}
+        return json.loads(json.dumps(content))  # tuples → lists, as read back
+
+    @classmethod
+    def from_json(cls, content: object, path: Path = Path(FILE)) -> Manifest:
+        """The manifest of a parsed ``manifest.json``, every part the runtime and the tools
+        read checked for its type and range: an ``InputError`` naming ``path`` and the field
+        otherwise."""
+        version = need(content, "format", int, path)
+        if version != FORMAT:
+            side = (
+                "export the model again with this version's export/to_onnx.py"
+                if version < FORMAT
+                else "it was written by a newer exporter: update ttmr-runtime, or export the "
+                "model again with this version's export/to_onnx.py"
+            )
+            raise InputError(
+                f"{path}: manifest format {version}, but this version reads format {FORMAT}: {side}"
+            )
+        only(content, [f.name for f in dataclasses.fields(cls)], path, "the manifest")
+        family = need(content, "family", str, path)
+        if not family.isidentifier():
+            raise InputError(f"{path}: family {family!r} is not a family name")
+        engines = need(content, "tensorrt", dict, path) if "tensorrt" in content else {}
+        return cls(
+            format=version,
+            family=family,
+            random_weights=need(content, "random_weights", bool, path),
+            note=need(content, "note", str, path),
+            hparams=need(content, "hparams", dict, path),
+            audio=read_audio(need(content, "audio", dict, path), path),
+            text=read_text(need(content, "text", dict, path), path),
+            opset=need(content, "opset", int, path),
+            checkpoint=need(content, "checkpoint", dict, path),
+            versions=need(content, "versions", dict, path),
+            int8=section(content, "int8", Int8, path),
+            fp16=section(content, "fp16", Fp16, path),
+            tensorrt={key: section(engines, key, Engines, path, "tensorrt") for key in engines},
+        )
+
+
+def read_manifest(model_dir: str | Path) -> Manifest:
+    """``model_dir``'s ``manifest.json``, parsed and checked (``Manifest.from_json``)."""
+    path = Path(model_dir) / FILE
+    if not path.is_file():
+        raise InputError(
+            f"model folder {str(model_dir)!r} has no manifest.json: export one with "
+            "export/to_onnx.py"
+        )
+    try:
+        content = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"{path}: not a JSON manifest ({err})") from None
+    return Manifest.from_json(content, path)
+
+
+def write_manifest(model_dir: str | Path, manifest: Manifest) -> Path:
+    """Write ``manifest`` as ``model_dir``'s ``manifest.json`` (indented, one trailing
+    newline); it is checked by reading it back first, so no tool writes what the runtime
+    would refuse."""
+    content = manifest.to_json()
+    path = Path(model_dir) / FILE
+    Manifest.from_json(content, path)
+    path.write_text(json.dumps(content, indent=2) + "\n")
+    return path
+
+
+def read_audio(audio: dict, path: Path) -> AudioTower:
+    keys = ("file", "sample_rate", "window_samples", "preprocessing", "inputs", "outputs")
+    only(audio, keys, path, "audio")
+    inputs, outputs = read_tensors(audio, "audio", path)
+    sizes = {key: need(audio, key, int, path, "audio") for key in ("sample_rate", "window_samples")}
+    for key, value in sizes.items():
+        if value <= 0:
+            raise InputError(f"{path}: audio.{key} must be positive, got {value}")
+    try:
+        steps = Preprocessing(**sizes, **need(audio, "preprocessing", dict, path, "audio"))
+    except TypeError as err:
+        raise InputError(f"{path}: audio.preprocessing is malformed ({err})") from None
+    if not isinstance(steps.peak_normalise, bool) or not isinstance(steps.int16, bool):
+        raise InputError(f"{path}: audio.preprocessing flags must be true or false")
+    if steps.short_audio not in SHORT_AUDIO:
+        raise InputError(f"{path}: short_audio {steps.short_audio!r} not in {SHORT_AUDIO}")
+    return AudioTower(need(audio, "file", str, path, "audio"), steps, inputs, outputs)
+
+
+def read_text(text: dict, path: Path) -> TextTower:
+    only(text, [f.name for f in dataclasses.fields(TextTower)], path, "text")
+    inputs, outputs = read_tensors(text, "text", path)
+    padding = need(text, "padding", str, path, "text")
+    if padding not in TEXT_PADDING:
+        raise InputError(f"{path}: text.padding {padding!r} not in {TEXT_PADDING}")
+    max_length = need(text, "max_length", int, path, "text")
+    if max_length <= 0:
+        raise InputError(f"{path}: text.max_length must be positive, got {max_length}")
+    return TextTower(
+        file=need(text, "file", str, path, "text"),
+        tokenizer=need(text, "tokenizer", str, path, "text"),
+        max_length=max_length,
+        padding=padding,
+        pad_token_id=need(text, "pad_token_id", int, path, "text"),
+        inputs=inputs,
+        outputs=outputs,
+    )
+
+
+def read_tensors(tower: dict, name: str, path: Path) -> tuple[tuple[Tensor, ...], ...]:
+    """A tower's ``inputs`` and ``outputs``; every output is ``[batch, width]``."""
+    found = []
+    for key in ("inputs", "outputs"):
+        where = f"{name}.{key}"
+        tensors = []
+        for value in need(tower, key, list, path, name):
+            shape = need(value, "shape", list, path, where)
+            if not all(isinstance(d, (int, str)) and not isinstance(d, bool) for d in shape):
+                raise InputError(f"{path}: {where}: shape {shape} is not of ints and names")
+            dtype = need(value, "dtype", str, path, where)
+            only(value, ["name", "dtype", "shape"], path, where)
+            tensors.append(Tensor(need(value, "name", str, path, where), dtype, tuple(shape)))
+        found.append(tuple(tensors))
+    for output in found[1]:
+        if len(output.shape) != 2 or not positive(output.shape[1]):
+            shape = list(output.shape)
+            raise InputError(f"{path}: {name}.outputs: shape {shape} is not [batch, width]")
+    return tuple(found)
+
+
+def section(content: dict, key: str, kind: type, path: Path, where: str = ""):
+    """An optional section read into ``kind``'s fields; None when absent."""
+    if key not in content:
+        return None
+    label = f"{where}.{key}" if where else key
+    value = need(content, key, dict, path, where)
+    only(value, [f.name for f in dataclasses.fields(kind)], path, label)
+    try:
+        made = kind(**value)
+    except TypeError as err:
+        raise InputError(f"{path}: {label} is malformed ({err})") from None
+    if kind is Fp16:
+        made = dataclasses.replace(made, float32_ops=tuple(made.float32_ops))
+    return made
+
+
+def only(content: dict, names: list[str], path: Path, label: str) -> None:
+    """Refuse fields this format does not have: a typed manifest would drop them."""
+    unknown = sorted(set(content) - set(names))
+    if unknown:
+        raise InputError(f"{path}: {label}: unknown fields {unknown}")
+
+
+def need(content: object, key: str, kind: type, path: Path, where: str = "") -> object:
+    """``content[key]``, which must be a ``kind`` (a bool is no int here)."""
+    label = f"{where}.{key}" if where else key
+    if not isinstance(content, dict) or key not in content:
+        raise InputError(f"{path}: incomplete manifest: no {label}")
+    value = content[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise InputError(f"{path}: {label} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def positive(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
