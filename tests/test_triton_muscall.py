@@ -11,10 +11,10 @@ import pytest
 
 import runtime
 from export.synthetic import random_track
-from export.to_triton import AUDIO_TOWER, TEXT_TOWER, fill_repository, main
-from runtime.triton_client import AUDIO_MODEL, TritonEmbedder
+from export.to_triton import AUDIO_TOWER, fill_repository, main
+from runtime.triton_client import TritonEmbedder
 from tests.helpers import cosines
-from tests.triton_server import check_tensors, parse_config, run_at_once, statistics
+from tests.triton_server import check_tensors, concurrent_solo_errors, parse_config
 
 # (seconds, rate, gain): one zero-padded window, two whole windows past full scale, and a
 # quiet resampled track, at three rates.
@@ -62,29 +62,7 @@ def test_server_embeddings_equal_the_runtime(server, small_muscall_model_dir, tr
 def test_concurrent_clients_get_their_solo_results(server, tracks):
     """16 clients, half HTTP and half gRPC, send tracks and sentences at once; each answer
     equals the one the same request got alone, and the server did batch them."""
-    with TritonEmbedder(server.http, "http") as alone:
-        solo_audio = [alone.embed_audio([t], sample_rate=r)[0] for t, r in tracks]
-        solo_text = [alone.embed_text([text])[0] for text in TEXTS]
-    before = {m: statistics(server, m) for m in (AUDIO_MODEL, TEXT_TOWER)}
-    audio_errors: list[float] = []
-    text_cosines: list[float] = []
-
-    def client(number: int) -> None:
-        protocol = "http" if number % 2 else "grpc"
-        with TritonEmbedder(server.url(protocol), protocol) as mine:
-            for step in range(3):
-                index = (number + step) % len(tracks)
-                track, rate = tracks[index]
-                got = mine.embed_audio([track], sample_rate=rate)[0]
-                audio_errors.append(float(np.abs(got - solo_audio[index]).max()))
-                text = (number + step) % len(TEXTS)
-                got = mine.embed_text([TEXTS[text]])
-                text_cosines.append(float(cosines(got, solo_text[text][None])[0]))
-
-    run_at_once(16, client)
-    assert len(audio_errors) == len(text_cosines) == 16 * 3
+    jobs = [(track, {"sample_rate": rate}) for track, rate in tracks]
+    audio_errors, text_cosines = concurrent_solo_errors(server, jobs, TEXTS, 3, 1)
     assert max(audio_errors) <= 1e-6
     assert min(text_cosines) >= 0.99999
-    for model, (inferences, executions) in before.items():
-        now_inferences, now_executions = statistics(server, model)
-        assert now_executions - executions < now_inferences - inferences, f"{model}: no batching"
