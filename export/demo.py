@@ -108,3 +108,20 @@ def scale_linears(model: torch.nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
             module.weight.normal_(0.0, module.in_features**-0.5)
+
+
+def measure_batchnorm(encoder: torch.nn.Module, log_mel: torch.Tensor) -> None:
+    """Set every BatchNorm's running statistics from the encoder's input ``log_mel`` (of
+    synthetic music, as a trained net's would be), then jitter them, so that folding them
+    is still tested on arbitrary values."""
+    norms = [m for m in encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a plain average over what it sees
+    encoder.train()
+    encoder(log_mel)
+    encoder.eval()
+    for norm in norms:
+        norm.momentum = 0.1
+        norm.running_mean += 0.1 * norm.running_var.sqrt() * torch.randn_like(norm.running_mean)
+        norm.running_var *= torch.empty_like(norm.running_var).uniform_(0.8, 1.25)

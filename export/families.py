@@ -67,6 +67,7 @@ from typing import Protocol
 REGISTRY = {
     "ttmrpp": "export.ttmrpp.family",
     "clap": "export.clap.family",
+    "muscall": "export.muscall.family",
 }
 DEFAULT = next(iter(REGISTRY))
 

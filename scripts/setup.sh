@@ -30,5 +30,11 @@ pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 tpip=("$VENV/triton/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${tpip[@]}" -e . "numpy<2"
 "${tpip[@]}" --no-deps "nvidia-pytriton==0.7.0"
+# The tests' oracle for MusCALL's tokenizer: transformers 4's slow (pure Python)
+# CLIPTokenizer, which MusCALL runs and transformers 5 no longer has. Its own environment
+# (transformers 4 needs huggingface-hub < 1); no torch, no model code, only the tokenizer.
+[ -x "$VENV/clip-slow/bin/python" ] || "$VENV/bin/python" -m venv "$VENV/clip-slow"
+"$VENV/clip-slow/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "transformers>=4.40,<5"
 echo "$want" > "$STAMP"
 echo "setup: .venv ready ($("$VENV/bin/python" --version))"

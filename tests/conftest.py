@@ -13,6 +13,7 @@ from tests.helpers import (
     SMALL_CLAP_AUDIO,
     SMALL_CLAP_TEXT,
     SMALL_HPARAMS,
+    SMALL_MUSCALL,
     SMALL_ROBERTA,
     ttmrpp_source,
 )
@@ -130,6 +131,62 @@ def demo_clap_reference(demo_clap_export):
     return load_hf_folder(demo_clap_export[0] / "checkpoint")
 
 
+@pytest.fixture(scope="session")
+def small_muscall_export(tmp_path_factory):
+    """``(model_dir, (checkpoint, config, tokenizer))``: a small random MusCALL run exported
+    by ``to_onnx.py --family muscall --checkpoint … --config … --tokenizer …``."""
+    from export.muscall.demo import write_demo_run
+    from export.to_onnx import main
+
+    folder = tmp_path_factory.mktemp("small_muscall")
+    files = write_demo_run(folder / "run", seed=1, **SMALL_MUSCALL)
+    args = ["--family", "muscall", "--output", str(folder / "model")]
+    for option, path in zip(("--checkpoint", "--config", "--tokenizer"), files, strict=True):
+        args += [option, str(path)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(args) == 0
+    return folder / "model", files
+
+
+@pytest.fixture(scope="session")
+def small_muscall_model_dir(small_muscall_export) -> Path:
+    return small_muscall_export[0]
+
+
+@pytest.fixture(scope="session")
+def small_muscall_reference(small_muscall_export):
+    from export.muscall.reference import load_reference
+
+    return load_reference(*small_muscall_export[1])
+
+
+@pytest.fixture(scope="session")
+def demo_muscall_export(tmp_path_factory):
+    """The full-size MusCALL demo, written by the real ``to_onnx.py --family muscall --demo``:
+    ``(model_dir, (checkpoint, config, tokenizer), log)``."""
+    from export.to_onnx import main
+
+    folder = tmp_path_factory.mktemp("demo_muscall")
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log):
+        assert main(["--family", "muscall", "--demo", "--output", str(folder)]) == 0
+    run = folder / "checkpoint"
+    files = (run / "best_model.pth.tar", run / "config.yaml", run / "clip_tokenizer")
+    return folder, files, log.getvalue()
+
+
+@pytest.fixture(scope="session")
+def demo_muscall_model_dir(demo_muscall_export) -> Path:
+    return demo_muscall_export[0]
+
+
+@pytest.fixture(scope="session")
+def demo_muscall_reference(demo_muscall_export):
+    from export.muscall.reference import load_reference
+
+    return load_reference(*demo_muscall_export[1])
+
+
 # FP16 graphs (export/fp16.py) beside a fixture's fp32 ones.
 def fp16_copy(model_dir: Path, folder: Path) -> Path:
     """The model folder with FP16 graphs added: fp32 files linked, the manifest copied."""
@@ -171,6 +228,18 @@ def small_clap_fp16_dir(small_clap_export, tmp_path_factory):
     with contextlib.redirect_stdout(io.StringIO()):
         assert main([*argv, "--fp16"]) == 0
     return folder
+
+
+@pytest.fixture(scope="session")
+def small_muscall_fp16_dir(small_muscall_model_dir, tmp_path_factory):
+    return fp16_copy(
+        small_muscall_model_dir, tmp_path_factory.mktemp("small_muscall_fp16") / "model"
+    )
+
+
+@pytest.fixture(scope="session")
+def demo_muscall_fp16_dir(demo_muscall_model_dir, tmp_path_factory):
+    return fp16_copy(demo_muscall_model_dir, tmp_path_factory.mktemp("demo_muscall_fp16") / "model")
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ in ``conftest.py``; no test module imports another."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,13 @@ SMALL_CLAP_TEXT = {
     "num_attention_heads": 2,
     "intermediate_size": 64,
 }
+# MusCALL: a narrow ResNet (its 16 kHz, 20-s, 128-mel frontend unchanged) and a two-layer text
+# transformer; the full size is the demo (the default model_config).
+SMALL_MUSCALL = {
+    "audio": {"conv_out_channels": 4, "hidden_size": 32},
+    "text": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2},
+    "projection_dim": 16,
+}
 
 
 def ttmrpp_source(checkpoint, config, text_arch):
@@ -44,6 +52,16 @@ def ttmrpp_source(checkpoint, config, text_arch):
     from export.families import Source
 
     return Source(checkpoint=checkpoint, config=config, text_arch=text_arch)
+
+
+class Payload:
+    """Unpickling this would run a shell command that creates a file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -156,6 +174,18 @@ def one_loud_window(windows: int, loud: int, seed: int) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def muscall_windows(count: int, seed: int) -> np.ndarray:
+    """20-s windows at 16 kHz: tones over noise at levels from full scale down to -60 dB."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(320000) / 16000
+    rows = []
+    for row in range(count):
+        gain = 10.0 ** (-3 * row / max(count - 1, 1))
+        tone = np.sin(2 * np.pi * (220 * (row + 1) + 30 * seed) * t)
+        rows.append(gain * np.clip(0.6 * tone + 0.3 * rng.standard_normal(len(t)), -1, 1))
+    return np.stack(rows).astype(np.float32)
+
+
 UNICODE = "Ünïcödé: 日本の音楽、ピアノとヴァイオリン — café jazz ♪ 🎷"
 
 
@@ -222,6 +252,26 @@ FAMILY_CASES = {
             UNICODE,
             "Ünïcödé: café jazz ♪ 🎷",
             "fast drums " * 40,
+            "distorted guitars and fast drums " * 20,  # past 77 tokens: truncated
+        ),
+    ),
+    "muscall": FamilyCase(
+        prefix="muscall_",
+        rate=16000,
+        window=320000,
+        max_length=77,
+        cosine_min=0.999999,  # measured ≥ 0.99999982
+        rel_error_max=1e-5,  # measured ≤ 5e-6 (full size)
+        windows=muscall_windows,
+        texts=(
+            "",
+            "a calm solo piano piece in D",
+            "A Calm SOLO Piano Piece In D!",
+            UNICODE,
+            "café, naïve façade — Ünïcödé élan",
+            "tabs\tbetween\twords\nand new\r\nlines",
+            "punctuation: (parens), [brackets]; 'quotes' \"double\"... it's ok?!",
+            "  leading and trailing spaces  ",
             "distorted guitars and fast drums " * 20,  # past 77 tokens: truncated
         ),
     ),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import pytest
@@ -10,6 +9,7 @@ import torch
 
 from export.checkpoint import CheckpointError, read_state_dict
 from export.ttmrpp.reference import load_reference
+from tests.helpers import Payload
 
 
 @pytest.fixture
@@ -62,20 +62,10 @@ def test_missing_and_unexpected_keys_are_named(small_files):
     assert "unexpected keys ['text_encoder.pooler.dense.weight']" in str(raised.value)
 
 
-class _Payload:
-    """Unpickling this would run a shell command that creates a file."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
 def test_pickled_callable_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
-    torch.save({"state_dict": {"w": torch.zeros(1)}, "hook": _Payload(marker)}, path)
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "hook": Payload(marker)}, path)
     with pytest.raises(CheckpointError, match="refused"):
         read_state_dict(path)
     assert not marker.exists()

@@ -20,12 +20,17 @@ AUDIO_CASES = [
     ("clap", "small", 1),
     ("clap", "small", 3),
     pytest.param("clap", "demo", 3, marks=SLOW),
+    ("muscall", "small", 1),
+    ("muscall", "small", 3),
+    pytest.param("muscall", "demo", 3, marks=SLOW),
 ]
 TEXT_CASES = [
     ("ttmrpp", "small"),
     ("ttmrpp", "demo"),
     ("clap", "small"),
     pytest.param("clap", "demo", marks=SLOW),
+    ("muscall", "small"),
+    pytest.param("muscall", "demo", marks=SLOW),
 ]
 
 

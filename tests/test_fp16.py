@@ -27,7 +27,7 @@ def element_types(model: onnx.ModelProto) -> dict[str, int]:
     return {value.name: value.type.tensor_type.elem_type for value in values}
 
 
-@pytest.mark.parametrize("family", ["small", "small_clap"])
+@pytest.mark.parametrize("family", ["small", "small_clap", "small_muscall"])
 def test_manifest_records_fp16_graphs_with_float32_inputs_and_outputs(request, family):
     folder = request.getfixturevalue(f"{family}_fp16_dir")
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -43,7 +43,7 @@ def test_manifest_records_fp16_graphs_with_float32_inputs_and_outputs(request, f
             assert dtypes[0] == dtypes[1]
 
 
-@pytest.mark.parametrize("family", ["small", "small_clap"])
+@pytest.mark.parametrize("family", ["small", "small_clap", "small_muscall"])
 def test_frontend_softmax_and_layernorm_stay_float32_and_weights_become_float16(request, family):
     folder = request.getfixturevalue(f"{family}_fp16_dir")
     for tower in ("audio", "text"):
@@ -66,7 +66,7 @@ def test_frontend_softmax_and_layernorm_stay_float32_and_weights_become_float16(
         assert weighted >= 2, tower
 
 
-@pytest.mark.parametrize("family", ["small", "small_clap"])
+@pytest.mark.parametrize("family", ["small", "small_clap", "small_muscall"])
 def test_no_float16_round_trip_between_two_float32_nodes(request, family):
     """A float32 tensor cast to float16 and straight back only loses precision (it flushed
     the frontend's 1e-10 floor to zero before)."""
@@ -113,4 +113,18 @@ def test_full_size_clap_fp16_stays_close_to_the_reference(demo_clap_fp16_dir, de
     assert_close(expected, model.embed_audio(tracks, sample_rate=rate), 0.999, 0.05)
     texts = ["a calm solo piano piece in D", "fast drums " * 30]
     reference = demo_clap_reference.text_encode(texts)[0].numpy()
+    assert_close(reference, model.embed_text(texts), 0.999, 0.05)
+
+
+def test_full_size_muscall_fp16_stays_close_to_the_reference(
+    demo_muscall_fp16_dir, demo_muscall_reference
+):
+    cpu = ["CPUExecutionProvider"]
+    model = runtime.Embedder(demo_muscall_fp16_dir, precision="fp16", providers=cpu)
+    tracks = [(random_track(25, 7.0, 16000), 16000), (random_track(26, 41.0, 44100), 44100)]
+    expected = np.stack([demo_muscall_reference.embed_track(t, r)[0] for t, r in tracks])
+    got = np.concatenate([model.embed_audio([t], sample_rate=r) for t, r in tracks])
+    assert_close(expected, got, 0.999, 0.05)
+    texts = ["a calm solo piano piece in D", "", "fast drums " * 30]
+    reference = demo_muscall_reference.text_encode(texts)[0].numpy()
     assert_close(reference, model.embed_text(texts), 0.999, 0.05)

@@ -21,8 +21,14 @@ ARRAY_CASES = [
     ("clap", 10.0, 48000, 0.01),
     ("clap", 25.0, 48000, 3.0),
     ("clap", 12.0, 44100, 0.3),
+    ("muscall", 3.0, 16000, 1.0),
+    ("muscall", 45.0, 44100, 2.0),
 ]
-FULL_SIZE = [("ttmrpp"), pytest.param("clap", marks=pytest.mark.slow)]
+FULL_SIZE = [
+    ("ttmrpp"),
+    pytest.param("clap", marks=pytest.mark.slow),
+    pytest.param("muscall", marks=pytest.mark.slow),
+]
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,10 @@ from export.tensorrt_support import check, unsupported
 FAMILIES = [
     "small_model_dir",
     "small_clap_model_dir",
+    "small_muscall_model_dir",
     pytest.param("demo_model_dir", marks=pytest.mark.slow),
     pytest.param("demo_clap_model_dir", marks=pytest.mark.slow),
+    pytest.param("demo_muscall_model_dir", marks=pytest.mark.slow),
 ]
 
 
@@ -40,21 +42,25 @@ def test_ttmrpp_floor_graph_passes_the_tensorrt_check(folder, request):
     assert unsupported(graph) == [] and check(graph).float64_nodes == []
 
 
-def test_only_clap_audio_computes_in_float64_which_tensorrt_runs_in_float32(
-    small_model_dir, small_clap_model_dir
+def test_only_clap_and_muscall_audio_compute_in_float64_which_tensorrt_runs_in_float32(
+    small_model_dir, small_clap_model_dir, small_muscall_model_dir
 ):
-    clap = check(load_graph(small_clap_model_dir, "audio")).float64_nodes
-    assert any("(MatMul)" in node for node in clap)  # the DFT stages of the frontend
+    for folder in (small_clap_model_dir, small_muscall_model_dir):
+        float64 = check(load_graph(folder, "audio")).float64_nodes
+        assert any("(MatMul)" in node for node in float64)  # the DFT stages of the frontend
     for folder, tower in [
         (small_model_dir, "audio"),
         (small_model_dir, "text"),
         (small_clap_model_dir, "text"),
+        (small_muscall_model_dir, "text"),
     ]:
         assert check(load_graph(folder, tower)).float64_nodes == []
 
 
 @pytest.mark.parametrize("tower", ["audio", "text"])
-@pytest.mark.parametrize("folder", ["small_fp16_dir", "small_clap_fp16_dir"])
+@pytest.mark.parametrize(
+    "folder", ["small_fp16_dir", "small_clap_fp16_dir", "small_muscall_fp16_dir"]
+)
 def test_fp16_graphs_pass_the_tensorrt_check(folder, tower, request):
     assert unsupported(load_graph(request.getfixturevalue(folder), tower, "fp16")) == []
 

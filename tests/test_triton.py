@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +40,13 @@ from tests.triton_server import (
     REGION,
     Server,
     check_tensors,
+    concurrent_solo_errors,
     free_port,
     memory_mib,
     parse_config,
     processes,
     regions,
+    run_at_once,
     start_server,
     stop_server,
     stubs_of,
@@ -280,67 +281,14 @@ def test_a_shared_floor_would_be_caught(embedder):
     assert any(shared_floor_moves(a, b) for a in tracks for b in tracks)
 
 
-def statistics(server: Server, model: str) -> tuple[int, int]:
-    client = server.client("http")
-    (stats,) = client.get_inference_statistics(model, headers=server.admin("http"))["model_stats"]
-    return int(stats["inference_count"]), int(stats["execution_count"])
-
-
-def run_at_once(count: int, work) -> None:
-    """``work(number)`` in ``count`` threads started together; each must finish within
-    150 s and none may fail."""
-    start = threading.Barrier(count)
-    failures: list[BaseException] = []
-
-    def run(number: int) -> None:
-        try:
-            start.wait(timeout=60)
-            work(number)
-        except BaseException as err:
-            failures.append(err)
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=150)
-    assert not any(thread.is_alive() for thread in threads), "clients still running"
-    assert not failures, failures
-
-
 def test_concurrent_clients_get_their_solo_results(server, audio_files):
     """16 clients, half HTTP and half gRPC, send tracks and sentences at once; each answer
     equals the one the same request got alone, and the server did batch them."""
+    tracks = [(path, {}) for path in audio_files]
     texts = texts_of_every_length()[::9]
-    with TritonEmbedder(server.http, "http") as alone:
-        solo_audio = [alone.embed_audio([path])[0] for path in audio_files]
-        solo_text = [alone.embed_text([text])[0] for text in texts]
-    before = {m: statistics(server, m) for m in (AUDIO_MODEL, TEXT_TOWER)}
-    audio_errors: list[float] = []
-    text_cosines: list[float] = []
-
-    def client(number: int) -> None:
-        protocol = "http" if number % 2 else "grpc"
-        with TritonEmbedder(server.url(protocol), protocol) as mine:
-            for step in range(6):
-                track = (number + step) % len(audio_files)
-                got = mine.embed_audio([audio_files[track]])[0]
-                audio_errors.append(float(np.abs(got - solo_audio[track]).max()))
-                for text in range(number + step, number + step + 2):
-                    got = mine.embed_text([texts[text % len(texts)]])
-                    expected = solo_text[text % len(texts)][None]
-                    text_cosines.append(float(cosines(got, expected)[0]))
-
-    run_at_once(16, client)
-    assert len(audio_errors) == 16 * 6 and len(text_cosines) == 16 * 6 * 2
-    print(f"concurrency: audio max |Δ| {max(audio_errors):.2e}, text min cos {min(text_cosines)}")
+    audio_errors, text_cosines = concurrent_solo_errors(server, tracks, texts, 6, 2)
     assert max(audio_errors) <= 1e-6
     assert min(text_cosines) >= 0.99999
-    for model, (inferences, executions) in before.items():
-        now_inferences, now_executions = statistics(server, model)
-        served, runs = now_inferences - inferences, now_executions - executions
-        print(f"{model}: {served} requests in {runs} executions")
-        assert runs < served, f"{model}: no batching"
 
 
 # ---------------------------------------------------------------- bad input

@@ -10,6 +10,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,3 +196,73 @@ def check_tensors(configured, graph_values, batched: bool) -> None:
         assert dims == expected, tensor.name
         assert tensor.dims, f"{tensor.name}: Triton needs at least one dim per row"
         assert DATA_TYPES.Name(tensor.data_type) == ONNX_TYPES[graph[tensor.name].elem_type]
+
+
+def statistics(server: Server, model: str) -> tuple[int, int]:
+    client = server.client("http")
+    (stats,) = client.get_inference_statistics(model, headers=server.admin("http"))["model_stats"]
+    return int(stats["inference_count"]), int(stats["execution_count"])
+
+
+def run_at_once(count: int, work) -> None:
+    """``work(number)`` in ``count`` threads started together; each must finish within
+    150 s and none may fail."""
+    start = threading.Barrier(count)
+    failures: list[BaseException] = []
+
+    def run(number: int) -> None:
+        try:
+            start.wait(timeout=60)
+            work(number)
+        except BaseException as err:
+            failures.append(err)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=150)
+    assert not any(thread.is_alive() for thread in threads), "clients still running"
+    assert not failures, failures
+
+
+def concurrent_solo_errors(
+    server: Server, tracks: list[tuple[object, dict]], texts: list[str], steps: int, per_step: int
+) -> tuple[list[float], list[float]]:
+    """16 clients, half HTTP and half gRPC, each send ``steps`` rounds of one track (an item
+    and ``embed_audio``'s keyword arguments) and ``per_step`` sentences at once. Returns each
+    answer's max |Δ| (audio) or cosine (text) to the one the same request got alone; fails
+    unless the server batched requests of both towers."""
+    from export.to_triton import TEXT_TOWER
+    from runtime.triton_client import AUDIO_MODEL, TritonEmbedder
+    from tests.helpers import cosines
+
+    with TritonEmbedder(server.http, "http") as alone:
+        solo_audio = [alone.embed_audio([item], **options)[0] for item, options in tracks]
+        solo_text = [alone.embed_text([text])[0] for text in texts]
+    before = {m: statistics(server, m) for m in (AUDIO_MODEL, TEXT_TOWER)}
+    audio_errors: list[float] = []
+    text_cosines: list[float] = []
+
+    def client(number: int) -> None:
+        protocol = "http" if number % 2 else "grpc"
+        with TritonEmbedder(server.url(protocol), protocol) as mine:
+            for step in range(steps):
+                track = (number + step) % len(tracks)
+                item, options = tracks[track]
+                got = mine.embed_audio([item], **options)[0]
+                audio_errors.append(float(abs(got - solo_audio[track]).max()))
+                for text in range(number + step, number + step + per_step):
+                    got = mine.embed_text([texts[text % len(texts)]])
+                    expected = solo_text[text % len(texts)][None]
+                    text_cosines.append(float(cosines(got, expected)[0]))
+
+    run_at_once(16, client)
+    assert len(audio_errors) == 16 * steps and len(text_cosines) == 16 * steps * per_step
+    print(f"concurrency: audio max |Δ| {max(audio_errors):.2e}, text min cos {min(text_cosines)}")
+    for model, (inferences, executions) in before.items():
+        now_inferences, now_executions = statistics(server, model)
+        served, runs = now_inferences - inferences, now_executions - executions
+        print(f"{model}: {served} requests in {runs} executions")
+        assert runs < served, f"{model}: no batching"
+    return audio_errors, text_cosines

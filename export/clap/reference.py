@@ -148,13 +148,19 @@ class ClapReference:
 
 
 def track_windows(
-    waveform: np.ndarray, sample_rate: int, rate: int, size: int, *, int16: bool
+    waveform: np.ndarray,
+    sample_rate: int,
+    rate: int,
+    size: int,
+    *,
+    int16: bool,
+    repeat: bool = True,
 ) -> np.ndarray:
     """A track as CLAP's references preprocess it, made deterministic: downmix, soxr-HQ
     resample to ``rate``, then (``int16``, laion_clap only) clip to [-1, 1] and round-trip
     through int16. A track shorter than a window is repeat-padded (both references'
-    ``repeatpad``), a longer one cut into whole windows (the remainder dropped) instead of
-    their random 10-s crop."""
+    ``repeatpad``; zero-padded only, without ``repeat``, as MusCALL's), a longer one cut
+    into whole windows (the remainder dropped) instead of their random 10-s crop."""
     audio = np.asarray(waveform, dtype=np.float32)
     if audio.ndim == 2:
         audio = audio.mean(axis=1)
@@ -164,7 +170,8 @@ def track_windows(
         audio = (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16) / 32767.0
         audio = audio.astype(np.float32)
     if len(audio) < size:
-        audio = np.tile(audio, size // len(audio))
+        if repeat:
+            audio = np.tile(audio, size // len(audio))
         audio = np.pad(audio, (0, size - len(audio)))
     count = len(audio) // size
     return audio[: count * size].reshape(count, size)

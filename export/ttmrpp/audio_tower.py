@@ -1,6 +1,8 @@
-"""The TTMR++ audio encoder: a CLIP-style modified ResNet over the log-mel and attention pooling.
+"""CLIP's modified ResNet over a log-mel, with attention pooling: TTMR++'s audio encoder, and
+MusCALL's.
 
-Parameter names match the upstream checkpoint's ``audio_encoder.*`` keys.
+Parameter names match TTMR++'s ``audio_encoder.*`` keys; MusCALL's ``audio_backbone.*`` differ
+only in the pool's name and its positional embedding (``pool_name``, ``pool_positions``).
 """
 
 from __future__ import annotations
@@ -45,17 +47,19 @@ class Bottleneck(nn.Module):
 
 
 class AttentionPool(nn.Module):
-    """Multi-head attention where only the mean token queries the flattened feature map.
+    """Multi-head attention where only the mean token queries the flattened feature map
+    (frequency-major), after a positional embedding of ``positions`` rows is added.
 
-    ``positional_embedding`` is ``[1, C]``: one vector added to every position, as in the
-    published checkpoint (a quirk kept on purpose).
+    TTMR++'s is ``[1, C]``: one vector added to every position, as in the published
+    checkpoint (a quirk kept on purpose). MusCALL's has a row per token, which fixes the
+    length of the input.
     """
 
-    def __init__(self, channels: int, heads: int, output_dim: int):
+    def __init__(self, channels: int, heads: int, output_dim: int, positions: int = 1):
         super().__init__()
         if channels % heads:
             raise ValueError(f"{channels} channels do not split into {heads} heads")
-        self.positional_embedding = nn.Parameter(torch.zeros(1, channels))
+        self.positional_embedding = nn.Parameter(torch.zeros(positions, channels))
         self.k_proj = nn.Linear(channels, channels)
         self.q_proj = nn.Linear(channels, channels)
         self.v_proj = nn.Linear(channels, channels)
@@ -77,9 +81,17 @@ class AttentionPool(nn.Module):
 
 
 class ModifiedResNet(nn.Module):
-    """``[B, 1, n_mels, frames]`` log-mel → ``[B, audio_dim]`` encoder embedding."""
+    """``[B, 1, n_mels, frames]`` log-mel → ``[B, audio_dim]`` encoder embedding; the pool is
+    the attribute ``pool_name`` (its checkpoint's name)."""
 
-    def __init__(self, width: int, heads: int, output_dim: int):
+    def __init__(
+        self,
+        width: int,
+        heads: int,
+        output_dim: int,
+        pool_positions: int = 1,
+        pool_name: str = "attn_pool",
+    ):
         super().__init__()
         self.conv1, self.bn1 = conv_bn(1, width // 2, 3, stride=2)
         self.conv2, self.bn2 = conv_bn(width // 2, width // 2, 3)
@@ -95,14 +107,15 @@ class ModifiedResNet(nn.Module):
             inplanes = planes * EXPANSION
             layer += [Bottleneck(inplanes, planes, 1) for _ in range(blocks - 1)]
             setattr(self, f"layer{index}", nn.Sequential(*layer))
-        self.attn_pool = AttentionPool(inplanes, heads, output_dim)
+        self.pool_name = pool_name
+        setattr(self, pool_name, AttentionPool(inplanes, heads, output_dim, pool_positions))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.relu(self.bn2(self.conv2(x)))
         x = self.avgpool(self.relu(self.bn3(self.conv3(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.attn_pool(x)
+        return getattr(self, self.pool_name)(x)
 
 
 def fold_batchnorm(module: nn.Module) -> None:

@@ -12,7 +12,13 @@ import numpy as np
 import torch
 import yaml
 
-from export.demo import ROBERTA_BASE, jitter_norms, scale_linears, write_text_arch
+from export.demo import (
+    ROBERTA_BASE,
+    jitter_norms,
+    measure_batchnorm,
+    scale_linears,
+    write_text_arch,
+)
 from export.synthetic import random_track
 from export.ttmrpp.hparams import PUBLISHED, HParams
 from export.ttmrpp.reference import TTMRpp, track_windows
@@ -36,25 +42,10 @@ def randomise(model: TTMRpp) -> None:
         scale_linears(model.text_encoder)
         pool = model.audio_encoder.attn_pool.positional_embedding
         pool.normal_(0.0, 1.0 / math.sqrt(pool.shape[-1]))
-        measure_batchnorm(model)
-
-
-def measure_batchnorm(model: TTMRpp, windows: int = 4) -> None:
-    """Set every BatchNorm's running statistics from synthetic tracks, then jitter them."""
-    audio = np.concatenate(
-        [track_windows(random_track(s, 10.0), 22050, model.hp) for s in range(windows)]
-    )
-    norms = [m for m in model.audio_encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a plain average over what it sees
-    model.audio_encoder.train()
-    model.audio_encoder(model.frontend(torch.from_numpy(audio)))
-    model.audio_encoder.eval()
-    for norm in norms:
-        norm.momentum = 0.1
-        norm.running_mean += 0.1 * norm.running_var.sqrt() * torch.randn_like(norm.running_mean)
-        norm.running_var *= torch.empty_like(norm.running_var).uniform_(0.8, 1.25)
+        audio = np.concatenate(
+            [track_windows(random_track(s, 10.0), 22050, model.hp) for s in range(4)]
+        )
+        measure_batchnorm(model.audio_encoder, model.frontend(torch.from_numpy(audio)))
 
 
 def write_demo_checkpoint(
