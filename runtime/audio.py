@@ -131,23 +131,24 @@ def decode(index: int, item: AudioItem, sample_rate: int | None) -> tuple[np.nda
     elif isinstance(item, np.ndarray):
         samples, rate = as_float_samples(index, item), sample_rate
         if rate is None:
-            raise InputError(f"{describe(index, item)}: arrays need sample_rate")
+            raise InputError("arrays need sample_rate", item=describe(index, item))
         check_size(index, item, samples.shape[0], samples.shape[1], rate)
     else:
         raise InputError(
-            f"{describe(index, item)}: expected a path or a numpy array, got {type(item).__name__}"
+            f"expected a path or a numpy array, got {type(item).__name__}",
+            item=describe(index, item),
         )
     if samples.shape[0] == 0:
-        raise InputError(f"{describe(index, item)}: the audio is empty")
+        raise InputError("the audio is empty", item=describe(index, item))
     if not np.isfinite(samples).all():
-        raise InputError(f"{describe(index, item)}: the audio holds NaN or infinite samples")
+        raise InputError("the audio holds NaN or infinite samples", item=describe(index, item))
     return samples.mean(axis=1, dtype=np.float32), int(rate)
 
 
 def read_file(index: int, path: Path) -> tuple[np.ndarray, int]:
     """Decode with libsndfile after checking the header's rate, length and channels."""
     if not path.is_file():
-        raise InputError(f"{describe(index, path)}: no such file")
+        raise InputError("no such file", item=describe(index, path))
     try:
         # Through a file object: given a path, libsndfile also reads a macOS "._" sidecar
         # beside the file (as a Sound Designer II resource fork), which breaks the file.
@@ -157,7 +158,7 @@ def read_file(index: int, path: Path) -> tuple[np.ndarray, int]:
     except InputError:
         raise
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        raise InputError(f"{describe(index, path)}: cannot decode audio ({err})") from None
+        raise InputError(f"cannot decode audio ({err})", item=describe(index, path)) from None
 
 
 def check_size(index: int, item: AudioItem, frames: int, channels: int, rate: object) -> None:
@@ -165,21 +166,24 @@ def check_size(index: int, item: AudioItem, frames: int, channels: int, rate: ob
     MAX_DECODED_SAMPLES: what a header or a caller claims is checked before it is used."""
     name = describe(index, item)
     if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
-        raise InputError(f"{name}: sample rate must be a positive integer, got {rate!r}")
+        raise InputError(f"sample rate must be a positive integer, got {rate!r}", item=name)
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise InputError(
-            f"{name}: sample rate {rate} Hz is outside the supported "
-            f"{MIN_SAMPLE_RATE}–{MAX_SAMPLE_RATE} Hz"
+            f"sample rate {rate} Hz is outside the supported "
+            f"{MIN_SAMPLE_RATE}–{MAX_SAMPLE_RATE} Hz",
+            item=name,
         )
     if frames / rate > MAX_AUDIO_SECONDS:
         raise InputError(
-            f"{name}: {frames / rate / 3600:.1f} hours of audio are more than the "
-            f"{MAX_AUDIO_SECONDS / 3600:g}-hour limit per item"
+            f"{frames / rate / 3600:.1f} hours of audio are more than the "
+            f"{MAX_AUDIO_SECONDS / 3600:g}-hour limit per item",
+            item=name,
         )
     if frames * channels > MAX_DECODED_SAMPLES:
         raise InputError(
-            f"{name}: {frames} frames × {channels} channels are more than "
-            f"{MAX_DECODED_SAMPLES} samples per item"
+            f"{frames} frames × {channels} channels are more than "
+            f"{MAX_DECODED_SAMPLES} samples per item",
+            item=name,
         )
 
 
@@ -187,12 +191,13 @@ def as_float_samples(index: int, array: np.ndarray) -> np.ndarray:
     """Mono ``[n]`` or channels-last ``[n, c]``, float or integer PCM → float32 ``[n, c]``."""
     if array.ndim not in (1, 2) or (array.ndim == 2 and array.shape[1] == 0):
         raise InputError(
-            f"{describe(index, array)}: expected shape [n] or [n, channels], got {array.shape}"
+            f"expected shape [n] or [n, channels], got {array.shape}", item=describe(index, array)
         )
     if array.ndim == 2 and array.shape[1] > array.shape[0]:
         raise InputError(
-            f"{describe(index, array)}: shape {array.shape} looks channels-first (more "
-            "channels than samples); pass [n, channels], e.g. array.T"
+            f"shape {array.shape} looks channels-first (more "
+            "channels than samples); pass [n, channels], e.g. array.T",
+            item=describe(index, array),
         )
     if np.issubdtype(array.dtype, np.floating):
         samples = array.astype(np.float32)
@@ -202,7 +207,7 @@ def as_float_samples(index: int, array: np.ndarray) -> np.ndarray:
         centre = half if np.issubdtype(array.dtype, np.unsignedinteger) else 0.0
         samples = ((array.astype(np.float64) - centre) / half).astype(np.float32)
     else:
-        raise InputError(f"{describe(index, array)}: unsupported sample dtype {array.dtype}")
+        raise InputError(f"unsupported sample dtype {array.dtype}", item=describe(index, array))
     return samples[:, None] if samples.ndim == 1 else samples
 
 
@@ -252,8 +257,8 @@ def load_track(index: int, item: AudioItem, sample_rate: int | None, steps: Prep
     samples = resample(decoded, rate, steps.sample_rate)
     if not np.isfinite(samples).all():  # soxr's ringing past ±FLT_MAX
         raise InputError(
-            f"{describe(index, item)}: the audio overflows float32 when resampled "
-            "(samples near ±3.4e38); scale it down"
+            "the audio overflows float32 when resampled (samples near ±3.4e38); scale it down",
+            item=describe(index, item),
         )
     if steps.peak_normalise:
         samples = normalise(samples)

@@ -9,7 +9,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from runtime.cli import Parser, embedder_from
+from runtime.arguments import Parser, embedder_from
 from runtime.embedder import Embedder
 from runtime.errors import InputError
 from runtime.evaluate.inputs import check_template
