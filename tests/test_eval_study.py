@@ -225,7 +225,10 @@ def precomputed(tmp_path) -> tuple[Path, Path]:
         "Sound of {} musical instrument",
         "A no {} track",
     ]:
-        for name, vector in (("flute", E1), ("violin", E2)):
+        pairs = [("flute", E1), ("violin", E2)]
+        if "no" not in template:  # family prompts: woodwind like the flute, string the violin
+            pairs += [("woodwind", E1), ("string", E2)]
+        for name, vector in pairs:
             sentences.append(template.format(name))
             rows.append(vector if "no" not in template else -vector)
     np.save(embeddings / "text_joint.npy", np.array(rows, dtype=np.float32))
@@ -252,6 +255,9 @@ def test_study_scores_precomputed_embeddings_with_hand_computed_results(
     # f1 and f2 predicted flute, one violin clip each way: F1 flute 0.8, violin 2/3
     assert zero_shot["weighted_f1"] == pytest.approx((0.8 + 2 / 3) / 2)
     assert model["positive_negative"]["top1"] == 0.75
+    assert report["families"] == {"flute": "woodwind", "violin": "string"}
+    family = model["family_zero_shot"][0]
+    assert family["top1"] == 0.75 and family["per_instrument"] == {"string": 0.5, "woodwind": 1.0}
     assert model["positive_negative"]["negative_won"] == 0.0
     # no text in the encoder space: triplets in the joint space only, two instruments: none
     assert {t["space"] for t in model["triplets"]} == {"joint"}
@@ -261,6 +267,23 @@ def test_study_scores_precomputed_embeddings_with_hand_computed_results(
     assert (out / "study.md").read_text() in printed
     for plot in ("per_instrument_accuracy.png", "confusion_1.png", "triplet_accuracy.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_triplets_score_precomputed_text_embeddings(precomputed, tmp_path, capsys):
+    _, embeddings = precomputed
+    triplets = tmp_path / "t.csv"
+    triplets.write_text("anchor,positive,negative\nflute,flute,violin\nflute,violin,flute\n")
+    out = tmp_path / "t.json"
+    args = ["eval", "triplets", str(triplets), "--out", str(out), "--resamples", "10"]
+    assert (
+        run([*args, "--embeddings", str(embeddings), "--template", "A {instrument} track"], capsys)[
+            0
+        ]
+        == 0
+    )
+    results = {(r["setting"], r["space"]): r for r in json.loads(out.read_text())["results"]}
+    assert results[("text-text", "joint")]["accuracy"] == 0.5  # the first passes, not the second
+    assert results[("text-text", "encoder")]["triplets"] == 0  # no encoder text given
 
 
 def test_instruments_scores_precomputed_embeddings_too(precomputed, tmp_path, capsys):
@@ -276,7 +299,13 @@ def test_instruments_scores_precomputed_embeddings_too(precomputed, tmp_path, ca
 
 # --- the whole study on each family's small model -------------------------------------------
 
+# Each family's small model (conftest's session fixtures): the study must run on all of them.
 FAMILY_MODELS = ["small_model_dir", "small_clap_model_dir"]
+
+
+@pytest.fixture(scope="module")
+def family_models(request) -> list[Path]:
+    return [request.getfixturevalue(name) for name in FAMILY_MODELS]
 
 
 @pytest.fixture(scope="module")
@@ -298,9 +327,9 @@ def sol_clips(tmp_path_factory) -> Path:
 
 
 def test_the_whole_study_runs_on_each_family_side_by_side_and_reuses_its_cache(
-    request, sol_clips, tmp_path, monkeypatch, capsys
+    family_models, sol_clips, tmp_path, monkeypatch, capsys
 ):
-    folders = [request.getfixturevalue(name) for name in FAMILY_MODELS]
+    folders = family_models
     out = tmp_path / "study"
     args = ["eval", "study", str(sol_clips), "--out", str(out)]
     for folder in folders:
@@ -376,6 +405,10 @@ def bad_study(precomputed, tmp_path) -> Path:
     mismatch.mkdir()
     np.save(mismatch / "text_joint.npy", np.zeros((3, 2), dtype=np.float32))
     (mismatch / "text_joint.txt").write_text("one\ntwo\n")
+    no_text = tmp_path / "no_text"
+    no_text.mkdir()
+    np.save(no_text / "text_joint.npy", np.zeros((1, 2), dtype=np.float32))
+    (no_text / "text_joint.txt").write_text("something else\n")
     return tmp_path
 
 
@@ -391,6 +424,7 @@ BAD_STUDY = [
     ),
     (["{d}/lonely"], "instrument 'oboe' has 1 file"),
     (["{d}/audio", "--embeddings", "{d}/mismatch"], "text_joint.npy: 3 rows but 2 names"),
+    (["{d}/audio", "--embeddings", "{d}/no_text"], "has no row for 'A flute track' (18 of the 18"),
     (["{d}/audio", "--embeddings", "{d}/embeddings", "--prompts", "{d}/p.json"], "'defs'"),
 ]
 

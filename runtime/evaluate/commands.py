@@ -30,6 +30,7 @@ from runtime.evaluate.sources import EmbeddingSource, ModelSource, PrecomputedSo
 from runtime.evaluate.study import (
     TINYSOL_TABLE,
     Collection,
+    instrument_families,
     read_prompt_sets,
     run_study,
     study_distances,
@@ -144,7 +145,11 @@ def run_the_study(args: argparse.Namespace) -> None:
     args.default_names = read_names(STUDY_NAMES)
     if args.distances and args.ontology:
         raise InputError("give either --distances or --ontology, not both")
-    collection = Collection.from_groups(labelled_folder(args, args.music_dir))
+    groups = labelled_folder(args, args.music_dir)
+    families = None
+    if args.family_level is not None:
+        families = instrument_families(groups, args.music_dir, args.family_level)
+    collection = Collection.from_groups(groups, families)
     distance_source, terms, table = study_distances(
         collection.instruments, args.distances, args.ontology
     )
@@ -276,5 +281,18 @@ def add_eval_commands(commands: argparse._SubParsersAction, common: Parser) -> N
     sub.add_argument("--distances", type=Path, help="distance table (default: the study's)")
     sub.add_argument("--ontology", type=Path, help="tree file instead of a distance table")
     sub.add_argument("--prompts", type=Path, help="JSON: more prompt sets")
+    sub.add_argument(
+        "--family-level",
+        type=int,
+        default=0,
+        help="the folder level naming each instrument's family (0: TinySOL's Brass, …)",
+    )
+    sub.add_argument(
+        "--no-families",
+        dest="family_level",
+        action="store_const",
+        const=None,
+        help="skip the instrument-family test",
+    )
     add_engine_options(sub)
     sub.set_defaults(run=run_the_study, default_names=None)

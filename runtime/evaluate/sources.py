@@ -151,12 +151,14 @@ class PrecomputedSource:
             table = self.tables[tower].get(space)
             if table is None:
                 raise InputError(f"--embeddings {str(self.folder)!r} has no {tower}_{space} file")
-            try:
-                rows = [table[self.key(tower, item)] for item in items]
-            except KeyError as err:
+            keys = [self.key(tower, item) for item in items]
+            missing = [key for key in keys if key not in table]
+            if missing:
                 raise InputError(
-                    f"{tower}_{space} in {str(self.folder)!r} has no row for {err.args[0]!r}"
-                ) from None
+                    f"{tower}_{space} in {str(self.folder)!r} has no row for {missing[0]!r} "
+                    f"({len(missing)} of the {len(keys)} {tower} items asked for are missing)"
+                )
+            rows = [table[key] for key in keys]
             found[space] = np.stack(rows) if rows else np.zeros((0, 0), np.float32)
         return found
 

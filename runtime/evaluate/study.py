@@ -17,6 +17,7 @@ import numpy as np
 
 from runtime.errors import InputError
 from runtime.evaluate.inputs import check_template, read_json
+from runtime.evaluate.instruments import file_label
 from runtime.evaluate.metrics import (
     classification_metrics,
     predicted_classes,
@@ -35,6 +36,12 @@ PROMPT_SETS = {
 }
 NEGATIVE = "A no {instrument} track"
 TINYSOL_TABLE = "the ISMIR 2024 study's TinySOL distance table"
+TINYSOL_FAMILIES = {
+    "Brass": "brass",
+    "Keyboards": "keyboard",
+    "Strings": "string",
+    "Winds": "woodwind",
+}
 
 
 @dataclass(frozen=True)
@@ -44,9 +51,12 @@ class Collection:
     instruments: list[str]
     files: list[Path]
     truth: np.ndarray
+    families: dict[str, str]  # instrument → family; empty: no family test
 
     @classmethod
-    def from_groups(cls, groups: dict[str, list[Path]]) -> Collection:
+    def from_groups(
+        cls, groups: dict[str, list[Path]], families: dict[str, str] | None = None
+    ) -> Collection:
         if len(groups) < 2:
             raise InputError(f"the study needs at least two instruments, found {list(groups)}")
         for name, files in groups.items():
@@ -58,7 +68,24 @@ class Collection:
         names = list(groups)
         files = [path for name in names for path in groups[name]]
         truth = np.repeat(np.arange(len(names)), [len(groups[name]) for name in names])
-        return cls(names, files, truth)
+        return cls(names, files, truth, families or {})
+
+
+def instrument_families(
+    groups: dict[str, list[Path]], music_dir: Path, level: int
+) -> dict[str, str]:
+    """Each instrument's family: the folder at ``level`` (TinySOL's ``Brass``, ``Keyboards``,
+    ``Strings``, ``Winds`` at level 0 become the study's brass, keyboard, string, woodwind);
+    every file of an instrument must lie in the same family folder."""
+    music_dir = music_dir.resolve()
+    families = {}
+    for name, files in groups.items():
+        found = {file_label(path, music_dir, "folder", level) for path in files}
+        if len(found) != 1:
+            raise InputError(f"instrument {name!r} lies in several family folders: {sorted(found)}")
+        label = found.pop()
+        families[name] = TINYSOL_FAMILIES.get(label, label.replace("_", " ").lower())
+    return families
 
 
 @dataclass(frozen=True)
@@ -173,42 +200,63 @@ def without_predictions(metrics: dict, names: list[str]) -> dict:
     return metrics | {"per_instrument": dict(zip(names, per_class, strict=True))}
 
 
+def zero_shot(
+    clips: np.ndarray,
+    text: np.ndarray,
+    sets: dict[str, list[str]],
+    truth: np.ndarray,
+    labels: list[str],
+) -> list[dict]:
+    """Classification of unit ``clips`` by each set's prompts (rows of ``text``, in order)."""
+    results, start = [], 0
+    for name, sentences in sets.items():
+        prompts = unit_rows(text[start : start + len(sentences)])
+        metrics = classification_metrics(clips @ prompts.T, truth)
+        results.append({"prompts": name, **without_predictions(metrics, labels)})
+        start += len(sentences)
+    return results
+
+
 def study_model(
     source, collection: Collection, prompts: dict[str, list[str]], triplets: list[Triplets]
 ) -> dict:
     """Every test for one embedding source (``sources.ModelSource`` or ``PrecomputedSource``)."""
     names, truth = collection.instruments, collection.truth
-    negatives = [NEGATIVE.format(instrument=name) for name in names]
-    sentences = list(dict.fromkeys([s for p in prompts.values() for s in p] + negatives))
-    at = {sentence: row for row, sentence in enumerate(sentences)}
+    negatives = {"negative": [NEGATIVE.format(instrument=name) for name in names]}
+    families = sorted(set(collection.families.values()))
+    family_sets = {n: [t.format(instrument=f) for f in families] for n, t in PROMPT_SETS.items()}
+    if len(families) < 2:
+        family_sets = {}
+    groups = [prompts, negatives, family_sets]  # embedded in this order, one call
+    sentences = [s for sets in groups for prompt_set in sets.values() for s in prompt_set]
     text_spaces, audio_spaces = source.spaces["text"], source.spaces["audio"]
     text = source.text(sentences, text_spaces)
     audio = source.audio(collection.files, audio_spaces)
     report: dict = {"name": source.name, "model": source.summary(), "not_measured": []}
-    main = next(iter(prompts))
-    report["triplets"] = []
-    for space in text_spaces:
-        main_rows = [at[s] for s in prompts[main]]
-        order = [main_rows[names.index(term)] for term in triplets[0].terms]
-        report["triplets"] += triplet_results(text[space], order, triplets, space)
+    main = next(iter(prompts))  # its rows come first
+    order = [names.index(term) for term in triplets[0].terms]
+    report["triplets"] = [
+        result
+        for space in text_spaces
+        for result in triplet_results(text[space][: len(names)], order, triplets, space)
+    ]
     if "joint" in text_spaces and "joint" in audio_spaces:
-        clips = unit_rows(audio["joint"])
-        report["zero_shot"] = []
-        for name, sentences_of_set in prompts.items():
-            scores = clips @ unit_rows(text["joint"][[at[s] for s in sentences_of_set]]).T
-            metrics = classification_metrics(scores, truth)
-            report["zero_shot"].append({"prompts": name, **without_predictions(metrics, names)})
-        both = [at[s] for s in prompts[main] + negatives]
-        scores = clips @ unit_rows(text["joint"][both]).T
+        clips, joint = unit_rows(audio["joint"]), text["joint"]
+        report["zero_shot"] = zero_shot(clips, joint, prompts, truth, names)
+        count = sum(map(len, prompts.values()))
+        both = np.concatenate([joint[: len(names)], joint[count : count + len(names)]])
+        scores = clips @ unit_rows(both).T
         report["positive_negative"] = {
             "prompts": main,
             **{
-                f"top{k}": top_k_accuracy(scores, truth, k)
-                for k in range(1, 6)
-                if k <= scores.shape[1]
+                f"top{k}": top_k_accuracy(scores, truth, k) for k in range(1, min(5, len(both)) + 1)
             },
             "negative_won": float(np.mean(predicted_classes(scores, truth) >= len(names))),
         }
+        if family_sets:
+            of_clip = np.array([families.index(collection.families[names[t]]) for t in truth])
+            rows = joint[count + len(names) :]
+            report["family_zero_shot"] = zero_shot(clips, rows, family_sets, of_clip, families)
     else:
         report["not_measured"].append("zero-shot (needs joint-space text and audio)")
     report["class_means"] = []
@@ -241,6 +289,7 @@ def run_study(
             n: int(np.sum(collection.truth == i)) for i, n in enumerate(collection.instruments)
         },
         "files": len(collection.files),
+        "families": collection.families,
         "prompt_sets": prompts,
         "negative_template": NEGATIVE,
         "distances": distance_source,

@@ -16,9 +16,10 @@ def model_rows(model: dict) -> dict[tuple[str, str], float | None]:
     for t in model["triplets"]:
         test = f"text triplets, {t['rule']} rule ({t['triplets']}, {t['inverted']} inverted)"
         rows[(test, f"accuracy, {t['space']}")] = t["accuracy"]
-    for z in model.get("zero_shot", []):
-        for metric in ZERO_SHOT:
-            rows[(f"zero-shot, prompts {z['prompts']}", metric)] = z.get(metric)
+    for kind, label in (("zero_shot", "zero-shot"), ("family_zero_shot", "families zero-shot")):
+        for z in model.get(kind, []):
+            for metric in ZERO_SHOT:
+                rows[(f"{label}, prompts {z['prompts']}", metric)] = z.get(metric)
     if "positive_negative" in model:
         pn = model["positive_negative"]
         for metric in ("top1", "negative_won"):
