@@ -45,12 +45,8 @@ STUDY_NAMES = DATA / "tinysol_ismir2024_names.json"
 
 
 def labelled_folder(args: argparse.Namespace, folder: Path) -> dict[str, list[Path]]:
-    if getattr(args, "plain_labels", False):
-        names = None
-    elif args.names:
-        names = read_names(args.names)
-    else:
-        names = getattr(args, "default_names", None)
+    plain = getattr(args, "plain_labels", False)  # only the study has both
+    names = read_names(args.names) if args.names and not plain else None
     return instrument_files(folder, args.label, args.level, names)
 
 
@@ -63,7 +59,7 @@ def source_from(args: argparse.Namespace, music_dir: Path | None = None) -> Embe
     return PrecomputedSource(args.embeddings, music_dir)
 
 
-def conclude(args: argparse.Namespace, source, report: dict, out: Path, show: Callable) -> None:
+def conclude(source: EmbeddingSource, report: dict, out: Path, show: Callable) -> None:
     """Records the model, writes the report, prints its table."""
     report["model"] = source.summary()
     write_json(out, report)
@@ -77,7 +73,7 @@ def run_retrieval(args: argparse.Namespace) -> None:
     source = source_from(args)
     root = (args.root or Path.cwd()).resolve()
     report = evaluate_retrieval(source, args.catalog, args.ground_truth, root, template)
-    conclude(args, source, report, args.out, print_retrieval)
+    conclude(source, report, args.out, print_retrieval)
 
 
 def run_triplets(args: argparse.Namespace) -> None:
@@ -88,7 +84,7 @@ def run_triplets(args: argparse.Namespace) -> None:
     report = evaluate_triplets(
         source, args.triplets, template, term_files, args.resamples, args.confidence, args.seed
     )
-    conclude(args, source, report, args.out, print_triplets)
+    conclude(source, report, args.out, print_triplets)
 
 
 def check_out_folder(out: Path) -> None:
@@ -108,7 +104,7 @@ def run_instruments(args: argparse.Namespace) -> None:
     title = f"zero-shot instruments: accuracy {report['accuracy']:.3f}"
     plot_confusion(report["instruments"], report["confusion"], title, args.out / "confusion.png")
     plot_similarities(report, args.out / "similarities.png")
-    conclude(args, source, report, args.out / "instruments.json", print_instruments)
+    conclude(source, report, args.out / "instruments.json", print_instruments)
 
 
 def read_terms(text: str) -> list[str]:
@@ -142,12 +138,9 @@ def run_make_triplets(args: argparse.Namespace) -> None:
 
 def run_the_study(args: argparse.Namespace) -> None:
     check_out_folder(args.out)
-    args.default_names = read_names(STUDY_NAMES)
-    if args.distances and args.ontology:
-        raise InputError("give either --distances or --ontology, not both")
     groups = labelled_folder(args, args.music_dir)
     families = None
-    if args.family_level is not None:
+    if args.family_level is not None and args.family_level != args.level:
         families = instrument_families(groups, args.music_dir, args.family_level)
     collection = Collection.from_groups(groups, families)
     distance_source, terms, table = study_distances(
@@ -155,14 +148,14 @@ def run_the_study(args: argparse.Namespace) -> None:
     )
     triplets = study_triplets(terms, table)
     prompts = read_prompt_sets(args.prompts, collection.instruments)
-    for folder in args.embeddings_dirs:
-        PrecomputedSource(folder, args.music_dir)  # checked before any model work
+    # read and checked before any model work
+    precomputed = [PrecomputedSource(folder, args.music_dir) for folder in args.embeddings_dirs]
     cache = args.cache or args.out / "cache"
-    sources: list = [
+    sources: list[EmbeddingSource] = [
         ModelSource(embedder_from(args, str(model_dir_from(folder))), cache)
-        for folder in args.model_dirs or ([] if args.embeddings_dirs else [None])
+        for folder in args.model_dirs or ([] if precomputed else [None])
     ]
-    sources += [PrecomputedSource(folder, args.music_dir) for folder in args.embeddings_dirs]
+    sources += precomputed
     report = run_study(sources, collection, prompts, distance_source, triplets)
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "study.json", report)
@@ -174,7 +167,7 @@ def run_the_study(args: argparse.Namespace) -> None:
     print(table_text, end="")
 
 
-def label_options(level: int, names_help: str) -> Parser:
+def label_options(level: int, names_help: str, names: Path | None = None) -> Parser:
     labels = Parser(add_help=False)
     labels.add_argument(
         "--label",
@@ -188,7 +181,7 @@ def label_options(level: int, names_help: str) -> Parser:
         default=level,
         help=f"which folder below the music folder names it ({level})",
     )
-    labels.add_argument("--names", type=Path, help=names_help)
+    labels.add_argument("--names", type=Path, default=names, help=names_help)
     return labels
 
 
@@ -257,7 +250,9 @@ def add_eval_commands(commands: argparse._SubParsersAction, common: Parser) -> N
     sub.add_argument("--terms", help="terms, comma-separated or a file (default: all)")
     sub.set_defaults(run=run_make_triplets)
 
-    study_labels = label_options(1, "JSON label → name (default: TinySOL → the study's names)")
+    study_labels = label_options(
+        1, "JSON label → name (default: TinySOL → the study's names)", STUDY_NAMES
+    )
     study_labels.add_argument(
         "--plain-labels", action="store_true", help="use labels as names, lower-cased"
     )
@@ -278,14 +273,16 @@ def add_eval_commands(commands: argparse._SubParsersAction, common: Parser) -> N
         help="a folder of embeddings made elsewhere (repeat)",
     )
     sub.add_argument("--cache", type=Path, help="audio embedding cache (default: OUT/cache)")
-    sub.add_argument("--distances", type=Path, help="distance table (default: the study's)")
-    sub.add_argument("--ontology", type=Path, help="tree file instead of a distance table")
+    tree = sub.add_mutually_exclusive_group()
+    tree.add_argument("--distances", type=Path, help="distance table (default: the study's)")
+    tree.add_argument("--ontology", type=Path, help="tree file instead of a distance table")
     sub.add_argument("--prompts", type=Path, help="JSON: more prompt sets")
     sub.add_argument(
         "--family-level",
         type=int,
         default=0,
-        help="the folder level naming each instrument's family (0: TinySOL's Brass, …)",
+        help="the folder level naming each instrument's family (0: TinySOL's Brass, …); "
+        "the instrument's own level: no family test",
     )
     sub.add_argument(
         "--no-families",
@@ -295,4 +292,4 @@ def add_eval_commands(commands: argparse._SubParsersAction, common: Parser) -> N
         help="skip the instrument-family test",
     )
     add_engine_options(sub)
-    sub.set_defaults(run=run_the_study, default_names=None)
+    sub.set_defaults(run=run_the_study)

@@ -4,12 +4,13 @@ read") for one or several models, on a labelled instrument collection.
 Per model: text triplets in each text space (both rules of ``triplet_rules``, on the main
 prompt set), zero-shot classification in the joint space for every prompt set, the
 positive/negative variant (each instrument's positive and ``A no {x} track`` prompts
-together; a clip is right when its own positive prompt wins), and the audio-only test in each
-audio space: every clip against the L2-normalised means of each instrument's raw embeddings,
+together; a clip is right when its own positive prompt wins), the family prompts (each clip
+among the instrument families), and the audio-only test in each audio space: every clip against the L2-normalised means of each instrument's raw embeddings,
 with the clip inside its own class's mean (as the study did) and left out of it."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from runtime.evaluate.metrics import (
     unit_rows,
 )
 from runtime.evaluate.ontology import read_distance_table, read_ontology, subtable
+from runtime.evaluate.sources import EmbeddingSource
 from runtime.evaluate.triplet_rules import RULES, inverted, make_triplets
 
 # The study's four prompt templates; its main set first.
@@ -217,16 +219,24 @@ def zero_shot(
     return results
 
 
+def family_prompt_sets(families: list[str]) -> dict[str, list[str]]:
+    """The study's templates filled with the families; none with fewer than two."""
+    if len(families) < 2:
+        return {}
+    return {name: [t.format(instrument=f) for f in families] for name, t in PROMPT_SETS.items()}
+
+
 def study_model(
-    source, collection: Collection, prompts: dict[str, list[str]], triplets: list[Triplets]
+    source: EmbeddingSource,
+    collection: Collection,
+    prompts: dict[str, list[str]],
+    triplets: list[Triplets],
 ) -> dict:
     """Every test for one embedding source (``sources.ModelSource`` or ``PrecomputedSource``)."""
     names, truth = collection.instruments, collection.truth
     negatives = {"negative": [NEGATIVE.format(instrument=name) for name in names]}
     families = sorted(set(collection.families.values()))
-    family_sets = {n: [t.format(instrument=f) for f in families] for n, t in PROMPT_SETS.items()}
-    if len(families) < 2:
-        family_sets = {}
+    family_sets = family_prompt_sets(families)
     groups = [prompts, negatives, family_sets]  # embedded in this order, one call
     sentences = [s for sets in groups for prompt_set in sets.values() for s in prompt_set]
     text_spaces, audio_spaces = source.spaces["text"], source.spaces["audio"]
@@ -271,14 +281,17 @@ def study_model(
 
 
 def run_study(
-    sources: list,
+    sources: list[EmbeddingSource],
     collection: Collection,
     prompts: dict[str, list[str]],
     distance_source: str,
     triplets: list[Triplets],
 ) -> dict:
     """The whole report: the collection, prompts and triplets used, and each model's tests."""
-    models = [study_model(source, collection, prompts, triplets) for source in sources]
+    models = []
+    for number, source in enumerate(sources, start=1):
+        print(f"[{number}/{len(sources)}] {source.name}", file=sys.stderr)
+        models.append(study_model(source, collection, prompts, triplets))
     seen: dict[str, int] = {}
     for model in models:  # two folders of the same name stay apart in the tables
         seen[model["name"]] = seen.get(model["name"], 0) + 1
@@ -292,6 +305,7 @@ def run_study(
         "families": collection.families,
         "prompt_sets": prompts,
         "negative_template": NEGATIVE,
+        "family_prompt_sets": family_prompt_sets(sorted(set(collection.families.values()))),
         "distances": distance_source,
         "triplets": {
             t.rule: {
