@@ -6,6 +6,8 @@ refusals of bad input."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,9 @@ from sklearn.metrics import (
 
 import runtime.evaluate.sources as sources
 from runtime import Embedder, InputError
+from runtime.catalog import Catalog
 from runtime.cli import main
+from runtime.evaluate.embedding import embed_files
 from runtime.evaluate.metrics import classification_metrics, predicted_classes, top_k_accuracy
 from runtime.evaluate.ontology import UNRELATED, read_distance_table, read_ontology
 from runtime.evaluate.study import class_mean_scores
@@ -449,3 +453,36 @@ def test_make_triplets_refuses_an_unknown_term(tmp_path, capsys):
     args = ["eval", "make-triplets", "--distances", "--terms", "violin,kazoo"]
     code, _, err = run([*args, "--out", str(tmp_path / "t.csv")], capsys)
     assert code == 2 and "instrument 'kazoo' is not in distance table" in err
+
+
+def test_retrieval_scores_precomputed_query_embeddings(tmp_path, capsys):
+    catalog = Catalog()
+    for row, name in enumerate(["a.wav", "b.wav"]):
+        catalog.add(str(tmp_path / name), 10.0, np.eye(2, dtype=np.float32)[row])
+    catalog.save(tmp_path / "catalog.npz")
+    (tmp_path / "truth.csv").write_text("caption,track\nfirst,b\n")
+    embeddings = tmp_path / "embeddings"
+    embeddings.mkdir()
+    rows = np.array([[0.9, 0.1]], dtype=np.float32)  # ranks a first, b second
+    np.savez(embeddings / "text_joint.npz", embeddings=rows, items=np.array(["first"]))
+    out = tmp_path / "r.json"
+    args = ["eval", "retrieval", str(tmp_path / "catalog.npz"), str(tmp_path / "truth.csv")]
+    args += ["--out", str(out), "--root", str(tmp_path), "--embeddings", str(embeddings)]
+    assert run(args, capsys)[0] == 0
+    captions = json.loads(out.read_text())["captions"]
+    assert captions["per_query"][0]["first_relevant_rank"] == 2 and captions["mrr"] == 0.5
+
+
+def test_an_undecodable_clip_is_named_by_its_path(small_model_dir, tmp_path):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF not really a wave file")
+    with pytest.raises(InputError) as caught:
+        embed_files(Embedder(small_model_dir), [bad], ["joint"])
+    assert caught.value.item == str(bad)
+    assert str(caught.value).startswith(f"{bad}: cannot decode audio")
+    assert "item 0" not in str(caught.value)
+
+
+def test_eval_commands_import_without_the_cli():
+    code = "import sys, runtime.evaluate.commands; sys.exit('runtime.cli' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
