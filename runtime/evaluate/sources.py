@@ -53,7 +53,7 @@ class ModelSource:
         manifest = self.model.manifest
         return {
             "model_dir": str(self.model.model_dir),
-            "precision": getattr(self.model, "precision", "fp32"),
+            "precision": self.model.precision,
             "random_weights": bool(manifest.get("random_weights")),
         }
 
@@ -80,14 +80,18 @@ class ModelSource:
         """The model folder's manifest and files (names, sizes, times) and the precision."""
         folder = Path(self.model.model_dir).resolve()
         digest = hashlib.sha256(str(folder).encode())
-        digest.update(getattr(self.model, "precision", "fp32").encode())
+        digest.update(self.model.precision.encode())
         for path in sorted(folder.iterdir()) if folder.is_dir() else []:
             digest.update(f"{path.name}:{file_stamp(path)}".encode())
         return digest.hexdigest()[:20]
 
 
 def file_stamp(path: Path) -> str:
-    info = path.stat()
+    """Size and modification time: a file changed since it was cached is embedded again."""
+    try:
+        info = path.stat()
+    except OSError as err:
+        raise InputError(f"cannot read it ({err.strerror or err})", item=str(path)) from None
     return f"{info.st_size}:{info.st_mtime_ns}"
 
 

@@ -5,8 +5,9 @@ Per model: text triplets in each text space (both rules of ``triplet_rules``, on
 prompt set), zero-shot classification in the joint space for every prompt set, the
 positive/negative variant (each instrument's positive and ``A no {x} track`` prompts
 together; a clip is right when its own positive prompt wins), the family prompts (each clip
-among the instrument families), and the audio-only test in each audio space: every clip against the L2-normalised means of each instrument's raw embeddings,
-with the clip inside its own class's mean (as the study did) and left out of it."""
+among the instrument families), and the audio-only test in each audio space: every clip
+against the L2-normalised means of each instrument's raw embeddings, with the clip inside
+its own class's mean (as the study did) and left out of it."""
 
 from __future__ import annotations
 
