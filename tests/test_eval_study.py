@@ -28,7 +28,7 @@ from runtime.cli import main
 from runtime.evaluate.embedding import embed_files
 from runtime.evaluate.metrics import classification_metrics, predicted_classes, top_k_accuracy
 from runtime.evaluate.ontology import UNRELATED, read_distance_table, read_ontology
-from runtime.evaluate.study import class_mean_scores
+from runtime.evaluate.study import Triplets, class_mean_scores, triplet_results
 from runtime.evaluate.triplet_rules import inverted, make_triplets
 
 # The study's 14 TinySOL instruments, by the names its prompts used.
@@ -188,6 +188,24 @@ def test_class_means_with_the_clip_included_and_left_out_by_hand():
     # left out: the other clip of the class alone: (0, 2), (2, 0), (0, 1), (0, 3)
     left_out = class_mean_scores(raw, truth, 2, leave_one_out=True)
     assert left_out == pytest.approx(np.array([[0, 0], [0, 1], [s, 1], [s, 1]]))
+
+
+def test_study_triplet_accuracy_by_hand_with_a_tie_failing():
+    # rows in the collection's order a, b, c; the table's order is c, a, b
+    text = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    triplets = Triplets(
+        "strict",
+        ["c", "a", "b"],
+        [(1, 2, 0), (1, 0, 2), (0, 1, 2)],  # (a, b, c), (a, c, b), (c, a, b)
+        np.array([False, True, False]),
+    )
+    (result,) = triplet_results(text, [2, 0, 1], [triplets], "joint")
+    # a·b = 1 > a·c = 0 passes; a·c < a·b fails; c·a = 0 < c·b = 1 fails
+    assert result["accuracy"] == pytest.approx(1 / 3)
+    assert result["accuracy_inverted"] == 0.0 and result["accuracy_others"] == 0.5
+    tied = Triplets("strict", ["a", "b", "c"], [(1, 0, 2)], np.array([False]))
+    (result,) = triplet_results(text, [0, 1, 2], [tied], "joint")  # b·a = b·c: a tie fails
+    assert result["accuracy"] == 0.0
 
 
 # --- precomputed embeddings -----------------------------------------------------------------
