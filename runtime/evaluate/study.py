@@ -27,7 +27,7 @@ from runtime.evaluate.metrics import (
     unit_rows,
 )
 from runtime.evaluate.ontology import read_distance_table, read_ontology, subtable
-from runtime.evaluate.sources import EmbeddingSource
+from runtime.evaluate.sources import EmbeddingSource, PrecomputedSource
 from runtime.evaluate.triplet_rules import RULES, inverted, make_triplets
 
 # The study's four prompt templates; its main set first.
@@ -289,10 +289,14 @@ def run_study(
     triplets: list[Triplets],
 ) -> dict:
     """The whole report: the collection, prompts and triplets used, and each model's tests."""
-    models = []
-    for number, source in enumerate(sources, start=1):
-        print(f"[{number}/{len(sources)}] {source.name}", file=sys.stderr)
-        models.append(study_model(source, collection, prompts, triplets))
+    # embeddings read from files first: a row they lack stops the run before any model work
+    first = sorted(range(len(sources)), key=lambda i: not isinstance(sources[i], PrecomputedSource))
+    done = {}
+    for number, index in enumerate(first, start=1):
+        if not isinstance(sources[index], PrecomputedSource):
+            print(f"[{number}/{len(sources)}] {sources[index].name}", file=sys.stderr)
+        done[index] = study_model(sources[index], collection, prompts, triplets)
+    models = [done[index] for index in range(len(sources))]
     seen: dict[str, int] = {}
     for model in models:  # two folders of the same name stay apart in the tables
         seen[model["name"]] = seen.get(model["name"], 0) + 1
