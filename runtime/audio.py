@@ -113,12 +113,12 @@ class Source:
         for block in self.read():
             if not np.isfinite(block).all():
                 raise InputError(
-                    f"{describe(self.index, self.item)}: the audio holds NaN or infinite samples"
+                    "the audio holds NaN or infinite samples", item=describe(self.index, self.item)
                 )
             count += len(block)
             yield block.mean(axis=1, dtype=np.float32)
         if count == 0:
-            raise InputError(f"{describe(self.index, self.item)}: the audio is empty")
+            raise InputError("the audio is empty", item=describe(self.index, self.item))
 
 
 def open_source(index: int, item: AudioItem, sample_rate: int | None) -> Source:
@@ -128,11 +128,11 @@ def open_source(index: int, item: AudioItem, sample_rate: int | None) -> Source:
     if isinstance(item, np.ndarray):
         check_array(index, item)
         if sample_rate is None:
-            raise InputError(f"{describe(index, item)}: arrays need sample_rate")
+            raise InputError("arrays need sample_rate", item=describe(index, item))
         channels = 1 if item.ndim == 1 else item.shape[1]
         check_size(index, item, item.shape[0], channels, sample_rate)
         if item.shape[0] == 0:
-            raise InputError(f"{describe(index, item)}: the audio is empty")
+            raise InputError("the audio is empty", item=describe(index, item))
 
         def read() -> Iterator[np.ndarray]:
             for start in range(0, item.shape[0], BLOCK_FRAMES):
@@ -140,7 +140,7 @@ def open_source(index: int, item: AudioItem, sample_rate: int | None) -> Source:
 
         return Source(index, item, int(sample_rate), item.shape[0], read)
     raise InputError(
-        f"{describe(index, item)}: expected a path or a numpy array, got {type(item).__name__}"
+        f"expected a path or a numpy array, got {type(item).__name__}", item=describe(index, item)
     )
 
 
@@ -154,7 +154,7 @@ def file_source(index: int, path: Path) -> Source:
     """libsndfile, after checking the header's rate, length and channels; each pass
     decodes the file again, block by block."""
     if not path.is_file():
-        raise InputError(f"{describe(index, path)}: no such file")
+        raise InputError("no such file", item=describe(index, path))
 
     def read() -> Iterator:
         """The header's ``(frames, rate)``, then the blocks."""
@@ -172,7 +172,7 @@ def file_source(index: int, path: Path) -> Source:
         except InputError:
             raise
         except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-            raise InputError(f"{describe(index, path)}: cannot decode audio ({err})") from None
+            raise InputError(f"cannot decode audio ({err})", item=describe(index, path)) from None
 
     header = read()
     frames, rate = next(header)
@@ -191,21 +191,24 @@ def check_size(index: int, item: AudioItem, frames: int, channels: int, rate: ob
     MAX_DECODED_SAMPLES: what a header or a caller claims is checked before it is used."""
     name = describe(index, item)
     if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
-        raise InputError(f"{name}: sample rate must be a positive integer, got {rate!r}")
+        raise InputError(f"sample rate must be a positive integer, got {rate!r}", item=name)
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise InputError(
-            f"{name}: sample rate {rate} Hz is outside the supported "
-            f"{MIN_SAMPLE_RATE}–{MAX_SAMPLE_RATE} Hz"
+            f"sample rate {rate} Hz is outside the supported "
+            f"{MIN_SAMPLE_RATE}–{MAX_SAMPLE_RATE} Hz",
+            item=name,
         )
     if frames / rate > MAX_AUDIO_SECONDS:
         raise InputError(
-            f"{name}: {frames / rate / 3600:.1f} hours of audio are more than the "
-            f"{MAX_AUDIO_SECONDS / 3600:g}-hour limit per item"
+            f"{frames / rate / 3600:.1f} hours of audio are more than the "
+            f"{MAX_AUDIO_SECONDS / 3600:g}-hour limit per item",
+            item=name,
         )
     if frames * channels > MAX_DECODED_SAMPLES:
         raise InputError(
-            f"{name}: {frames} frames × {channels} channels are more than "
-            f"{MAX_DECODED_SAMPLES} samples per item"
+            f"{frames} frames × {channels} channels are more than "
+            f"{MAX_DECODED_SAMPLES} samples per item",
+            item=name,
         )
 
 
@@ -213,15 +216,16 @@ def check_array(index: int, array: np.ndarray) -> None:
     """Mono ``[n]`` or channels-last ``[n, c]``, of float or integer samples."""
     if array.ndim not in (1, 2) or (array.ndim == 2 and array.shape[1] == 0):
         raise InputError(
-            f"{describe(index, array)}: expected shape [n] or [n, channels], got {array.shape}"
+            f"expected shape [n] or [n, channels], got {array.shape}", item=describe(index, array)
         )
     if array.ndim == 2 and array.shape[1] > array.shape[0]:
         raise InputError(
-            f"{describe(index, array)}: shape {array.shape} looks channels-first (more "
-            "channels than samples); pass [n, channels], e.g. array.T"
+            f"shape {array.shape} looks channels-first (more "
+            "channels than samples); pass [n, channels], e.g. array.T",
+            item=describe(index, array),
         )
     if not np.issubdtype(array.dtype, np.floating) and not np.issubdtype(array.dtype, np.integer):
-        raise InputError(f"{describe(index, array)}: unsupported sample dtype {array.dtype}")
+        raise InputError(f"unsupported sample dtype {array.dtype}", item=describe(index, array))
 
 
 def as_float_samples(index: int, array: np.ndarray) -> np.ndarray:
@@ -282,8 +286,8 @@ def resampled_blocks(source: Source, target: int) -> Iterator[np.ndarray]:
     for block in resample(source, target):
         if not np.isfinite(block).all():
             raise InputError(
-                f"{describe(source.index, source.item)}: the audio overflows float32 when "
-                "resampled (samples near ±3.4e38); scale it down"
+                "the audio overflows float32 when resampled (samples near ±3.4e38); scale it down",
+                item=describe(source.index, source.item),
             )
         yield block
 

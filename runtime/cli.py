@@ -14,32 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime import model_dir_from
+from runtime.arguments import Parser, embedder_from, model_options
 from runtime.catalog import Catalog
-from runtime.embedder import BACKENDS, BATCH_SIZE, PRECISIONS, SPACES, Embedder
+from runtime.embedder import SPACES
 from runtime.errors import InputError
+from runtime.evaluate.commands import add_eval_commands
 from runtime.files import check_rows_file, write_rows
 from runtime.indexing import Interrupted, index_folder
 
 SOME_FILES_FAILED = 3  # index finished, but listed files could not be embedded
 INTERRUPTED = 130  # Ctrl-C, as shells report it
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but usage errors are one line and go through the same exit path."""
-
-    def error(self, message: str) -> None:
-        raise InputError(message)
-
-
-def embedder_from(args: argparse.Namespace) -> Embedder:
-    return Embedder(
-        model_dir_from(args.model_dir),
-        threads=args.threads,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        backend=args.backend,
-    )
 
 
 def embed_audio(args: argparse.Namespace) -> None:
@@ -118,18 +102,7 @@ def search(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> Parser:
-    common = Parser(add_help=False)
-    common.add_argument("--model-dir", help="exported model folder (default: $TTMR_MODEL_DIR)")
-    common.add_argument(
-        "--threads", type=at_least_one, help="onnxruntime threads (default: all cores)"
-    )
-    common.add_argument(
-        "--batch-size", type=at_least_one, default=BATCH_SIZE, help="windows / sentences per call"
-    )
-    common.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
-    common.add_argument(
-        "--backend", choices=BACKENDS, default="auto", help="auto: TensorRT engines if built"
-    )
+    common = model_options()
     embed = Parser(add_help=False)
     embed.add_argument(
         "--out",
@@ -161,21 +134,8 @@ def build_parser() -> Parser:
     sub.add_argument("--like", help="an audio file: find tracks like it")
     sub.add_argument("-k", type=int, default=10, help="how many results")
     sub.set_defaults(run=search)
-    from runtime.evaluate.commands import add_eval_commands  # here: it imports this module
-
     add_eval_commands(commands, common)
     return parser
-
-
-def at_least_one(text: str) -> int:
-    """argparse type of --threads and --batch-size."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def package_version() -> str:

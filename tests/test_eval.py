@@ -31,6 +31,7 @@ class HandMadeEmbedder:
 
     model_dir = Path("hand-made")
     batch_size = 2
+    precision = "fp32"
 
     def __init__(self, text: dict, audio: dict | None = None):
         self.manifest = SimpleNamespace(random_weights=False)  # what the reports read

@@ -18,10 +18,10 @@ TEXTS_PER_CALL = 64
 
 
 def embed_files(
-    model: Embedder, paths: Sequence[Path], spaces: Sequence[str]
+    model: Embedder, paths: Sequence[Path], spaces: Sequence[str], normalize: bool = True
 ) -> dict[str, np.ndarray]:
-    """``{space: [len(paths), D]}`` unit-length rows, ``batch_size`` files at a time; an
-    unreadable file stops the run, named."""
+    """``{space: [len(paths), D]}`` rows (unit-length with ``normalize``), ``batch_size``
+    files at a time; an unreadable file stops the run, named."""
     parts: dict[str, list[np.ndarray]] = {space: [] for space in spaces}
     with tqdm(total=len(paths), unit="file", desc="embedding audio", file=sys.stderr) as bar:
         for start in range(0, len(paths), model.batch_size):
@@ -29,12 +29,12 @@ def embed_files(
             for path in paths[start : start + model.batch_size]:
                 try:
                     tracks.append(model.load_tracks([path], None)[0])
-                except InputError as err:
-                    raise InputError(f"{path}: {str(err).split(': ', 1)[-1]}") from None
+                except InputError as err:  # named by its path, not its place in the call
+                    raise InputError(err.reason, item=str(path)) from None
             for space in spaces:
                 parts[space].append(model.embed_tracks(tracks, space))
             bar.update(len(tracks))
-    return {space: finish(np.concatenate(rows), normalize=True) for space, rows in parts.items()}
+    return {space: finish(np.concatenate(rows), normalize) for space, rows in parts.items()}
 
 
 def embed_texts(

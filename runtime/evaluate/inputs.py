@@ -24,11 +24,12 @@ def read_json(path: Path, what: str) -> object:
 
 
 def read_table(
-    path: Path, what: str, headers: tuple[tuple[str, ...], ...]
+    path: Path, what: str, headers: tuple[tuple[str, ...], ...] | None
 ) -> tuple[tuple[str, ...], list[tuple[int, list[str]]]]:
-    """A CSV file whose first row is one of ``headers``: that header and the other rows as
-    ``(line number, cells)``. Blank lines and lines starting with ``#`` are skipped; every
-    other row must have one non-empty cell per column."""
+    """A CSV file whose first row is one of ``headers`` (None: any header): that header,
+    lower-cased, and the other rows as ``(line number, cells)``. Blank lines and lines
+    starting with ``#`` are skipped; every other row must have one non-empty cell per
+    column."""
     try:
         with existing_file(path, what).open(newline="", encoding="utf-8-sig") as fh:
             reader, lines = csv.reader(fh), []
@@ -39,8 +40,8 @@ def read_table(
     except (UnicodeDecodeError, csv.Error) as err:
         raise InputError(f"{what} {str(path)!r} is not a readable CSV file ({err})") from None
     header = tuple(cell.lower() for cell in lines[0][1]) if lines else ()
-    if header not in headers:
-        allowed = " or ".join(",".join(columns) for columns in headers)
+    if not header or (headers is not None and header not in headers):
+        allowed = " or ".join(",".join(columns) for columns in headers or [["a header"]])
         raise InputError(f"{what} {str(path)!r}: the first row must be the header {allowed}")
     for line, cells in lines[1:]:
         if len(cells) != len(header) or not all(cells):

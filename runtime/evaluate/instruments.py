@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from runtime.audio import find_audio_files
-from runtime.embedder import Embedder
 from runtime.errors import InputError
-from runtime.evaluate.embedding import embed_files, embed_texts
 from runtime.evaluate.inputs import read_json
-from runtime.evaluate.metrics import unit_rows
+from runtime.evaluate.metrics import confusion_matrix, predicted_classes, unit_rows
 from runtime.evaluate.reports import print_table
+from runtime.evaluate.sources import EmbeddingSource
 
 LABEL_SOURCES = ("folder", "filename")
 LEADING_LETTERS = re.compile(r"[^\W\d_]+")
@@ -82,12 +81,11 @@ def instrument_files(
 def classify(audio: np.ndarray, prompts: np.ndarray, truth: np.ndarray) -> dict:
     """Zero-shot classification of ``audio`` rows by their most similar ``prompts`` row:
     accuracy, balanced accuracy (the mean of per-class accuracies), the confusion matrix
-    (rows: true class, columns: predicted) and the similarity matrix."""
+    (rows: true class, columns: predicted) and the similarity matrix. A file whose own prompt
+    ties for the best counts as wrong."""
     similarities = unit_rows(audio) @ unit_rows(prompts).T
-    predicted = similarities.argmax(axis=1)
-    classes = len(prompts)
-    confusion = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(confusion, (truth, predicted), 1)
+    predicted = predicted_classes(similarities, truth)
+    confusion = confusion_matrix(truth, predicted, len(prompts))
     per_class = np.diag(confusion) / confusion.sum(axis=1)
     return {
         "accuracy": float(np.mean(predicted == truth)),
@@ -99,7 +97,9 @@ def classify(audio: np.ndarray, prompts: np.ndarray, truth: np.ndarray) -> dict:
     }
 
 
-def evaluate_instruments(model: Embedder, groups: dict[str, list[Path]], template: str) -> dict:
+def evaluate_instruments(
+    source: EmbeddingSource, groups: dict[str, list[Path]], template: str
+) -> dict:
     """The report: per-instrument prompts, the classification and every file's prediction."""
     if len(groups) < 2:
         raise InputError(
@@ -110,8 +110,8 @@ def evaluate_instruments(model: Embedder, groups: dict[str, list[Path]], templat
     files = [path for name in instruments for path in groups[name]]
     truth = np.repeat(np.arange(len(instruments)), [len(groups[name]) for name in instruments])
     prompts = [template.format(instrument=name) for name in instruments]
-    audio = embed_files(model, files, ["joint"])["joint"]
-    result = classify(audio, embed_texts(model, prompts, ["joint"])["joint"], truth)
+    audio = source.audio(files, ["joint"])["joint"]
+    result = classify(audio, source.text(prompts, ["joint"])["joint"], truth)
     return {
         "template": template,
         "instruments": instruments,

@@ -119,3 +119,67 @@ def bootstrap_interval(
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(accuracies, [tail, 1.0 - tail])
     return float(low), float(high)
+
+
+def truth_ranks(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Each row's rank of its true column: 1 + the other columns scoring at least as much,
+    so a tie counts against the truth (a tie fails)."""
+    scores, truth = np.asarray(scores, dtype=np.float64), np.asarray(truth)
+    own = scores[np.arange(len(truth)), truth][:, None]
+    return (scores >= own).sum(axis=1)  # the true column itself counts as 1
+
+
+def top_k_accuracy(scores: np.ndarray, truth: np.ndarray, k: int) -> float:
+    """The share of rows whose true column is among their ``k`` best (ties fail)."""
+    return float(np.mean(truth_ranks(scores, truth) <= k))
+
+
+def predicted_classes(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Each row's best column; where the true column shares the best score with another,
+    that other (the tie fails), so accuracy and top-1 agree."""
+    scores = np.asarray(scores, dtype=np.float64)
+    best = scores.max(axis=1, keepdims=True)
+    tied = scores == best
+    tied[np.arange(len(truth)), truth] &= tied.sum(axis=1) == 1
+    return tied.argmax(axis=1)
+
+
+def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
+    """Rows: true class, columns: predicted class, counts."""
+    confusion = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(confusion, (truth, predicted), 1)
+    return confusion
+
+
+def weighted_f1(confusion: np.ndarray) -> float:
+    """Per-class F1 weighted by the class's rows (scikit-learn's ``average="weighted"``; a
+    class never predicted, or never true, has F1 0)."""
+    hits = np.diag(confusion).astype(np.float64)
+    support, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
+    denominator = support + predicted
+    f1 = np.divide(2 * hits, denominator, out=np.zeros_like(hits), where=denominator > 0)
+    return float(np.sum(f1 * support) / support.sum())
+
+
+def classification_metrics(scores: np.ndarray, truth: np.ndarray, top: int = 5) -> dict:
+    """Zero-shot metrics of a score matrix (rows: items, columns: classes; every class has
+    rows): top-1…``top`` accuracy, balanced accuracy, weighted F1, macro ROC-AUC and macro
+    average precision of the scores against one-hot labels, per-class accuracy, confusion."""
+    scores, truth = np.asarray(scores, dtype=np.float64), np.asarray(truth)
+    classes = scores.shape[1]
+    predicted = predicted_classes(scores, truth)
+    confusion = confusion_matrix(truth, predicted, classes)
+    per_class = np.diag(confusion) / confusion.sum(axis=1)
+    one_hot = truth[:, None] == np.arange(classes)[None, :]
+    metrics = {f"top{k}": top_k_accuracy(scores, truth, k) for k in range(1, min(top, classes) + 1)}
+    return metrics | {
+        "balanced_accuracy": float(per_class.mean()),
+        "weighted_f1": weighted_f1(confusion),
+        "roc_auc": float(np.mean([roc_auc(scores[:, c], one_hot[:, c]) for c in range(classes)])),
+        "average_precision": float(
+            np.mean([average_precision(scores[:, c], one_hot[:, c]) for c in range(classes)])
+        ),
+        "per_class_accuracy": per_class.tolist(),
+        "confusion": confusion.tolist(),
+        "predicted": predicted.tolist(),
+    }

@@ -1,4 +1,4 @@
-"""PNG figures of an instrument report. matplotlib is imported here only, and drawn through
+"""PNG figures of the instrument evaluations. matplotlib is imported here only, and drawn through
 its Agg canvas without pyplot, so nothing needs a display and ``import runtime`` stays light."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ def new_figure(width: float, height: float):
     return figure
 
 
-def plot_confusion(report: dict, path: Path) -> None:
+def plot_confusion(names: list[str], counts: list, title: str, path: Path) -> None:
     """Rows: true instrument; columns: predicted; colour: share of the row; text: count."""
-    names, counts = report["instruments"], np.array(report["confusion"])
+    counts = np.array(counts)
     shares = counts / counts.sum(axis=1, keepdims=True)
     size = 2.5 + 0.45 * len(names)
     figure = new_figure(size + 1.0, size)
@@ -34,7 +34,24 @@ def plot_confusion(report: dict, path: Path) -> None:
     axes.set_yticks(range(len(names)), names)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
-    axes.set_title(f"zero-shot instruments: accuracy {report['accuracy']:.3f}")
+    axes.set_title(title)
+    figure.savefig(path, dpi=120)
+
+
+def plot_bars(groups: list[str], values: dict[str, list], title: str, path: Path) -> None:
+    """Grouped bars: one group per label in ``groups``, one bar per model (None: no bar)."""
+    figure = new_figure(3.0 + 0.5 * len(groups) * max(1, len(values)) ** 0.5, 4.5)
+    axes = figure.subplots()
+    width = 0.8 / max(1, len(values))
+    for index, (model, heights) in enumerate(values.items()):
+        positions = np.arange(len(groups)) + (index - (len(values) - 1) / 2) * width
+        shown = [np.nan if h is None else h for h in heights]
+        axes.bar(positions, shown, width=width, label=model)
+    axes.set_xticks(range(len(groups)), groups, rotation=45, ha="right")
+    axes.set_ylim(0.0, 1.0)
+    axes.set_ylabel("accuracy")
+    axes.set_title(title)
+    axes.legend(fontsize="small")
     figure.savefig(path, dpi=120)
 
 

@@ -6,18 +6,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from runtime.embedder import Embedder
-
 RANDOM_WEIGHTS_NOTE = "(demo model with random weights: these numbers are meaningless)"
-
-
-def model_summary(model: Embedder, precision: str) -> dict:
-    """Which model produced the numbers, recorded in every report."""
-    return {
-        "model_dir": str(model.model_dir),
-        "precision": precision,
-        "random_weights": model.manifest.random_weights,
-    }
 
 
 def write_json(path: Path, report: dict) -> None:

@@ -19,9 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.catalog import Catalog
-from runtime.embedder import Embedder
 from runtime.errors import InputError
-from runtime.evaluate.embedding import embed_texts
 from runtime.evaluate.inputs import read_json, read_table
 from runtime.evaluate.metrics import (
     average_precision,
@@ -31,6 +29,7 @@ from runtime.evaluate.metrics import (
     unit_rows,
 )
 from runtime.evaluate.reports import print_table
+from runtime.evaluate.sources import EmbeddingSource
 
 QUERY_KINDS = ("captions", "tags")
 
@@ -162,7 +161,7 @@ def tag_report(queries: np.ndarray, tracks: np.ndarray, relevant: np.ndarray) ->
 
 
 def evaluate_retrieval(
-    model: Embedder, catalog_path: Path, ground_truth: Path, root: Path, tag_template: str
+    source: EmbeddingSource, catalog_path: Path, ground_truth: Path, root: Path, tag_template: str
 ) -> dict:
     """The whole report: catalog and ground truth read and checked first, then the queries
     embedded (joint space, as the catalog) and scored."""
@@ -185,7 +184,7 @@ def evaluate_retrieval(
     for kind, texts, queries, measure in kinds:
         if not queries:
             continue
-        embedded = embed_texts(model, texts, ["joint"])["joint"]
+        embedded = unit_rows(source.text(texts, ["joint"])["joint"])
         if embedded.shape[1] != tracks.shape[1]:
             raise InputError(
                 f"catalog {str(catalog_path)!r} holds {tracks.shape[1]}-d embeddings but the "

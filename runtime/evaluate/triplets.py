@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from runtime.audio import AUDIO_EXTENSIONS
-from runtime.embedder import SPACES, Embedder
+from runtime.embedder import SPACES
 from runtime.errors import InputError
-from runtime.evaluate.embedding import embed_files, embed_texts
 from runtime.evaluate.inputs import read_table
 from runtime.evaluate.metrics import bootstrap_interval, check_bootstrap, unit_rows
 from runtime.evaluate.reports import print_table
+from runtime.evaluate.sources import EmbeddingSource
 
 ROLES = ("anchor", "positive", "negative")
 # setting → the modality of anchor, positive and negative, and the spaces it is measured in
@@ -100,9 +100,13 @@ class Vectors:
 
 
 def embed_cells(
-    model: Embedder, triplets: list[Triplet], template: str, term_files: dict[str, list[Path]]
+    source: EmbeddingSource,
+    triplets: list[Triplet],
+    template: str,
+    term_files: dict[str, list[Path]],
 ) -> Vectors:
-    """Prompts for every term; audio for every file cell and every term with files."""
+    """Prompts for every term; audio for every file cell and every term with files; in the
+    spaces the source has (a space it lacks leaves its settings unmeasured)."""
     cells = {cell for triplet in triplets for cell in triplet.cells}
     terms = sorted({cell.term for cell in cells if cell.term})
     with_audio = [term for term in terms if term.casefold() in term_files]
@@ -110,17 +114,19 @@ def embed_cells(
     term_audio = [f for term in with_audio for f in term_files[term.casefold()]]
     files = list(dict.fromkeys(cell_files + term_audio))  # each file embedded once
     prompts = [template.format(instrument=term) for term in terms]
-    text = embed_texts(model, prompts, SPACES) if terms else {space: [] for space in SPACES}
-    audio: dict[str, dict] = {space: {} for space in SPACES}
+    text: dict[str, dict] = {}
+    if terms:
+        rows = source.text(prompts, source.spaces["text"])
+        text = {space: dict(zip(terms, unit_rows(r), strict=True)) for space, r in rows.items()}
+    audio: dict[str, dict] = {}
     if files:
-        rows = embed_files(model, files, SPACES)
-        for space in SPACES:
-            by_file = dict(zip(files, rows[space], strict=True))
-            audio[space].update(by_file)
+        for space, rows in source.audio(files, source.spaces["audio"]).items():
+            by_file = dict(zip(files, unit_rows(rows), strict=True))
+            audio[space] = dict(by_file)
             for term in with_audio:
                 centroid = np.mean([by_file[f] for f in term_files[term.casefold()]], axis=0)
                 audio[space][term] = unit_rows(centroid)
-    return Vectors({space: dict(zip(terms, text[space], strict=True)) for space in SPACES}, audio)
+    return Vectors(text, audio)
 
 
 def outcome(vectors: Vectors, triplet: Triplet, setting: str, space: str) -> bool | None:
@@ -135,7 +141,7 @@ def outcome(vectors: Vectors, triplet: Triplet, setting: str, space: str) -> boo
 
 
 def evaluate_triplets(
-    model: Embedder,
+    source: EmbeddingSource,
     path: Path,
     template: str,
     term_files: dict[str, list[Path]],
@@ -149,7 +155,7 @@ def evaluate_triplets(
     triplets = read_triplets(path)
     check_bootstrap(resamples, confidence)  # before the model work, not after
     check_usable(path, triplets, term_files)
-    vectors = embed_cells(model, triplets, template, term_files)
+    vectors = embed_cells(source, triplets, template, term_files)
     keys = [(setting, space) for setting, (_, spaces) in SETTINGS.items() for space in spaces]
     per_triplet, results = [], []
     for triplet in triplets:

@@ -1,0 +1,62 @@
+"""The command line's shared argparse pieces: one-line usage errors and the model options
+that every model-using command takes. Both ``runtime.cli`` and ``runtime.evaluate.commands``
+build on them, so neither imports the other's internals."""
+
+from __future__ import annotations
+
+import argparse
+
+from runtime import model_dir_from
+from runtime.embedder import BACKENDS, BATCH_SIZE, PRECISIONS, Embedder
+from runtime.errors import InputError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and go through the same exit path."""
+
+    def error(self, message: str) -> None:
+        raise InputError(message)
+
+
+def at_least_one(text: str) -> int:
+    """argparse type of --threads and --batch-size."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_engine_options(options: argparse.ArgumentParser) -> None:
+    """How a model runs: threads, batch size, precision, backend (not which model)."""
+    options.add_argument(
+        "--threads", type=at_least_one, help="onnxruntime threads (default: all cores)"
+    )
+    options.add_argument(
+        "--batch-size", type=at_least_one, default=BATCH_SIZE, help="windows / sentences per call"
+    )
+    options.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
+    options.add_argument(
+        "--backend", choices=BACKENDS, default="auto", help="auto: TensorRT engines if built"
+    )
+
+
+def model_options() -> Parser:
+    """``--model-dir`` and the engine options: what a command that runs one model takes."""
+    options = Parser(add_help=False)
+    options.add_argument("--model-dir", help="exported model folder (default: $TTMR_MODEL_DIR)")
+    add_engine_options(options)
+    return options
+
+
+def embedder_from(args: argparse.Namespace, model_dir: str | None = None) -> Embedder:
+    """The Embedder of ``model_dir`` (default ``--model-dir``, else ``$TTMR_MODEL_DIR``)."""
+    return Embedder(
+        model_dir_from(model_dir or args.model_dir),
+        threads=args.threads,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        backend=args.backend,
+    )
