@@ -16,7 +16,8 @@ import numpy as np
 import soundfile
 import soxr
 
-from runtime.errors import InputError
+from runtime.decode import FFMPEG_EXTENSIONS, read_with_ffmpeg
+from runtime.errors import InputError, ItemError
 
 AudioItem = str | os.PathLike | np.ndarray
 # What one item may be, checked before anything is allocated or resampled: a crafted header
@@ -26,11 +27,15 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000
 MAX_AUDIO_SECONDS = 4 * 3600  # four hours: a long DJ mix or concert recording
 # Decoded samples of one file, all channels: four hours of 48 kHz stereo (5.2 GB float32).
 MAX_DECODED_SAMPLES = MAX_AUDIO_SECONDS * 48_000 * 2
-# What soundfile (libsndfile) decodes, by the extensions music files carry; used to find
-# music in folders.
-AUDIO_EXTENSIONS = frozenset(
-    {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc"}
-    | {".caf", ".w64", ".rf64", ".au", ".snd", ".voc"}
+SF_ERR_UNRECOGNISED_FORMAT = 1  # libsndfile's code for a file it cannot tell the format of
+# What soundfile (libsndfile) decodes, and what PyAV (FFmpeg) decodes for it, by the
+# extensions music files carry; used to find music in folders.
+AUDIO_EXTENSIONS = (
+    frozenset(
+        {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc"}
+        | {".caf", ".w64", ".rf64", ".au", ".snd", ".voc"}
+    )
+    | FFMPEG_EXTENSIONS
 )
 
 
@@ -131,23 +136,24 @@ def decode(index: int, item: AudioItem, sample_rate: int | None) -> tuple[np.nda
     elif isinstance(item, np.ndarray):
         samples, rate = as_float_samples(index, item), sample_rate
         if rate is None:
-            raise InputError(f"{describe(index, item)}: arrays need sample_rate")
+            raise ItemError(describe(index, item), "arrays need sample_rate")
         check_size(index, item, samples.shape[0], samples.shape[1], rate)
     else:
-        raise InputError(
-            f"{describe(index, item)}: expected a path or a numpy array, got {type(item).__name__}"
+        raise ItemError(
+            describe(index, item), f"expected a path or a numpy array, got {type(item).__name__}"
         )
     if samples.shape[0] == 0:
-        raise InputError(f"{describe(index, item)}: the audio is empty")
+        raise ItemError(describe(index, item), "the audio is empty")
     if not np.isfinite(samples).all():
-        raise InputError(f"{describe(index, item)}: the audio holds NaN or infinite samples")
+        raise ItemError(describe(index, item), "the audio holds NaN or infinite samples")
     return samples.mean(axis=1, dtype=np.float32), int(rate)
 
 
 def read_file(index: int, path: Path) -> tuple[np.ndarray, int]:
-    """Decode with libsndfile after checking the header's rate, length and channels."""
+    """Decode with libsndfile after checking the header's rate, length and channels; a
+    format libsndfile does not recognise (m4a, webm, …) goes to FFmpeg (``runtime.decode``)."""
     if not path.is_file():
-        raise InputError(f"{describe(index, path)}: no such file")
+        raise ItemError(describe(index, path), "no such file")
     try:
         # Through a file object: given a path, libsndfile also reads a macOS "._" sidecar
         # beside the file (as a Sound Designer II resource fork), which breaks the file.
@@ -156,8 +162,14 @@ def read_file(index: int, path: Path) -> tuple[np.ndarray, int]:
             return audio.read(dtype="float32", always_2d=True), audio.samplerate
     except InputError:
         raise
-    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        raise InputError(f"{describe(index, path)}: cannot decode audio ({err})") from None
+    except soundfile.LibsndfileError as err:
+        if err.code != SF_ERR_UNRECOGNISED_FORMAT:
+            raise ItemError(describe(index, path), f"cannot decode audio ({err})") from None
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise ItemError(describe(index, path), f"cannot decode audio ({err})") from None
+    return read_with_ffmpeg(
+        path, describe(index, path), lambda *size: check_size(index, path, *size)
+    )
 
 
 def check_size(index: int, item: AudioItem, frames: int, channels: int, rate: object) -> None:
@@ -165,34 +177,38 @@ def check_size(index: int, item: AudioItem, frames: int, channels: int, rate: ob
     MAX_DECODED_SAMPLES: what a header or a caller claims is checked before it is used."""
     name = describe(index, item)
     if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
-        raise InputError(f"{name}: sample rate must be a positive integer, got {rate!r}")
+        raise ItemError(name, f"sample rate must be a positive integer, got {rate!r}")
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-        raise InputError(
-            f"{name}: sample rate {rate} Hz is outside the supported "
-            f"{MIN_SAMPLE_RATE}–{MAX_SAMPLE_RATE} Hz"
+        raise ItemError(
+            name,
+            f"sample rate {rate} Hz is outside the supported "
+            f"{MIN_SAMPLE_RATE}–{MAX_SAMPLE_RATE} Hz",
         )
     if frames / rate > MAX_AUDIO_SECONDS:
-        raise InputError(
-            f"{name}: {frames / rate / 3600:.1f} hours of audio are more than the "
-            f"{MAX_AUDIO_SECONDS / 3600:g}-hour limit per item"
+        raise ItemError(
+            name,
+            f"{frames / rate / 3600:.1f} hours of audio are more than the "
+            f"{MAX_AUDIO_SECONDS / 3600:g}-hour limit per item",
         )
     if frames * channels > MAX_DECODED_SAMPLES:
-        raise InputError(
-            f"{name}: {frames} frames × {channels} channels are more than "
-            f"{MAX_DECODED_SAMPLES} samples per item"
+        raise ItemError(
+            name,
+            f"{frames} frames × {channels} channels are more than "
+            f"{MAX_DECODED_SAMPLES} samples per item",
         )
 
 
 def as_float_samples(index: int, array: np.ndarray) -> np.ndarray:
     """Mono ``[n]`` or channels-last ``[n, c]``, float or integer PCM → float32 ``[n, c]``."""
     if array.ndim not in (1, 2) or (array.ndim == 2 and array.shape[1] == 0):
-        raise InputError(
-            f"{describe(index, array)}: expected shape [n] or [n, channels], got {array.shape}"
+        raise ItemError(
+            describe(index, array), f"expected shape [n] or [n, channels], got {array.shape}"
         )
     if array.ndim == 2 and array.shape[1] > array.shape[0]:
-        raise InputError(
-            f"{describe(index, array)}: shape {array.shape} looks channels-first (more "
-            "channels than samples); pass [n, channels], e.g. array.T"
+        raise ItemError(
+            describe(index, array),
+            f"shape {array.shape} looks channels-first (more "
+            "channels than samples); pass [n, channels], e.g. array.T",
         )
     if np.issubdtype(array.dtype, np.floating):
         samples = array.astype(np.float32)
@@ -202,7 +218,7 @@ def as_float_samples(index: int, array: np.ndarray) -> np.ndarray:
         centre = half if np.issubdtype(array.dtype, np.unsignedinteger) else 0.0
         samples = ((array.astype(np.float64) - centre) / half).astype(np.float32)
     else:
-        raise InputError(f"{describe(index, array)}: unsupported sample dtype {array.dtype}")
+        raise ItemError(describe(index, array), f"unsupported sample dtype {array.dtype}")
     return samples[:, None] if samples.ndim == 1 else samples
 
 
@@ -251,9 +267,9 @@ def load_track(index: int, item: AudioItem, sample_rate: int | None, steps: Prep
     decoded, rate = decode(index, item, sample_rate)
     samples = resample(decoded, rate, steps.sample_rate)
     if not np.isfinite(samples).all():  # soxr's ringing past ±FLT_MAX
-        raise InputError(
-            f"{describe(index, item)}: the audio overflows float32 when resampled "
-            "(samples near ±3.4e38); scale it down"
+        raise ItemError(
+            describe(index, item),
+            "the audio overflows float32 when resampled (samples near ±3.4e38); scale it down",
         )
     if steps.peak_normalise:
         samples = normalise(samples)
