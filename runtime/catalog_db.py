@@ -33,7 +33,7 @@ ANN_AUTO_ROWS = 100_000
 MIN_ANN_ROWS = 256  # IVF-PQ trains its codebooks on at least this many rows
 # Search with the index: partitions probed, and the candidates re-ranked by exact distance
 # (refine_factor × k), which brings recall@10 above 0.95 (scripts/bench.py's catalog row).
-NPROBES, REFINE_FACTOR = 32, 20
+NPROBES, REFINE_FACTOR = 32, 50
 COLUMNS = ("path", "duration", "size", "mtime_ns")
 
 
@@ -101,15 +101,20 @@ def label(folder: Path) -> str:
 
 def refuse_file(folder: Path) -> None:
     """A catalog is a folder; an earlier version's ``.npz`` gets the command that converts it."""
-    if folder.suffix.lower() == ".npz" or (folder.is_file() and zipfile.is_zipfile(folder)):
-        target = folder.with_suffix("") if folder.suffix else folder.with_name(folder.name + "-db")
+    target = folder.with_suffix("") if folder.suffix else folder.with_name(folder.name + "-db")
+    if folder.is_file() and (folder.suffix.lower() == ".npz" or zipfile.is_zipfile(folder)):
         raise InputError(
             f"{label(folder)} is a .npz catalog of an earlier version (catalogs are LanceDB "
             f"folders now): convert it once with 'ttmr catalog import {folder} --out {target}' "
-            "and the model that made it, or give a folder name"
+            "and the model that made it"
         )
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{label(folder)} is a file, not a catalog folder")
+    if folder.suffix.lower() == ".npz":
+        raise InputError(
+            f"{label(folder)}: a catalog is a LanceDB folder, not a .npz file: give a folder "
+            f"name such as {str(target)!r}"
+        )
 
 
 class TrackCatalog:
@@ -135,18 +140,18 @@ class TrackCatalog:
         """The catalog of ``model`` in ``folder``, made when the folder is new or empty."""
         refuse_file(folder)
         lancedb = lancedb_module()
+        if folder.is_dir() and not table_folder(folder).exists():
+            if any(p.name != LOCK for p in folder.iterdir()):
+                raise InputError(
+                    f"{str(folder)!r} holds other files and no catalog: give a new or empty "
+                    "folder for the catalog"
+                )
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise InputError(f"cannot create {label(folder)}: {err.strerror or err}") from None
-        with locked(folder):
+        with locked(folder):  # two runs creating one catalog at once make one table
             if not table_folder(folder).exists():
-                if any(p.name != LOCK for p in folder.iterdir()):
-                    raise InputError(
-                        f"{str(folder)!r} holds other files and no catalog: give a new or "
-                        "empty folder for the catalog"
-                    )
-
                 db = lancedb.connect(folder)
                 db.create_table(TABLE, schema=schema(model.width).with_metadata(model.metadata()))
         return cls.opened(folder, model)
@@ -349,7 +354,8 @@ def table_folder(folder: Path) -> Path:
 
 @contextlib.contextmanager
 def locked(folder: Path) -> Iterator[None]:
-    """The catalog's write lock (``flock``: released by the kernel if the holder dies)."""
+    """The catalog's write lock (``flock``: released by the kernel if the holder dies); a
+    write that fails (a full disk) is one line, and leaves the catalog at its last commit."""
     try:
         handle = open(folder / LOCK, "a+b")
     except OSError as err:
@@ -358,5 +364,7 @@ def locked(folder: Path) -> Iterator[None]:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
+        except OSError as err:
+            raise InputError(f"cannot write {label(folder)}: {err.strerror or err}") from None
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)

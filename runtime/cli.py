@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import os
 import sys
 from pathlib import Path
 
@@ -81,8 +82,13 @@ def index(args: argparse.Namespace) -> int:
             f"ttmr: interrupted; {files(stop.run.added)} saved ({stop.run.total} in "
             f"{args.out}); re-run to resume",
             file=sys.stderr,
+            flush=True,
         )
-        return INTERRUPTED
+        # A graph call or a decoder may still run in a daemon thread, and tearing the
+        # interpreter down under it can abort (onnxruntime's thread pool): leave at once.
+        # Every chunk the catalog holds is committed on disk already.
+        sys.stdout.flush()
+        os._exit(INTERRUPTED)
     print(f"indexed {files(run.added, 'new ')}; {run.total} in {args.out}")
     if run.ann_built:
         print(f"built an ANN index over {run.total} rows")

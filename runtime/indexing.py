@@ -87,14 +87,16 @@ def index_folder(
     run = IndexRun(total=len(catalog), skipped=scan.skipped)
     seconds = {path: header_seconds(path) for path in todo}
     embed = embed_files or (lambda paths, failures, told: embed_here(model, paths, failures, told))
-    with native_stderr_silenced() as stderr, progress(sum(seconds.values()), stderr) as bar:
-        try:
-            for rows in embed(todo, run.failures, lambda path: bar.update(seconds[path])):
-                run.added += catalog.append(rows)  # after every chunk: a re-run resumes
-                run.total = len(catalog)
-        except KeyboardInterrupt:
-            raise Interrupted(run) from None
-    run.ann_built = catalog.finish(ann)
+    # Native code (libmpg123, FFmpeg, Lance) writes notes to descriptor 2: kept off the bar.
+    with native_stderr_silenced() as stderr:
+        with progress(sum(seconds.values()), stderr) as bar:
+            try:
+                for rows in embed(todo, run.failures, lambda path: bar.update(seconds[path])):
+                    run.added += catalog.append(rows)  # after every chunk: a re-run resumes
+                    run.total = len(catalog)
+            except KeyboardInterrupt:
+                raise Interrupted(run) from None
+        run.ann_built = catalog.finish(ann)
     run.total = len(catalog)
     return run
 
