@@ -76,9 +76,7 @@ def stat_or_missing(path: Path) -> tuple[int, int]:
 def prune(args: argparse.Namespace) -> None:
     catalog = TrackCatalog.open(args.catalog)
     gone = catalog.prune()
-    print(
-        f"pruned {len(gone)} rows of files that no longer exist; {len(catalog)} in {args.catalog}"
-    )
+    print(f"pruned {len(gone)} rows of files that are gone; {len(catalog)} in {args.catalog}")
 
 
 def add_catalog_commands(commands, common: Parser) -> None:

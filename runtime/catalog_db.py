@@ -262,7 +262,7 @@ class TrackCatalog:
         return gone
 
     def has_ann(self) -> bool:
-        return any(index.index_type.startswith("IVF") for index in self.table.list_indices())
+        return any("vector" in index.columns for index in self.table.list_indices())
 
     def finish(self, ann: bool) -> bool:
         """After a run: compact the appended fragments, update an ANN index with the new
@@ -285,7 +285,7 @@ class TrackCatalog:
         rows = len(self.known)
         config = IvfPq(
             distance_type="cosine",
-            num_partitions=max(1, int(rows**0.5)),
+            num_partitions=max(1, min(int(rows**0.5), rows // MIN_ANN_ROWS)),
             num_sub_vectors=max(1, self.identity.width // 8),
         )
         self.table.create_index("vector", config=config)
