@@ -81,8 +81,8 @@ def index_folder(
     ``embed_files`` (default: in this process) turns paths into rows chunk by chunk
     (``runtime.ray_index`` on a Ray cluster). ``ann``: build an ANN index at the end."""
     identity = ModelIdentity.of(model.model_dir, model.precision, model.width("audio", "joint"))
+    scan = scan_folder(music_dir)  # first: a wrong folder creates no catalog
     catalog = TrackCatalog.create(out, identity)
-    scan = scan_folder(music_dir)
     todo = [path for path in scan.files if catalog.needs(path)]
     run = IndexRun(total=len(catalog), skipped=scan.skipped)
     seconds = {path: header_seconds(path) for path in todo}

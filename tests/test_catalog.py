@@ -105,6 +105,12 @@ def test_three_index_runs_into_one_catalog_at_once_lose_nothing(model_env, tmp_p
     assert len(paths) == 7
 
 
+def test_index_of_a_missing_folder_creates_no_catalog(model_env, tmp_path, capsys):
+    assert main(["index", str(tmp_path / "missing"), "--out", str(tmp_path / "c")]) == 2
+    assert "is not a folder" in one_error_line(capsys)
+    assert not (tmp_path / "c").exists()
+
+
 def test_a_link_to_a_file_in_the_same_folder_gives_one_row(model_env, tmp_path, capsys):
     (music,) = write_tracks(tmp_path / "music", 1)
     (music.parent / "link.wav").symlink_to(music)
