@@ -33,7 +33,7 @@ ANN_AUTO_ROWS = 100_000
 MIN_ANN_ROWS = 256  # IVF-PQ trains its codebooks on at least this many rows
 # Search with the index: partitions probed, and the candidates re-ranked by exact distance
 # (refine_factor × k), which brings recall@10 above 0.95 (scripts/bench.py's catalog row).
-NPROBES, REFINE_FACTOR = 32, 50
+NPROBES, REFINE_FACTOR = 32, 100
 COLUMNS = ("path", "duration", "size", "mtime_ns")
 
 
