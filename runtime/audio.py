@@ -17,6 +17,7 @@ import numpy as np
 import soundfile
 import soxr
 
+from runtime.decode import FFMPEG_EXTENSIONS, read_with_ffmpeg
 from runtime.errors import InputError
 from runtime.manifest import Preprocessing
 
@@ -30,11 +31,15 @@ MAX_AUDIO_SECONDS = 4 * 3600  # four hours: a long DJ mix or concert recording
 MAX_DECODED_SAMPLES = MAX_AUDIO_SECONDS * 48_000 * 2
 # Frames decoded (and resampled) at a time: 6 s at 44.1 kHz, 2 MB of stereo float32.
 BLOCK_FRAMES = 1 << 18
-# What soundfile (libsndfile) decodes, by the extensions music files carry; used to find
-# music in folders.
-AUDIO_EXTENSIONS = frozenset(
-    {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc"}
-    | {".caf", ".w64", ".rf64", ".au", ".snd", ".voc"}
+SF_ERR_UNRECOGNISED_FORMAT = 1  # libsndfile's code for a file it cannot tell the format of
+# What soundfile (libsndfile) decodes, and what PyAV (FFmpeg) decodes for it, by the
+# extensions music files carry; used to find music in folders.
+AUDIO_EXTENSIONS = (
+    frozenset(
+        {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc"}
+        | {".caf", ".w64", ".rf64", ".au", ".snd", ".voc"}
+    )
+    | FFMPEG_EXTENSIONS
 )
 
 
@@ -152,9 +157,11 @@ def decode(index: int, item: AudioItem, sample_rate: int | None) -> tuple[np.nda
 
 def file_source(index: int, path: Path) -> Source:
     """libsndfile, after checking the header's rate, length and channels; each pass
-    decodes the file again, block by block."""
+    decodes the file again, block by block. A format libsndfile does not recognise (m4a,
+    webm, …) is decoded whole by FFmpeg (``runtime.decode``) on each pass instead."""
+    name = describe(index, path)
     if not path.is_file():
-        raise InputError("no such file", item=describe(index, path))
+        raise InputError("no such file", item=name)
 
     def read() -> Iterator:
         """The header's ``(frames, rate)``, then the blocks."""
@@ -169,10 +176,18 @@ def file_source(index: int, path: Path) -> Source:
                 size = -1 if audio.subtype.startswith("MPEG") else BLOCK_FRAMES
                 while len(block := audio.read(size, dtype="float32", always_2d=True)):
                     yield block
+                return
         except InputError:
             raise
-        except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-            raise InputError(f"cannot decode audio ({err})", item=describe(index, path)) from None
+        except soundfile.LibsndfileError as err:
+            if err.code != SF_ERR_UNRECOGNISED_FORMAT:
+                raise InputError(f"cannot decode audio ({err})", item=name) from None
+        except (RuntimeError, TypeError, ValueError) as err:
+            raise InputError(f"cannot decode audio ({err})", item=name) from None
+        samples, rate = read_with_ffmpeg(path, name, lambda *size: check_size(index, path, *size))
+        yield len(samples), rate
+        for start in range(0, len(samples), BLOCK_FRAMES):
+            yield samples[start : start + BLOCK_FRAMES]
 
     header = read()
     frames, rate = next(header)

@@ -1,5 +1,7 @@
-"""A music catalog on disk: paths, durations and joint embeddings in one ``.npz`` file that
-numpy (and so pandas) reads, written atomically so an interrupted ``index`` resumes."""
+"""A catalog's rows in memory (paths, durations, joint embeddings), for whole-catalog work
+such as ``eval retrieval``: read from a catalog folder (``runtime.catalog_db``) or from a
+``.npz`` file (what ``ttmr catalog export`` writes, and what ``index`` wrote before catalogs
+were LanceDB folders)."""
 
 from __future__ import annotations
 
@@ -19,12 +21,10 @@ class Catalog:
     embeddings: list[np.ndarray] = field(default_factory=list)
 
     @classmethod
-    def load(cls, path: Path, missing_ok: bool = False) -> Catalog:
+    def load(cls, path: Path) -> Catalog:
         if path.is_dir():
-            raise InputError(f"catalog {str(path)!r} is a folder: give a file name")
+            return cls.from_folder(path)
         if not path.is_file():
-            if missing_ok:
-                return cls()
             raise InputError(f"catalog {str(path)!r} does not exist: build it with 'index'")
         try:
             with np.load(path) as data:
@@ -35,6 +35,17 @@ class Catalog:
                 )
         except (OSError, ValueError, KeyError) as err:
             raise InputError(f"catalog {str(path)!r} is not a catalog file ({err})") from None
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> Catalog:
+        from runtime.catalog_db import TrackCatalog
+
+        catalog = cls()
+        for batch in TrackCatalog.open(folder).batches(["path", "duration", "vector"]):
+            catalog.paths += batch["path"].to_pylist()
+            catalog.durations += batch["duration"].to_pylist()
+            catalog.embeddings += list(vectors_of(batch["vector"]))
+        return catalog
 
     def add(self, path: str, duration: float, embedding: np.ndarray) -> None:
         self.paths.append(path)
@@ -57,24 +68,7 @@ class Catalog:
 
         write_atomically(path, write)
 
-    def check_width(self, width: int, path: Path) -> None:
-        """A catalog holds one model's space: rows of another width are refused by name."""
-        if self.embeddings and len(self.embeddings[0]) != width:
-            raise InputError(
-                f"catalog {str(path)!r} holds {len(self.embeddings[0])}-d embeddings, but this "
-                f"model's are {width}-d: it was made by another model (use another --out, or "
-                "the model that made it)"
-            )
 
-    def top(self, query: np.ndarray, k: int) -> list[tuple[float, float, str]]:
-        """Cosine top-k as ``(score, duration, path)``, best first."""
-        if not self.paths:
-            return []
-        matrix = self.matrix()
-        scores = (
-            matrix
-            @ query
-            / np.maximum(np.linalg.norm(matrix, axis=1) * np.linalg.norm(query), 1e-12)
-        )
-        best = np.argsort(-scores, kind="stable")[:k]
-        return [(float(scores[i]), self.durations[i], self.paths[i]) for i in best]
+def vectors_of(column) -> np.ndarray:
+    """An Arrow fixed-size-list column of float32 → ``[n, width]``."""
+    return column.flatten().to_numpy().reshape(len(column), -1)

@@ -1,15 +1,19 @@
-"""``ttmr index``: every audio file of a folder into a catalog, resumable, with progress in
-seconds of audio. One file's failure, whatever it is, costs that file only; the catalog is
-saved after every chunk, so Ctrl-C (or a crash) loses at most the chunk in flight."""
+"""``ttmr index``: every audio file of a folder into a catalog (``runtime.catalog_db``),
+resumable, with progress in seconds of audio. Files decode in background threads while the
+model embeds the chunk before; each chunk's rows are appended to the catalog as one commit,
+so Ctrl-C, a crash or SIGKILL loses at most the chunks in flight. One file's failure,
+whatever it is, costs that file only."""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import queue
 import sys
 import threading
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +23,19 @@ import numpy as np
 import soundfile
 from tqdm import tqdm
 
-from runtime.audio import scan_folder
-from runtime.catalog import Catalog
+from runtime.audio import Track, scan_folder
+from runtime.catalog_db import ModelIdentity, Row, TrackCatalog, file_stat
+from runtime.decode import ffmpeg_seconds
 from runtime.embedder import Embedder
 from runtime.errors import InputError
 
 FILES_PER_CALL = 8  # files embedded together: windows of several tracks share graph calls
+DECODERS = 2  # background decoding threads
+DECODE_AHEAD = 2 * FILES_PER_CALL  # decoded (or decoding) files waiting for the model, at most
+Item = TypeVar("Item")
 Result = TypeVar("Result")
+Progress = Callable[[Path], object]  # told of each file as it is decoded
+Failure = tuple[str, str]  # (path, why it has no embedding)
 
 
 @dataclass
@@ -34,8 +44,9 @@ class IndexRun:
 
     added: int = 0
     total: int = 0
-    failures: list[str] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
+    ann_built: bool = False
 
 
 class Interrupted(Exception):
@@ -46,34 +57,108 @@ class Interrupted(Exception):
         self.run = run
 
 
-def index_folder(model: Embedder, music_dir: Path, out: Path) -> IndexRun:
-    """Embed the files of ``music_dir`` that ``out`` does not hold yet into it."""
-    catalog = Catalog.load(out, missing_ok=True)
-    catalog.check_width(model.width("audio", "joint"), out)
-    scan = scan_folder(music_dir)
-    known = set(catalog.paths)
-    todo = [path for path in scan.files if str(path) not in known]
-    run = IndexRun(total=len(catalog.paths), skipped=scan.skipped)
+@dataclass
+class Decoded:
+    """One file, stat'ed (before it was read) and decoded."""
+
+    path: Path
+    size: int
+    mtime_ns: int
+    track: Track
+
+
+EmbedFiles = Callable[[list[Path], list[Failure], Progress], Iterator[list[Row]]]
+
+
+def index_folder(
+    model: Embedder,
+    music_dir: Path,
+    out: Path,
+    ann: bool = False,
+    embed_files: EmbedFiles | None = None,
+) -> IndexRun:
+    """Embed the files of ``music_dir`` that ``out`` holds no current row of into it;
+    ``embed_files`` (default: in this process) turns paths into rows chunk by chunk
+    (``runtime.ray_index`` on a Ray cluster). ``ann``: build an ANN index at the end."""
+    identity = ModelIdentity.of_model(model)
+    scan = scan_folder(music_dir)  # first: a wrong folder creates no catalog
+    catalog = TrackCatalog.create(out, identity)
+    todo = [path for path in scan.files if catalog.needs(path)]
+    run = IndexRun(total=len(catalog), skipped=scan.skipped)
     seconds = {path: header_seconds(path) for path in todo}
-    with native_stderr_silenced() as stderr, progress(sum(seconds.values()), stderr) as bar:
-
-        def bar_update(decoded: Path) -> None:
-            bar.update(seconds[decoded])
-
-        try:
-            for start in range(0, len(todo), FILES_PER_CALL):
-                chunk = todo[start : start + FILES_PER_CALL]
-                done = interruptible(
-                    lambda chunk=chunk: embed_chunk(model, chunk, run.failures, bar_update)
-                )
-                for path, duration, row in done:
-                    catalog.add(str(path), duration, row)
-                catalog.save(out)  # after every chunk, so an interrupted run resumes
-                run.added += len(done)
-                run.total = len(catalog.paths)
-        except KeyboardInterrupt:
-            raise Interrupted(run) from None
+    embed = embed_files or (lambda paths, failures, told: embed_here(model, paths, failures, told))
+    # Native code (libmpg123, FFmpeg, Lance) writes notes to descriptor 2: kept off the bar.
+    with native_stderr_silenced() as stderr:
+        with progress(sum(seconds.values()), stderr) as bar:
+            try:
+                for rows in embed(todo, run.failures, lambda path: bar.update(seconds[path])):
+                    run.added += catalog.append(rows)  # after every chunk: a re-run resumes
+                    run.total = len(catalog)
+            except KeyboardInterrupt:
+                raise Interrupted(run) from None
+        run.ann_built = catalog.finish(ann)
+    run.total = len(catalog)
     return run
+
+
+def embed_here(
+    model: Embedder, paths: list[Path], failures: list[Failure], decoded: Progress
+) -> Iterator[list[Row]]:
+    """Rows chunk by chunk in this process: the next files decode in background threads
+    while the model embeds a chunk."""
+    loads = in_background(lambda path: decode_file(model, path), paths, DECODERS, DECODE_AHEAD)
+    while chunk := list(itertools.islice(loads, FILES_PER_CALL)):
+        tracks = []
+        for path, future in chunk:
+            try:
+                tracks.append(future.result())
+            except Exception as err:  # one file must never end the run
+                failures.append((str(path), reason(err)))
+            decoded(path)
+        yield interruptible(lambda tracks=tracks: embed_decoded(model, tracks, failures))
+
+
+def in_background(
+    work: Callable[[Item], Result], items: Iterable[Item], workers: int, ahead: int
+) -> Iterator[tuple[Item, Future]]:
+    """``(item, future of work(item))`` in order, computed by ``workers`` daemon threads at
+    most ``ahead`` items before the consumer takes them (bounded memory). Daemon threads,
+    so that Ctrl-C is not held up by a file still decoding."""
+    jobs: queue.SimpleQueue = queue.SimpleQueue()
+
+    def worker() -> None:
+        while (job := jobs.get()) is not None:
+            item, future = job
+            try:
+                future.set_result(work(item))
+            except BaseException as err:
+                future.set_exception(err)
+
+    for _ in range(workers):
+        threading.Thread(target=worker, daemon=True).start()
+    pending: deque[tuple[Item, Future]] = deque()
+
+    def submit(item: Item) -> None:
+        pending.append((item, Future()))
+        jobs.put(pending[-1])
+
+    items = iter(items)
+    try:
+        for item in itertools.islice(items, ahead):
+            submit(item)
+        while pending:
+            yield pending.popleft()
+            for item in itertools.islice(items, 1):
+                submit(item)
+    finally:
+        for _ in range(workers):
+            jobs.put(None)
+
+
+def decode_file(model: Embedder, path: Path) -> Decoded:
+    """Stat first: a file changed while it is read is embedded again next time."""
+    size, mtime_ns = file_stat(path)
+    return Decoded(path, size, mtime_ns, model.load_tracks([path], None)[0])
 
 
 def header_seconds(path: Path) -> float:
@@ -81,8 +166,8 @@ def header_seconds(path: Path) -> float:
     try:
         with open(path, "rb") as fh:
             return soundfile.info(fh).duration
-    except Exception:  # decoding reports the problem properly, later
-        return 0.0
+    except Exception:  # not libsndfile's format, or broken: decoding says which, later
+        return ffmpeg_seconds(path)
 
 
 def progress(seconds: float, stream: TextIO) -> tqdm:
@@ -132,41 +217,39 @@ def interruptible(work: Callable[[], Result]) -> Result:
     return outcome.result()
 
 
-def embed_chunk(
-    model: Embedder,
-    chunk: list[Path],
-    failures: list[str],
-    decoded: Callable[[Path], object] = lambda path: None,
-) -> list[tuple[Path, float, np.ndarray]]:
-    """``(path, duration, joint row)`` of each file of ``chunk`` that embeds; whatever makes
-    one file fail (a decoder's crash, a graph error, a non-finite row) is added to
-    ``failures`` and the rest go on. A failing chunk is retried file by file. ``decoded``
-    hears of each file as it is read, so that progress moves file by file."""
-    tracks = []
-    for path in chunk:
-        try:
-            tracks.append((path, model.load_tracks([path], None)[0]))
-        except Exception as err:  # one file must never end the run
-            failures.append(f"{path}: {reason(err)}")
-        decoded(path)
+def embed_decoded(model: Embedder, tracks: list[Decoded], failures: list[Failure]) -> list[Row]:
+    """The rows of the decoded files that embed; whatever makes one file fail (a graph
+    error, a non-finite row) is added to ``failures`` and the rest go on: a failing chunk
+    is retried file by file."""
     try:
-        rows = model.embed_tracks([track for _, track in tracks])
+        vectors = model.embed_tracks([one.track for one in tracks])
     except Exception as err:  # e.g. a graph error: find the file that causes it
         if len(tracks) == 1:
-            failures.append(f"{tracks[0][0]}: {reason(err)}")
+            failures.append((str(tracks[0].path), reason(err)))
             return []
-        return [done for one in tracks for done in embed_chunk(model, [one[0]], failures)]
-    embedded = []
-    for (path, track), row in zip(tracks, rows, strict=True):
-        if np.isfinite(row).all():
-            embedded.append((path, track.duration, row))
+        return [row for one in tracks for row in embed_decoded(model, [one], failures)]
+    rows = []
+    for one, vector in zip(tracks, vectors, strict=True):
+        if np.isfinite(vector).all():
+            rows.append(Row(str(one.path), one.track.duration, one.size, one.mtime_ns, vector))
         else:
-            failures.append(f"{path}: the model produced a non-finite embedding")
-    return embedded
+            failures.append((str(one.path), "the model produced a non-finite embedding"))
+    return rows
+
+
+def embed_chunk(model: Embedder, paths: list[Path], failures: list[Failure]) -> list[Row]:
+    """Decode and embed ``paths`` in this thread (a Ray worker's chunk)."""
+    tracks = []
+    for path in paths:
+        try:
+            tracks.append(decode_file(model, path))
+        except Exception as err:  # one file must never end the run
+            failures.append((str(path), reason(err)))
+    return embed_decoded(model, tracks, failures)
 
 
 def reason(err: Exception) -> str:
-    """An error without the item label that the one-item calls put before it."""
+    """What went wrong with one file, for a list that names the file already."""
     if isinstance(err, InputError):
-        return str(err).split(": ", 1)[-1]
+        return err.reason
     return f"{type(err).__name__}: {err}"

@@ -1,9 +1,9 @@
 """Measure the runtime against the PyTorch reference, in one run, on the same weights and inputs.
 
     python scripts/bench.py --model-dir models/demo [--threads 2] [--json bench.json]
-                            [--sections cpu,backends] [--batches 1,16,64]
+                            [--sections cpu,backends,catalog] [--batches 1,16,64]
 
-Two sections, each a markdown table, all of it written to JSON as well:
+Three sections, each a markdown table, all of it written to JSON as well:
 - cpu: the reference against onnxruntime fp32 and INT8 on this CPU, timed in turns in one
   process (medians; ratios are reference time / row time), peak RSS of a 60-minute track
   (``--memory-minutes``), and INT8's accuracy against fp32.
@@ -11,6 +11,8 @@ Two sections, each a markdown table, all of it written to JSON as well:
   with the reason), each in a fresh process: audio windows/s at each batch, text queries/s
   at batch 1 and 64, p50/p99 latency of one query and of one 30-s track, peak host and
   device memory, and the cosine of its embeddings to the CPU reference's.
+- catalog (no model): search in a synthetic catalog of --catalog-rows 128-d rows with the
+  ANN index, p50/p99 ms per query and recall@10 against exact search (bench_catalog.py).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+from bench_catalog import catalog_section, catalog_table
 from bench_rows import REFERENCE, ROWS, Row, build, unavailable
 
 from runtime.embedder import BATCH_SIZE
@@ -424,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=Path("models/demo"))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--sections", default="cpu,backends", help="cpu, backends or both")
+    parser.add_argument("--sections", default="cpu,backends", help="cpu, backends, catalog")
     parser.add_argument("--windows", type=int, default=4, help="cpu: 10-s windows per track")
     parser.add_argument("--repeats", type=int, default=5, help="cpu: timed rounds")
     parser.add_argument(
@@ -434,26 +437,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=300, help="text queries (accuracy)")
     parser.add_argument("--batches", default="1,16,64", help="backends: audio batch sizes")
     parser.add_argument("--latency-runs", type=int, default=100, help="backends: one-query runs")
+    parser.add_argument("--catalog-rows", type=int, default=1_000_000, help="catalog: rows")
     parser.add_argument("--json", type=Path, default=Path("bench.json"))
     parser.add_argument("--row", choices=sorted(ROWS), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.row:
         return row_process(args)
-    manifest = read_manifest(args.model_dir)
+    sections = args.sections.split(",")
+    manifest = read_manifest(args.model_dir) if {"cpu", "backends"} & set(sections) else None
     result = {
         "date": datetime.date.today().isoformat(),
         "machine": f"{cpu_name()}, {args.threads} threads",
         "model": str(args.model_dir),
-        "random_weights": manifest.random_weights,
+        "random_weights": manifest and manifest.random_weights,
     }
-    sections = args.sections.split(",")
     if "cpu" in sections:
         print(f"CPU: {args.model_dir} on {result['machine']} …", flush=True)
         result["cpu"] = cpu_section(args, manifest)
     if "backends" in sections:
         print(f"Backends: {args.model_dir}, each row in its own process …", flush=True)
         result["backends"] = backends_section(args)
+    if "catalog" in sections:
+        print(f"Catalog: {args.catalog_rows:,} synthetic rows on {cpu_name()} …", flush=True)
+        result["catalog"] = catalog_section(args.catalog_rows, queries=100)
+        print(catalog_table(result["catalog"]))
     for section in ("cpu", "backends"):
         for row, why in result.get(section, {}).get("skipped", {}).items():
             print(f"skipped ({section}): {row}: {why}")

@@ -13,16 +13,16 @@ else
 fi
 music=demo_out/music
 $py -m export.synthetic "$music"
-rm -f demo_out/catalog.npz  # a catalog from an earlier model would mix two models
-$py -m runtime index "$music" --out demo_out/catalog.npz
+rm -rf demo_out/catalog  # a catalog of an earlier export is another model: refused
+$py -m runtime index "$music" --out demo_out/catalog
 echo
-echo '$ python -m runtime search demo_out/catalog.npz "a calm solo piano piece in D" -k 3'
-$py -m runtime search demo_out/catalog.npz "a calm solo piano piece in D" -k 3
+echo '$ python -m runtime search demo_out/catalog "a calm solo piano piece in D" -k 3'
+$py -m runtime search demo_out/catalog "a calm solo piano piece in D" -k 3
 echo
-echo "\$ python -m runtime search demo_out/catalog.npz --like $music/piano_in_d.wav -k 3"
-$py -m runtime search demo_out/catalog.npz --like "$music/piano_in_d.wav" -k 3
+echo "\$ python -m runtime search demo_out/catalog --like $music/piano_in_d.wav -k 3"
+$py -m runtime search demo_out/catalog --like "$music/piano_in_d.wav" -k 3
 echo
-echo '$ python -m runtime eval retrieval demo_out/catalog.npz examples/demo_ground_truth.json --out demo_out/retrieval.json'
-$py -m runtime eval retrieval demo_out/catalog.npz examples/demo_ground_truth.json --out demo_out/retrieval.json
+echo '$ python -m runtime eval retrieval demo_out/catalog examples/demo_ground_truth.json --out demo_out/retrieval.json'
+$py -m runtime eval retrieval demo_out/catalog examples/demo_ground_truth.json --out demo_out/retrieval.json
 echo
 echo "demo: the model has RANDOM weights, so these rankings are meaningless; see README.md"

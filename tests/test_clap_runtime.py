@@ -13,6 +13,7 @@ from transformers import ClapModel, ClapProcessor
 
 import runtime
 from export.synthetic import random_track
+from runtime.catalog import Catalog
 from runtime.cli import main
 from tests.helpers import FAMILY_CASES
 from tests.helpers import assert_close as assert_rows_close
@@ -116,11 +117,10 @@ def test_cli_indexes_and_searches_with_a_clap_folder(demo_clap_model_dir, tmp_pa
     sf.write(music / "a.wav", random_track(1, 12.0, RATE), RATE)
     sf.write(music / "b.flac", random_track(2, 4.0, 44100), 44100)
     common = ["--model-dir", str(demo_clap_model_dir)]
-    catalog = tmp_path / "catalog.npz"
+    catalog = tmp_path / "catalog"
     assert main(["index", str(music), "--out", str(catalog), *common]) == 0
     assert "indexed 2 new files" in capsys.readouterr().out
-    with np.load(catalog) as data:
-        assert data["embeddings"].shape == (2, 512)
+    assert Catalog.load(catalog).matrix().shape == (2, 512)
     assert main(["search", str(catalog), "a calm piano", "-k", "1", *common]) == 0
     assert capsys.readouterr().out.splitlines()[1].split()[0] == "1"
     out = tmp_path / "text.npy"

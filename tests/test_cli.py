@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from export.synthetic import random_track
+from runtime.catalog import Catalog
 from runtime.cli import main
 
 
@@ -35,16 +36,16 @@ def model_env(small_model_dir, monkeypatch):
 
 
 def test_index_reports_the_corrupt_file_and_resumes(music, model_env, tmp_path, capsys):
-    catalog = tmp_path / "catalog.npz"
+    catalog = tmp_path / "catalog"
     assert main(["index", str(music), "--out", str(catalog)]) == 3  # one file unreadable
     out = capsys.readouterr().out
     assert "indexed 3 new files; 3 in" in out
     assert "could not read 1 file:" in out and "broken.wav" in out
     assert "passed over, not audio files: 1 (.txt 1)" in out
-    with np.load(catalog) as data:
-        assert sorted(os.path.basename(p) for p in data["paths"]) == ["a.wav", "b.flac", "c.ogg"]
-        assert data["embeddings"].shape == (3, 16)
-        np.testing.assert_allclose(sorted(data["durations"]), [4.0, 12.0, 21.0], atol=1e-3)
+    rows = Catalog.load(catalog)
+    assert sorted(os.path.basename(p) for p in rows.paths) == ["a.wav", "b.flac", "c.ogg"]
+    assert rows.matrix().shape == (3, 16)
+    np.testing.assert_allclose(sorted(rows.durations), [4.0, 12.0, 21.0], atol=1e-3)
     assert main(["index", str(music), "--out", str(catalog)]) == 3
     assert "indexed 0 new files; 3 in" in capsys.readouterr().out
     shutil.copy(music / "a.wav", music / "sub" / "d.wav")
@@ -53,7 +54,7 @@ def test_index_reports_the_corrupt_file_and_resumes(music, model_env, tmp_path, 
 
 
 def test_search_by_text_and_by_example_prints_a_table(music, model_env, tmp_path, capsys):
-    catalog = tmp_path / "catalog.npz"
+    catalog = tmp_path / "catalog"
     main(["index", str(music), "--out", str(catalog)])
     capsys.readouterr()
     assert main(["search", str(catalog), "a calm piano piece", "-k", "2"]) == 0
@@ -81,11 +82,11 @@ def test_embed_commands_write_npy(music, model_env, tmp_path, capsys):
     "args",
     [
         ["embed-audio", "/nonexistent.wav", "--out", "x.npy"],
-        ["search", "/nonexistent.npz", "piano"],
-        ["index", "/nonexistent-folder", "--out", "x.npz"],
+        ["search", "/nonexistent", "piano"],
+        ["index", "/nonexistent-folder", "--out", "x"],
         ["no-such-command"],
         ["search"],
-        ["search", "/nonexistent.npz", "piano", "-k", "0"],
+        ["search", "/nonexistent", "piano", "-k", "0"],
     ],
 )
 def test_bad_input_exits_2_with_one_line(model_env, args, capsys):
@@ -124,9 +125,9 @@ def test_python_dash_m_runtime_is_the_entry_point(model_env, tmp_path):
 
 def catalog_names(catalog: Path) -> list[str]:
     """The file names a catalog holds, sorted; its rows must all be finite."""
-    with np.load(catalog) as data:
-        assert np.isfinite(data["embeddings"]).all()
-        return sorted(os.path.basename(p) for p in data["paths"])
+    rows = Catalog.load(catalog)
+    assert np.isfinite(rows.matrix()).all()
+    return sorted(os.path.basename(p) for p in rows.paths)
 
 
 def test_index_lists_a_file_that_crashes_its_decoder_and_goes_on(
@@ -142,7 +143,7 @@ def test_index_lists_a_file_that_crashes_its_decoder_and_goes_on(
         return real_read(self, *args, **kwargs)
 
     monkeypatch.setattr(sf.SoundFile, "read", read)
-    catalog = tmp_path / "catalog.npz"
+    catalog = tmp_path / "catalog"
     assert main(["index", str(music), "--out", str(catalog)]) == 3
     out = capsys.readouterr().out
     assert "indexed 2 new files; 2 in" in out
@@ -169,7 +170,7 @@ def test_index_isolates_a_file_whose_graph_call_fails_or_gives_nan(
         return rows
 
     monkeypatch.setattr(Embedder, "embed_tracks", embed_tracks)
-    catalog = tmp_path / "catalog.npz"
+    catalog = tmp_path / "catalog"
     assert main(["index", str(music), "--out", str(catalog)]) == 3
     out = capsys.readouterr().out
     assert "a.wav: RuntimeError: graph failed" in out

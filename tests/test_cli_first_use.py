@@ -19,6 +19,7 @@ import soundfile as sf
 
 from export.synthetic import random_track
 from runtime.audio import scan_folder
+from runtime.catalog import Catalog
 from runtime.cli import main
 
 
@@ -60,7 +61,7 @@ def test_a_macos_sidecar_neither_breaks_the_real_file_nor_is_indexed(
     apple_double(song)
     (music / ".hidden.wav").write_bytes((music / "a.wav").read_bytes())
     assert sorted(p.name for p in scan_folder(music).files) == ["a.wav", "b.flac", "song.mp3"]
-    catalog = tmp_path / "catalog.npz"
+    catalog = tmp_path / "catalog"
     assert main(["index", str(music), "--out", str(catalog)]) == 0
     assert "indexed 3 new files; 3 in" in capsys.readouterr().out
 
@@ -85,7 +86,7 @@ def test_index_scans_every_extension_libsndfile_decodes(model_env, tmp_path, cap
     (folder / "cover.jpg").write_bytes(b"\xff\xd8")
     (folder / "notes.txt").write_text("x")
     (folder / "more.txt").write_text("y")
-    assert main(["index", str(folder), "--out", str(tmp_path / "c.npz")]) == 0
+    assert main(["index", str(folder), "--out", str(tmp_path / "c")]) == 0
     out = capsys.readouterr().out
     assert "indexed 4 new files; 4 in" in out
     assert "passed over, not audio files: 3 (.txt 2, .jpg 1)" in out
@@ -101,46 +102,49 @@ def test_index_progress_counts_seconds_of_audio_and_decoder_notes_stay_off_it(
     for offset in range(20000, 40000, 997):  # damage that makes libmpg123 resync, noisily
         data[offset : offset + 4] = b"\xff\xfb\xff\xff"
     (folder / "damaged.mp3").write_bytes(bytes(data))
-    assert main(["index", str(folder), "--out", str(tmp_path / "c.npz")]) == 0
+    assert main(["index", str(folder), "--out", str(tmp_path / "c")]) == 0
     captured = capfd.readouterr()
     assert "Illegal Audio-MPEG-Header" not in captured.err + captured.out
     assert "indexing (seconds of audio)" in captured.err and "/24.0" in captured.err
 
 
-def test_index_into_a_catalog_of_another_model_is_one_line(music, model_env, tmp_path, capsys):
-    catalog = tmp_path / "wide.npz"
-    np.savez(catalog, paths=np.array(["x.wav"]), durations=np.ones(1), embeddings=np.ones((1, 512)))
-    assert main(["index", str(music), "--out", str(catalog)]) == 2
-    assert "holds 512-d embeddings, but this model's are 16-d" in one_error_line(capsys)
-    assert main(["search", str(catalog), "piano"]) == 2
-    assert "holds 512-d embeddings" in one_error_line(capsys)
-
-
-def test_index_out_pointing_at_a_folder_is_one_line_and_leaves_nothing(
+def test_an_earlier_npz_catalog_is_refused_with_the_command_that_converts_it(
     music, model_env, tmp_path, capsys
 ):
-    target = tmp_path / "catalogs"
-    target.mkdir()
-    assert main(["index", str(music), "--out", str(target)]) == 2
-    assert "is a folder" in one_error_line(capsys)
-    assert list(target.iterdir()) == [] and not list(tmp_path.glob("*.tmp"))
+    catalog = tmp_path / "old.npz"
+    np.savez(catalog, paths=np.array(["x.wav"]), durations=np.ones(1), embeddings=np.ones((1, 16)))
+    assert main(["index", str(music), "--out", str(catalog)]) == 2
+    assert f"convert it once with 'ttmr catalog import {catalog} --out" in one_error_line(capsys)
+    assert main(["search", str(catalog), "piano"]) == 2
+    assert "ttmr catalog import" in one_error_line(capsys)
 
 
-@pytest.mark.parametrize(
-    ("where", "code"),
-    [("numpy.savez", errno.ENOSPC), ("tempfile.mkstemp", errno.EACCES)],
-    ids=["disk full", "read-only folder"],
-)
-def test_a_full_disk_or_read_only_folder_is_one_line_and_leaves_no_partial_file(
-    music, model_env, tmp_path, capsys, monkeypatch, where, code
+def test_index_into_a_folder_of_other_files_is_one_line_and_adds_nothing(
+    music, model_env, tmp_path, capsys
 ):
-    def refuse(*args, **kwargs):
-        raise OSError(code, os.strerror(code))
+    target = tmp_path / "documents"
+    target.mkdir()
+    (target / "letter.txt").write_text("not a catalog")
+    assert main(["index", str(music), "--out", str(target)]) == 2
+    assert "holds other files and no catalog" in one_error_line(capsys)
+    assert [p.name for p in target.iterdir()] == ["letter.txt"]
 
-    monkeypatch.setattr(where, refuse)
-    assert main(["index", str(music), "--out", str(tmp_path / "c.npz")]) == 2
-    assert os.strerror(code) in one_error_line(capsys)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["music"]
+
+def test_a_catalog_that_cannot_be_created_or_written_is_one_line(
+    music, model_env, tmp_path, capsys, monkeypatch
+):
+    (tmp_path / "file").write_text("x")
+    assert main(["index", str(music), "--out", str(tmp_path / "file" / "c")]) == 2
+    assert "cannot create catalog" in one_error_line(capsys)
+
+    from lancedb.table import LanceTable
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(LanceTable, "add", refuse)
+    assert main(["index", str(music), "--out", str(tmp_path / "c")]) == 2
+    assert os.strerror(errno.ENOSPC) in one_error_line(capsys)
 
 
 def test_outputs_in_a_missing_folder_are_written_with_the_usual_permissions(
@@ -149,12 +153,12 @@ def test_outputs_in_a_missing_folder_are_written_with_the_usual_permissions(
     out = tmp_path / "new" / "folder" / "rows.npy"
     assert main(["embed-audio", str(music / "a.wav"), "--out", str(out)]) == 0
     assert np.load(out).shape == (1, 16)
-    catalog = tmp_path / "other" / "catalog.npz"
+    catalog = tmp_path / "other" / "catalog"
     assert main(["index", str(music), "--out", str(catalog)]) == 0
     umask = os.umask(0)
     os.umask(umask)
-    for path in (out, catalog):
-        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE(catalog.stat().st_mode) == 0o777 & ~umask
 
 
 def test_embed_outputs_keep_which_row_is_which_item(music, model_env, tmp_path):
@@ -198,7 +202,7 @@ def test_threads_and_batch_size_below_one_are_refused(model_env, tmp_path, capsy
 
 @pytest.mark.parametrize("query", ["", "   "])
 def test_an_empty_search_query_is_refused(music, model_env, tmp_path, capsys, query):
-    assert main(["search", str(tmp_path / "c.npz"), query]) == 2
+    assert main(["search", str(tmp_path / "c"), query]) == 2
     assert "the text query is empty" in one_error_line(capsys)
 
 
@@ -212,20 +216,21 @@ def test_ctrl_c_during_index_exits_130_saying_what_was_saved(model_env, tmp_path
     folder.mkdir()
     for number in range(40):
         sf.write(folder / f"{number:02d}.wav", random_track(number, 25.0), 22050)
-    catalog = tmp_path / "c.npz"
+    catalog = tmp_path / "c"
     command = [sys.executable, "-m", "runtime", "index", str(folder), "--out", str(catalog)]
     env = {**os.environ, "TTMR_MODEL_DIR": str(model_env)}
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 120
-    while not catalog.exists() and time.monotonic() < deadline:  # the first chunk is saved
+    versions = catalog / "tracks.lance" / "_versions"
+    while time.monotonic() < deadline:  # until the first chunk is saved (version 2)
+        if len(list(versions.glob("*.manifest")) if versions.is_dir() else []) >= 2:
+            break
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert "Traceback" not in err
     assert "ttmr: interrupted;" in err and "re-run to resume" in err
-    with np.load(catalog) as saved:  # whole, and what it says it holds
-        saved_rows = len(saved["paths"])
+    saved_rows = len(Catalog.load(catalog).paths)  # whole, and what it says it holds
     assert f"({saved_rows} in {catalog})" in err
     assert saved_rows % 8 == 0 and 8 <= saved_rows < 40
-    assert not list(tmp_path.glob(".c.npz.*"))

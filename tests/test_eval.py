@@ -287,7 +287,7 @@ def test_retrieval_on_each_demo_family_equals_metrics_of_its_embeddings(
     family_model_dir, demo_model, tmp_path, capsys
 ):
     synthetic.main(str(tmp_path / "music"))
-    catalog, out = tmp_path / "catalog.npz", tmp_path / "retrieval.json"
+    catalog, out = tmp_path / "catalog", tmp_path / "retrieval.json"
     model = ["--model-dir", str(family_model_dir)]
     assert main(["index", str(tmp_path / "music"), "--out", str(catalog), *model]) == 0
     truth = EXAMPLES / "demo_ground_truth.json"

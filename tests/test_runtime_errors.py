@@ -122,8 +122,8 @@ def test_one_bad_item_fails_before_any_graph_runs(small_model_dir, good_file, tm
     assert "audio" not in model._sessions  # validation happens before the tower is even loaded
 
 
-def test_import_runtime_needs_no_torch_transformers_or_tritonclient():
-    heavy = "{'torch', 'transformers', 'tritonclient'}"
+def test_import_runtime_needs_no_torch_transformers_tritonclient_or_the_catalog_extras():
+    heavy = "{'torch', 'transformers', 'tritonclient', 'lancedb', 'pyarrow', 'av', 'ray'}"
     script = f"import sys, runtime, runtime.cli; print(sorted({heavy} & set(sys.modules)))"
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True

@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 
 from export.synthetic import random_track
+from runtime.catalog import Catalog
 
 # name, rate, channels, soundfile format
 LIBRARY = [
@@ -61,7 +62,7 @@ def ttmr(*args: str | Path, env: dict) -> subprocess.CompletedProcess:
 
 def test_the_readme_workflow_on_a_library_of_every_format(library, small_model_dir, tmp_path):
     env = {**os.environ, "TTMR_MODEL_DIR": str(small_model_dir)}
-    catalog = tmp_path / "catalog.npz"
+    catalog = tmp_path / "catalog"
 
     first = ttmr("index", library, "--out", catalog, env=env)
     assert first.returncode == 3, first.stderr  # one broken file, listed
@@ -69,10 +70,10 @@ def test_the_readme_workflow_on_a_library_of_every_format(library, small_model_d
     assert "could not read 1 file:" in first.stdout and "broken.flac" in first.stdout
     assert "passed over, not audio files: 1 (.jpg 1)" in first.stdout
     assert "Traceback" not in first.stderr and "Illegal Audio-MPEG-Header" not in first.stderr
-    with np.load(catalog) as saved:
-        names = {Path(p).name for p in saved["paths"]}
-        assert names == {Path(name).name for name, *_ in LIBRARY} | {"cut short.mp3"}
-        assert np.isfinite(saved["embeddings"]).all()
+    saved = Catalog.load(catalog)
+    names = {Path(p).name for p in saved.paths}
+    assert names == {Path(name).name for name, *_ in LIBRARY} | {"cut short.mp3"}
+    assert np.isfinite(saved.matrix()).all()
 
     again = ttmr("index", library, "--out", catalog, env=env)
     assert "indexed 0 new files; 11 in" in again.stdout  # resumes: nothing embedded twice
