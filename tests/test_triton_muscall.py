@@ -11,7 +11,7 @@ import pytest
 
 import runtime
 from export.synthetic import random_track
-from export.to_triton import AUDIO_TOWER, fill_repository, main
+from export.to_triton import AUDIO_TOWER, FLOOR_TOWER, fill_repository, main
 from runtime.triton_client import TritonEmbedder
 from tests.helpers import cosines
 from tests.triton_server import check_tensors, concurrent_solo_errors, parse_config
@@ -35,13 +35,16 @@ def tracks() -> list[tuple[np.ndarray, int]]:
     return [(gain * random_track(s, sec, rate), rate) for s, (sec, rate, gain) in enumerate(TRACKS)]
 
 
-def test_audio_tower_takes_only_the_waveform(small_muscall_model_dir, tmp_path):
-    fill_repository(small_muscall_model_dir, tmp_path, "onnxruntime")
+def test_audio_tower_takes_only_the_waveform_and_there_is_no_floor_model(
+    small_muscall_model_dir, tmp_path
+):
+    names = fill_repository(small_muscall_model_dir, tmp_path, "onnxruntime")
+    assert FLOOR_TOWER not in names and not (tmp_path / FLOOR_TOWER).exists()
     config = parse_config(tmp_path / AUDIO_TOWER / "config.pbtxt")
     graph = onnx.load(str(tmp_path / AUDIO_TOWER / "1" / "model.onnx")).graph
     assert [i.name for i in config.input] == ["waveform"]
-    check_tensors(config.input, graph.input, batched=False)
-    check_tensors(config.output, graph.output, batched=False)
+    check_tensors(config.input, graph.input, batched=True)
+    check_tensors(config.output, graph.output, batched=True)
 
 
 def test_server_embeddings_equal_the_runtime(server, small_muscall_model_dir, tracks):
