@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from runtime.errors import InputError, first_line
+from runtime.manifest import manifest_bytes
 
 if TYPE_CHECKING:
     from runtime.embedder import Embedder
@@ -62,7 +63,7 @@ class ModelIdentity:
 
     @classmethod
     def of(cls, model_dir: Path, precision: str, width: int) -> ModelIdentity:
-        digest = hashlib.sha256((Path(model_dir) / "manifest.json").read_bytes())
+        digest = hashlib.sha256(manifest_bytes(model_dir))
         digest.update(precision.encode())
         return cls(digest.hexdigest(), precision, str(model_dir), width)
 

@@ -288,6 +288,12 @@ def read_manifest(model_dir: str | Path) -> Manifest:
     return Manifest.from_json(content, path)
 
 
+def manifest_bytes(model_dir: str | Path) -> bytes:
+    """``manifest.json`` as written: its hash names the export (weights, graphs, settings)
+    that made a catalog's rows."""
+    return (Path(model_dir) / FILE).read_bytes()
+
+
 def write_manifest(model_dir: str | Path, manifest: Manifest) -> Path:
     """Write ``manifest`` as ``model_dir``'s ``manifest.json`` (indented, one trailing
     newline); it is checked by reading it back first, so no tool writes what the runtime

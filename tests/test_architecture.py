@@ -89,15 +89,7 @@ def import_graph() -> dict[str, set[str]]:
     return {name: imports(path, known) - {name} for name, path in known.items()}
 
 
-# runtime.cli and runtime.evaluate.commands import each other; another change (issue 15)
-# breaks that cycle: this case then passes, and its xfail mark must go.
-RUNTIME_CYCLE = "runtime.cli <-> runtime.evaluate.commands, broken on another branch"
-
-
-@pytest.mark.parametrize(
-    "package",
-    ["export", pytest.param("runtime", marks=pytest.mark.xfail(strict=True, reason=RUNTIME_CYCLE))],
-)
+@pytest.mark.parametrize("package", ["export", "runtime"])
 def test_no_import_cycles(package):
     graph = {
         name: {other for other in targets if other.startswith(f"{package}.")}
