@@ -138,15 +138,20 @@ def open_source(index: int, item: AudioItem, sample_rate: int | None) -> Source:
         check_size(index, item, item.shape[0], channels, sample_rate)
         if item.shape[0] == 0:
             raise InputError("the audio is empty", item=describe(index, item))
-
-        def read() -> Iterator[np.ndarray]:
-            for start in range(0, item.shape[0], BLOCK_FRAMES):
-                yield as_float_samples(index, item[start : start + BLOCK_FRAMES])
-
-        return Source(index, item, int(sample_rate), item.shape[0], read)
+        return array_source(index, item, item, sample_rate)
     raise InputError(
         f"expected a path or a numpy array, got {type(item).__name__}", item=describe(index, item)
     )
+
+
+def array_source(index: int, item: AudioItem, samples: np.ndarray, rate: int) -> Source:
+    """Checked samples in memory (``check_array``), served in blocks like a file's."""
+
+    def read() -> Iterator[np.ndarray]:
+        for start in range(0, samples.shape[0], BLOCK_FRAMES):
+            yield as_float_samples(index, samples[start : start + BLOCK_FRAMES])
+
+    return Source(index, item, int(rate), samples.shape[0], read)
 
 
 def decode(index: int, item: AudioItem, sample_rate: int | None) -> tuple[np.ndarray, int]:
@@ -158,7 +163,7 @@ def decode(index: int, item: AudioItem, sample_rate: int | None) -> tuple[np.nda
 def file_source(index: int, path: Path) -> Source:
     """libsndfile, after checking the header's rate, length and channels; each pass
     decodes the file again, block by block. A format libsndfile does not recognise (m4a,
-    webm, …) is decoded whole by FFmpeg (``runtime.decode``) on each pass instead."""
+    webm, …) is decoded by FFmpeg instead (``runtime.decode``), once and whole."""
     name = describe(index, path)
     if not path.is_file():
         raise InputError("no such file", item=name)
@@ -176,21 +181,21 @@ def file_source(index: int, path: Path) -> Source:
                 size = -1 if audio.subtype.startswith("MPEG") else BLOCK_FRAMES
                 while len(block := audio.read(size, dtype="float32", always_2d=True)):
                     yield block
-                return
         except InputError:
             raise
         except soundfile.LibsndfileError as err:
-            if err.code != SF_ERR_UNRECOGNISED_FORMAT:
-                raise InputError(f"cannot decode audio ({err})", item=name) from None
+            if err.code == SF_ERR_UNRECOGNISED_FORMAT:
+                raise  # FFmpeg's turn, below
+            raise InputError(f"cannot decode audio ({err})", item=name) from None
         except (RuntimeError, TypeError, ValueError) as err:
             raise InputError(f"cannot decode audio ({err})", item=name) from None
-        samples, rate = read_with_ffmpeg(path, name, lambda *size: check_size(index, path, *size))
-        yield len(samples), rate
-        for start in range(0, len(samples), BLOCK_FRAMES):
-            yield samples[start : start + BLOCK_FRAMES]
 
     header = read()
-    frames, rate = next(header)
+    try:
+        frames, rate = next(header)
+    except soundfile.LibsndfileError:
+        samples, rate = read_with_ffmpeg(path, name, lambda *size: check_size(index, path, *size))
+        return array_source(index, path, samples, rate)
     header.close()
 
     def blocks() -> Iterator[np.ndarray]:

@@ -15,7 +15,7 @@ import soundfile as sf
 
 import runtime.audio
 from export.synthetic import random_track
-from runtime.audio import read_file
+from runtime.audio import decode
 from runtime.catalog import Catalog
 from runtime.cli import main
 from runtime.errors import InputError
@@ -61,10 +61,10 @@ def test_pyav_decodes_what_libsndfile_cannot_to_the_encoded_signal(tmp_path, ext
     encode(path, sine(440.0, 1.0, rate), rate)
     with pytest.raises(sf.LibsndfileError):
         sf.info(path)  # libsndfile cannot
-    samples, found_rate = read_file(0, path)
-    assert found_rate == rate and samples.shape[1] == 1
+    samples, found_rate = decode(0, path, None)
+    assert found_rate == rate and samples.ndim == 1
     assert abs(len(samples) / rate - 1.0) < 0.1  # the codec's priming frames at most
-    assert peak_frequency(samples[:, 0], rate) == pytest.approx(440.0, abs=2.0)
+    assert peak_frequency(samples, rate) == pytest.approx(440.0, abs=2.0)
 
 
 def test_libsndfile_stays_first_where_it_decodes(tmp_path, monkeypatch):
@@ -76,15 +76,15 @@ def test_libsndfile_stays_first_where_it_decodes(tmp_path, monkeypatch):
         raise AssertionError("PyAV was asked")
 
     monkeypatch.setattr(runtime.audio, "read_with_ffmpeg", refuse)
-    samples, _ = read_file(0, path)
-    np.testing.assert_array_equal(samples[:, 0], sf.read(path, dtype="float32")[0])
+    samples, _ = decode(0, path, None)
+    np.testing.assert_array_equal(samples, sf.read(path, dtype="float32")[0])
 
 
 def test_undecodable_files_are_input_errors_naming_the_file(tmp_path):
     for name, data in [("junk.m4a", b"\x00" * 2000), ("empty.webm", b""), ("text.wav", b"hello")]:
         (tmp_path / name).write_bytes(data)
         with pytest.raises(InputError, match=f"item 0 .*{name}.*: cannot decode audio"):
-            read_file(0, tmp_path / name)
+            decode(0, tmp_path / name, None)
 
 
 def test_without_pyav_such_a_file_names_the_extra_to_install(tmp_path, monkeypatch):
@@ -92,7 +92,7 @@ def test_without_pyav_such_a_file_names_the_extra_to_install(tmp_path, monkeypat
     encode(path, sine(440.0, 0.3, 44_100), 44_100)
     monkeypatch.setitem(sys.modules, "av", None)  # import av fails
     with pytest.raises(InputError, match=r"pip install 'ttmr-runtime\[formats\]'"):
-        read_file(0, path)
+        decode(0, path, None)
 
 
 ODD_NAMES = ["Ça va {}", "two  spaces {}", "låt nr {}", "UPPER {}", "quote's {}", "日本 {}"]
