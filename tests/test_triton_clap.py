@@ -26,10 +26,10 @@ def repository(demo_clap_model_dir, tmp_path_factory):
     return folder
 
 
-def test_audio_tower_takes_only_the_waveform_and_there_is_no_floor_model(
-    small_clap_model_dir, tmp_path
-):
-    names = fill_repository(small_clap_model_dir, tmp_path, "onnxruntime")
+@pytest.mark.parametrize("folder", ["small_clap_model_dir", "small_muscall_model_dir"])
+def test_audio_tower_takes_only_the_waveform_and_there_is_no_floor_model(folder, tmp_path, request):
+    """CLAP's and MusCALL's windows need no track-level floor (TTMR++'s do)."""
+    names = fill_repository(request.getfixturevalue(folder), tmp_path, "onnxruntime")
     assert FLOOR_TOWER not in names and not (tmp_path / FLOOR_TOWER).exists()
     config = parse_config(tmp_path / AUDIO_TOWER / "config.pbtxt")
     graph = onnx.load(str(tmp_path / AUDIO_TOWER / "1" / "model.onnx")).graph

@@ -6,15 +6,14 @@ clients."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 
 import runtime
 from export.synthetic import random_track
-from export.to_triton import AUDIO_TOWER, FLOOR_TOWER, fill_repository, main
+from export.to_triton import main
 from runtime.triton_client import TritonEmbedder
 from tests.helpers import cosines
-from tests.triton_server import check_tensors, concurrent_solo_errors, parse_config
+from tests.triton_server import concurrent_solo_errors
 
 # (seconds, rate, gain): one zero-padded window, two whole windows past full scale, and a
 # quiet resampled track, at three rates.
@@ -33,18 +32,6 @@ def repository(small_muscall_model_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def tracks() -> list[tuple[np.ndarray, int]]:
     return [(gain * random_track(s, sec, rate), rate) for s, (sec, rate, gain) in enumerate(TRACKS)]
-
-
-def test_audio_tower_takes_only_the_waveform_and_there_is_no_floor_model(
-    small_muscall_model_dir, tmp_path
-):
-    names = fill_repository(small_muscall_model_dir, tmp_path, "onnxruntime")
-    assert FLOOR_TOWER not in names and not (tmp_path / FLOOR_TOWER).exists()
-    config = parse_config(tmp_path / AUDIO_TOWER / "config.pbtxt")
-    graph = onnx.load(str(tmp_path / AUDIO_TOWER / "1" / "model.onnx")).graph
-    assert [i.name for i in config.input] == ["waveform"]
-    check_tensors(config.input, graph.input, batched=True)
-    check_tensors(config.output, graph.output, batched=True)
 
 
 def test_server_embeddings_equal_the_runtime(server, small_muscall_model_dir, tracks):
