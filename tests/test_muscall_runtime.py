@@ -11,6 +11,7 @@ import soundfile as sf
 
 import runtime
 from export.synthetic import random_track
+from runtime.catalog import Catalog
 from runtime.cli import main
 from tests.helpers import FAMILY_CASES
 
@@ -44,11 +45,11 @@ def test_cli_indexes_and_searches_with_a_full_size_muscall_folder(
     sf.write(music / "a.wav", random_track(1, 22.0, 44100), 44100)
     sf.write(music / "b.flac", random_track(2, 4.0, RATE), RATE)
     common = ["--model-dir", str(demo_muscall_model_dir)]
-    catalog = tmp_path / "catalog.npz"
+    catalog = tmp_path / "catalog"
     assert main(["index", str(music), "--out", str(catalog), *common]) == 0
     assert "indexed 2 new files" in capsys.readouterr().out
-    with np.load(catalog) as data:
-        paths, embeddings = list(data["paths"]), data["embeddings"]
+    rows = Catalog.load(catalog)
+    paths, embeddings = rows.paths, rows.matrix()
     assert embeddings.shape == (2, 512)
     for path, row in zip(paths, embeddings, strict=True):
         audio, rate = sf.read(path, dtype="float32")
