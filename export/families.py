@@ -25,6 +25,9 @@ What a family must provide (the fields of ``Family``):
 - ``write_demo(folder, seed) -> Source``: the published architecture with seeded random
   weights, written into ``folder`` in the family's upstream formats; returns the ``Source``
   that ``load`` reads it from.
+- ``demo_source(folder) -> Source``: the ``Source`` that ``write_demo(folder, …)`` returns,
+  from the files' places alone (nothing is read or written), so that a tool given an
+  exported demo folder (whose ``checkpoint/`` holds them) can load its reference again.
 - ``export_audio(reference, path)``, ``export_text(reference, path)``: write one tower's
   checked ONNX graph to ``path`` and return it (``export.onnx_export.export_onnx`` does the
   exporting). Inputs: the audio graph takes ``waveform`` float32 ``[batch, window_samples]``
@@ -153,6 +156,7 @@ class Family:
     check_source: Callable[[Source, bool], str | None]
     load: Callable[[Source], Loaded]
     write_demo: Callable[[Path, int], Source]
+    demo_source: Callable[[Path], Source]
     export_audio: Callable[[Reference, Path], object]
     export_text: Callable[[Reference, Path], object]
     settings: Callable[[Reference], dict]

@@ -2,6 +2,13 @@
 
     python scripts/bench.py --model-dir models/demo [--threads 2] [--json bench.json]
                             [--sections cpu,backends,catalog] [--batches 1,16,64]
+                            [--source DEST=PATH ...]
+
+Works on a model folder of any family. The reference rows load the family's PyTorch
+reference from the files the folder was exported from: a ``--demo`` folder keeps them in its
+``checkpoint/``; for another folder name them with ``--source``, one per ``to_onnx.py``
+option by its ``dest`` (``--source checkpoint=run/best_model.pth.tar --source config=…``).
+Without them (or with other weights than the manifest's) those rows are skipped, with why.
 
 Three sections, each a markdown table, all of it written to JSON as well:
 - cpu: the reference against onnxruntime fp32 and INT8 on this CPU, timed in turns in one
@@ -34,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_catalog import catalog_section, catalog_table
-from bench_rows import REFERENCE, ROWS, Row, build, unavailable
+from bench_rows import REFERENCE, ROWS, Row, build, model_windows, unavailable
 
 from runtime.embedder import BATCH_SIZE
 from runtime.manifest import Manifest, read_manifest
@@ -100,16 +107,17 @@ def cpu_embedder(model_dir: Path, precision: str, threads: int, **options):
 
 def int8_accuracy(model_dir: Path, tracks: int, query_count: int, threads: int) -> dict:
     """Cosine of INT8 to fp32 joint embeddings, and top-10 agreement of text→track retrieval
-    on a synthetic catalog."""
+    on a synthetic catalog (of one-window tracks at the model's rate)."""
     from export.synthetic import random_track
 
-    catalog = [random_track(seed, 10.0) for seed in range(tracks)]
+    audio, seconds = read_manifest(model_dir).audio, window_seconds(model_dir)
+    catalog = [random_track(seed, seconds, audio.sample_rate) for seed in range(tracks)]
     texts = queries(query_count, seed=1)
     results = {}
     for precision in ("fp32", "int8"):
         embedder = cpu_embedder(model_dir, precision, threads)
         results[precision] = (
-            embedder.embed_audio(catalog, sample_rate=22050, normalize=True),
+            embedder.embed_audio(catalog, sample_rate=audio.sample_rate, normalize=True),
             embedder.embed_text(texts, normalize=True),
         )
     (audio32, text32), (audio8, text8) = results["fp32"], results["int8"]
@@ -132,7 +140,13 @@ def int8_accuracy(model_dir: Path, tracks: int, query_count: int, threads: int) 
     }
 
 
-def write_long_track(path: Path, minutes: float, rate: int = 22050) -> None:
+def window_seconds(model_dir: Path) -> float:
+    """Seconds of audio in one of the model's windows."""
+    audio = read_manifest(model_dir).audio
+    return audio.window_samples / audio.sample_rate
+
+
+def write_long_track(path: Path, minutes: float, rate: int) -> None:
     """A 16-bit WAV of ``minutes`` of synthetic music (one minute repeated), written in
     blocks, so that writing it costs the caller little memory."""
     import soundfile as sf
@@ -148,15 +162,15 @@ def write_long_track(path: Path, minutes: float, rate: int = 22050) -> None:
 
 def peak_memory_mb(model_dir: Path, precision: str, threads: int, minutes: float = 60) -> float:
     """Peak resident memory of a fresh process that loads the model, embeds one track of
-    ``minutes`` at 22.05 kHz (a WAV file, with the Embedder's default batch size) and a
-    sentence.
+    ``minutes`` at the model's rate (a WAV file, with the Embedder's default batch size) and
+    a sentence.
 
     Read from VmHWM, the high-water mark of the process's own memory: ``ru_maxrss`` would
     carry over the parent's size at fork (Linux keeps it across exec).
     """
     with tempfile.TemporaryDirectory() as scratch:
         track = Path(scratch) / "long.wav"
-        write_long_track(track, minutes)
+        write_long_track(track, minutes, read_manifest(model_dir).audio.sample_rate)
         script = f"""
 from pathlib import Path
 from runtime import Embedder
@@ -233,7 +247,8 @@ def cpu_name() -> str:
     return f"{name.group(1) if name else platform.machine()}, {os.cpu_count()} cores{vnni}"
 
 
-def cpu_table(rows: dict, reference: dict) -> str:
+def cpu_table(rows: dict, reference: dict | None) -> str:
+    """``reference``: the reference row's timings, or None (its ratios are then "–")."""
     lines = [
         "| row | audio ms/window | × ref | text ms, 1 query | × ref "
         "| text ms/query, batch 32 | × ref |",
@@ -242,7 +257,8 @@ def cpu_table(rows: dict, reference: dict) -> str:
     for name, row in rows.items():
         cells = []
         for key in ("audio_ms_per_window", "text_ms_one_query", "text_ms_per_query_batched"):
-            cells += [f"{row[key]:.1f}", f"{reference[key] / row[key]:.2f}×"]
+            ratio = "–" if reference is None else f"{reference[key] / row[key]:.2f}×"
+            cells += [f"{row[key]:.1f}", ratio]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -251,14 +267,20 @@ def cpu_section(args: argparse.Namespace, manifest: Manifest) -> dict:
     """The reference, ORT CPU fp32 and int8 in one process, timed in turns."""
     from export.synthetic import random_track
 
-    track = random_track(7, 10.0 * args.windows)
+    seconds = window_seconds(args.model_dir) * args.windows
+    track = random_track(7, seconds, manifest.audio.sample_rate)
     names = (REFERENCE, "ORT CPU fp32", "ORT CPU int8")
-    skipped = {name: why for name in names if (why := unavailable(name, args.model_dir))}
-    runnable = [name for name in names if name not in skipped]
-    # The Embedder's default batch size: what a user gets (the reference takes all at once).
-    rows = {name: build(name, args.model_dir, args.threads, BATCH_SIZE) for name in runnable}
+    skipped = {
+        name: why for name in names if (why := unavailable(name, args.model_dir, args.source))
+    }
+    rows = {}
+    for name in (name for name in names if name not in skipped):
+        try:  # the Embedder's default batch size: what a user gets (the reference takes all)
+            rows[name] = build(name, args.model_dir, args.threads, BATCH_SIZE, args.source)
+        except ValueError as err:  # the reference's files are not this folder's weights
+            skipped[name] = str(err)
     timings = measure(rows, track, args.windows, queries(32, seed=0), args.repeats)
-    print(cpu_table(timings, timings[REFERENCE]))
+    print(cpu_table(timings, timings.get(REFERENCE)))
     tokens = query_tokens(args.model_dir)
     floor = text_matmul_floor(args.model_dir, tokens, args.threads, args.repeats * 10)
     result = {"rows": timings, "skipped": skipped, "query_tokens": tokens, "text_matmuls": floor}
@@ -313,21 +335,20 @@ def device_memory_mb() -> float | None:
 
 
 def bench_inputs(model_dir: Path, batches: list[int]) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """The same windows, sentences and 30-s track for every row."""
+    """The same windows (of one track, preprocessed as the manifest says), sentences and
+    30-s track (at the model's rate) for every row."""
     from export.synthetic import random_track
-    from export.ttmrpp.hparams import HParams
-    from export.ttmrpp.reference import track_windows
 
-    hp = HParams.from_dict(read_manifest(model_dir).hparams)
-    windows = track_windows(random_track(7, 10.0 * max(batches)), hp.sr, hp)
-    return windows, queries(64, seed=0), random_track(9, 30.0)
+    rate = read_manifest(model_dir).audio.sample_rate
+    long = random_track(7, window_seconds(model_dir) * max(batches), rate)
+    return model_windows(model_dir, long), queries(64, seed=0), random_track(9, 30.0, rate)
 
 
 def row_process(args: argparse.Namespace) -> int:
     """``--row NAME``: time one row in this fresh process; write its JSON and embeddings."""
     batches = [int(b) for b in args.batches.split(",")]
     windows, texts, track = bench_inputs(args.model_dir, batches)
-    row = build(args.row, args.model_dir, args.threads, max(64, *batches))
+    row = build(args.row, args.model_dir, args.threads, max(64, *batches), args.source)
     result = {}
     for batch in batches:
         seconds = statistics.median(timed(partial(row.windows, windows[:batch]), 3, 2.0))
@@ -358,7 +379,7 @@ def backends_section(args: argparse.Namespace) -> dict:
     """Every row this machine can run, each in a fresh process (so memory is its own)."""
     rows, skipped, embeddings = {}, {}, {}
     for name in ROWS:
-        reason = unavailable(name, args.model_dir)
+        reason = unavailable(name, args.model_dir, args.source)
         if reason:
             skipped[name] = reason
             continue
@@ -367,6 +388,8 @@ def backends_section(args: argparse.Namespace) -> dict:
             command = [sys.executable, __file__, "--row", name, "--out", scratch]
             command += ["--model-dir", str(args.model_dir), "--threads", str(args.threads)]
             command += ["--batches", args.batches, "--latency-runs", str(args.latency_runs)]
+            for dest, path in args.source.items():
+                command += ["--source", f"{dest}={path}"]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode:
                 skipped[name] = f"failed: {done.stderr.strip().splitlines()[-1]}"
@@ -376,8 +399,10 @@ def backends_section(args: argparse.Namespace) -> dict:
                 embeddings[name] = dict(saved)
     for name, row in rows.items():
         for part in ("windows", "texts"):
-            row[f"cosine_to_reference_{part}"] = cosine_min(
-                embeddings[REFERENCE][part], embeddings[name][part]
+            row[f"cosine_to_reference_{part}"] = (
+                cosine_min(embeddings[REFERENCE][part], embeddings[name][part])
+                if REFERENCE in embeddings
+                else None
             )
     print(backends_table(rows, args.batches.split(",")))
     for line in speedups(rows, args.batches.split(",")[-1]):
@@ -397,10 +422,9 @@ def backends_table(rows: dict, batches: list[str]) -> str:
             cells.append(f"{row[f'{what}_ms_p50']:.1f} / {row[f'{what}_ms_p99']:.1f}")
         device = row["device_mb"]
         cells += [f"{row['host_peak_mb']:.0f}", "–" if device is None else f"{device:.0f}"]
-        cells += [
-            f"{row['cosine_to_reference_windows']:.6f}",
-            f"{row['cosine_to_reference_texts']:.6f}",
-        ]
+        for part in ("windows", "texts"):
+            cosine = row[f"cosine_to_reference_{part}"]
+            cells.append("–" if cosine is None else f"{cosine:.6f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -423,12 +447,28 @@ def speedups(rows: dict, batch: str) -> list[str]:
     return lines
 
 
+def source_file(text: str) -> tuple[str, Path]:
+    """``--source DEST=PATH`` → ``(dest, path)``."""
+    dest, sep, path = text.partition("=")
+    if not (sep and dest and path):
+        raise argparse.ArgumentTypeError(f"expected DEST=PATH (checkpoint=run/x.pth), got {text!r}")
+    return dest.replace("-", "_"), Path(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=Path("models/demo"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sections", default="cpu,backends", help="cpu, backends, catalog")
-    parser.add_argument("--windows", type=int, default=4, help="cpu: 10-s windows per track")
+    parser.add_argument("--windows", type=int, default=4, help="cpu: the model's windows per track")
+    parser.add_argument(
+        "--source",
+        type=source_file,
+        action="append",
+        default=[],
+        metavar="DEST=PATH",
+        help="a file the reference is loaded from, by to_onnx.py option dest (default: a demo's)",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="cpu: timed rounds")
     parser.add_argument(
         "--memory-minutes", type=float, default=60, help="cpu: the peak-RSS track's length"
@@ -442,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--row", choices=sorted(ROWS), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.source = dict(args.source)
     if args.row:
         return row_process(args)
     sections = args.sections.split(",")

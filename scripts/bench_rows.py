@@ -1,7 +1,12 @@
-"""The rows that scripts/bench.py times, on one TTMR++ model folder: the PyTorch reference
-(CPU; CUDA in fp32 and fp16 autocast) and the runtime (onnxruntime on CPU or CUDA at each
-precision it has graphs for, TensorRT engines). Each row embeds the same three things:
-a batch of preprocessed windows, a list of sentences, and one decoded track.
+"""The rows that scripts/bench.py times, on one model folder of any family: the PyTorch
+reference (CPU; CUDA in fp32 and fp16 autocast) and the runtime (onnxruntime on CPU or CUDA
+at each precision it has graphs for, TensorRT engines). Each row embeds the same three
+things: a batch of preprocessed windows, a list of sentences, and one decoded track.
+
+The reference is the folder's family's own (``export.families``), loaded from the files the
+folder was exported from: those named by ``source`` (``to_onnx.py``'s options, by ``dest``)
+or else a demo's, in the folder's ``checkpoint/`` (``Family.demo_source``). They must be the
+weights the manifest records (sha256), or the reference rows are skipped.
 """
 
 from __future__ import annotations
@@ -11,11 +16,16 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from runtime.audio import load_track
 from runtime.batching import whole_track_feed
 from runtime.manifest import read_manifest
+
+if TYPE_CHECKING:
+    from export.families import Family, Loaded, Source
 
 REFERENCE = "PyTorch eager CPU fp32"
 CPU = ["CPUExecutionProvider"]
@@ -33,17 +43,62 @@ class Row:
     track: Callable[[np.ndarray], np.ndarray]
 
 
-def torch_row(model_dir: Path, device: str, autocast: bool, threads: int) -> Row:
-    """The reference as its users run it (PyTorch's default settings on the GPU)."""
+def reference_source(model_dir: Path, given: dict[str, Path] | None) -> tuple[Family, Source]:
+    """The folder's family and the files its reference is loaded from: ``given`` (option
+    ``dest`` → path) when there are any, else the demo's in ``model_dir / "checkpoint"``."""
+    from export.families import Source, family
+
+    chosen = family(read_manifest(model_dir).family)
+    if given:
+        return chosen, Source(**given)
+    return chosen, chosen.demo_source(model_dir / "checkpoint")
+
+
+def reference_problem(model_dir: Path, given: dict[str, Path] | None) -> str | None:
+    """Why the reference cannot be loaded for ``model_dir`` (without loading it), or None."""
+    chosen, source = reference_source(model_dir, given)
+    paths = {name: getattr(source, name) for name in source.given()}
+    unread = [name for name in paths if name not in chosen.options]
+    missing = [str(path) for path in paths.values() if not path.exists()]
+    if unread:
+        why = f"{unread[0]} is not a file {chosen.title} reads"
+    elif missing:
+        why = f"no {', '.join(missing)}"
+    else:
+        why = chosen.check_source(source, False)
+    if why is None:
+        return None
+    dests = ", ".join(chosen.options)
+    return f"{why}; name the {chosen.title} files it came from: --source DEST=PATH ({dests})"
+
+
+def load_reference(model_dir: Path, given: dict[str, Path] | None) -> Loaded:
+    """The reference, checked to hold the weights the folder's graphs were exported from."""
+    from export.checkpoint import sha256
+
+    chosen, source = reference_source(model_dir, given)
+    loaded = chosen.load(source)
+    if sha256(loaded.weights) != read_manifest(model_dir).checkpoint["sha256"]:
+        raise ValueError(f"{loaded.weights}: not the weights {model_dir} was exported from")
+    return loaded
+
+
+def torch_row(
+    model_dir: Path, device: str, autocast: bool, threads: int, given: dict[str, Path] | None
+) -> Row:
+    """The reference as its users run it (PyTorch's default settings on the GPU). On the
+    CPU a track goes through the reference's own ``embed_track``; on a GPU (where that
+    would feed CPU tensors) through the manifest's preprocessing (``model_windows``)."""
     import torch
 
-    from export.ttmrpp.reference import load_reference, track_windows
-
     torch.set_num_threads(threads)
-    checkpoint = model_dir / "checkpoint"
-    model = load_reference(
-        checkpoint / "ttmrpp.pth", checkpoint / "ttmrpp.yaml", checkpoint / "text_arch"
-    ).to(device)
+    model = load_reference(model_dir, given).reference
+    manifest = read_manifest(model_dir)
+    sample_rate = manifest.audio.sample_rate
+    if device != "cpu":
+        if not isinstance(model, torch.nn.Module):
+            raise ValueError(f"the {manifest.family} reference runs on the CPU only")
+        model = model.to(device)
 
     def mode():
         if autocast:
@@ -62,9 +117,18 @@ def torch_row(model_dir: Path, device: str, autocast: bool, threads: int) -> Row
             return model.text_encode_ids(ids, mask)[0].float().cpu().numpy()
 
     def track(audio: np.ndarray) -> np.ndarray:
-        return windows(track_windows(audio, model.hp.sr, model.hp)).mean(0)
+        if device == "cpu":
+            return model.embed_track(audio, sample_rate)[0]
+        return windows(model_windows(model_dir, audio)).mean(0)
 
     return Row(windows, texts, track)
+
+
+def model_windows(model_dir: Path, audio: np.ndarray) -> np.ndarray:
+    """A mono track at the model's rate → its windows ``[n, window_samples]``, preprocessed
+    as the manifest says (the runtime's ``load_track``)."""
+    preprocessing = read_manifest(model_dir).audio.preprocessing
+    return load_track(0, audio, preprocessing.sample_rate, preprocessing).windows
 
 
 def runtime_row(
@@ -87,10 +151,10 @@ def runtime_row(
         batch_size=batch_size,
     )
     audio = embedder.session("audio")
-    floor = embedder.floored and embedder.session("floor")
+    floor = embedder.session("floor") if embedder.floored else None
 
     def windows(batch: np.ndarray) -> np.ndarray:
-        run = floor and (lambda rows: floor.run(["floor"], rows.feed))
+        run = None if floor is None else (lambda rows: floor.run(["floor"], rows.feed))
         return audio.run(["joint"], whole_track_feed(batch, run))[0]
 
     def track(samples: np.ndarray) -> np.ndarray:
@@ -121,24 +185,32 @@ ROWS = {
 }
 
 
-def build(name: str, model_dir: Path, threads: int, batch_size: int) -> Row:
-    """Row ``name``; the runtime's rows embed at most ``batch_size`` sentences per call."""
+def build(
+    name: str,
+    model_dir: Path,
+    threads: int,
+    batch_size: int,
+    given: dict[str, Path] | None = None,
+) -> Row:
+    """Row ``name``; the runtime's rows embed at most ``batch_size`` sentences per call;
+    ``given``: the reference's files (``reference_source``)."""
     spec = ROWS[name]
     if spec.place.startswith("torch"):
         device = spec.place.removeprefix("torch-")
-        return torch_row(model_dir, device, spec.precision == "fp16", threads)
+        return torch_row(model_dir, device, spec.precision == "fp16", threads, given)
     providers = {"cpu": CPU, "cuda": CUDA, "trt": None}[spec.place]
     backend = "tensorrt" if spec.place == "trt" else "onnxruntime"
     return runtime_row(model_dir, providers, spec.precision, backend, threads, batch_size)
 
 
-def unavailable(name: str, model_dir: Path) -> str | None:
+def unavailable(name: str, model_dir: Path, given: dict[str, Path] | None = None) -> str | None:
     """Why row ``name`` cannot run on this machine with this folder, or None."""
     place, precision = ROWS[name].place, ROWS[name].precision
     manifest = read_manifest(model_dir)
-    if place == "torch-cpu":
-        return None
-    if place == "torch-cuda":
+    if place.startswith("torch"):
+        problem = reference_problem(model_dir, given)
+        if problem or place == "torch-cpu":
+            return problem
         import torch
 
         return None if torch.cuda.is_available() else "no CUDA device visible to PyTorch"

@@ -20,6 +20,7 @@ FAMILY_NEUTRAL = [
     *(ROOT / "export" / f"{name}.py" for name in ("to_tensorrt", "to_triton")),
     *sorted((ROOT / "export" / "triton_models").glob("*.py")),
     *sorted((ROOT / "runtime").rglob("*.py")),
+    *(ROOT / "scripts" / f"{name}.py" for name in ("bench", "bench_rows")),
 ]
 
 
@@ -138,7 +139,8 @@ def test_only_the_manifest_module_reads_or_writes_manifest_json():
 
 @pytest.mark.parametrize("path", FAMILY_NEUTRAL, ids=lambda p: str(p.relative_to(ROOT)))
 def test_commands_and_runtime_never_name_a_family(path):
-    """No string in their code (docstrings aside) is a family's name."""
+    """No string in their code (docstrings aside) is a family's name, and no import is of a
+    family's package (``export.<name>``)."""
     tree = ast.parse(path.read_text())
     docstrings = {
         id(node.body[0].value)
@@ -156,6 +158,18 @@ def test_commands_and_runtime_never_name_a_family(path):
         and id(node) not in docstrings
         and node.value in REGISTRY
     ]
+    imported = [
+        name
+        for node in ast.walk(tree)
+        for name in (
+            [alias.name for alias in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
+    ]
+    named += [name for name in imported if name.split(".")[:2] in (["export", f] for f in REGISTRY)]
     assert named == []
 
 

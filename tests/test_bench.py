@@ -3,20 +3,44 @@ count and the text tower's weight-MatMul floor."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
+import pytest
 from torch import nn
 
+from runtime.manifest import read_manifest
+from tests.helpers import SMALL_MUSCALL
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from bench import QUERY, cpu_name, query_tokens, text_matmul_floor  # scripts/ is not a package
+# scripts/ is not a package
+from bench import (
+    QUERY,
+    bench_inputs,
+    cosine_min,
+    cpu_name,
+    main,
+    query_tokens,
+    text_matmul_floor,
+    window_seconds,
+)
+from bench_rows import REFERENCE, build, unavailable
 
 
+@pytest.mark.parametrize(
+    "folder, reference",
+    [
+        ("small_model_dir", "small_reference"),
+        ("small_clap_model_dir", "small_clap_reference"),
+        ("small_muscall_model_dir", "small_muscall_reference"),
+    ],
+)
 def test_query_tokens_is_what_the_reference_tokenizer_makes_of_the_query(
-    small_model_dir, small_reference
+    folder, reference, request
 ):
-    expected = small_reference.tokenize([QUERY])["input_ids"].shape[1]
-    assert query_tokens(small_model_dir) == expected
+    tokens = request.getfixturevalue(reference).tokenize([QUERY])
+    assert query_tokens(request.getfixturevalue(folder)) == tokens["input_ids"].shape[1]
 
 
 def test_matmul_floor_times_every_weight_matmul_of_the_text_tower(small_model_dir, small_reference):
@@ -32,3 +56,86 @@ def test_matmul_floor_times_every_weight_matmul_of_the_text_tower(small_model_di
 
 def test_cpu_name_says_cores():
     assert cpu_name().split(", ")[1].endswith(" cores")
+
+
+@pytest.fixture(params=["ttmrpp", "clap", "muscall"])
+def folder_and_source(request) -> tuple[Path, dict[str, Path] | None]:
+    """A small model folder of each family and what ``--source`` gives for it: nothing for
+    TTMR++ (its files are in the folder's ``checkpoint/``, as a demo's), the files it was
+    exported from (outside the folder) for CLAP and MusCALL."""
+    if request.param == "ttmrpp":
+        return request.getfixturevalue("small_model_dir"), None
+    if request.param == "clap":
+        folder, hf = request.getfixturevalue("small_clap_export")
+        return folder, {"hf_model": hf}
+    folder, files = request.getfixturevalue("small_muscall_export")
+    return folder, dict(zip(("checkpoint", "config", "tokenizer"), files, strict=True))
+
+
+def test_reference_and_runtime_rows_agree_on_every_family(folder_and_source):
+    """The same windows, sentences and track through the family's PyTorch reference and
+    through onnxruntime: the rows must embed them alike (the export's own tolerance)."""
+    from export.synthetic import random_track
+
+    model_dir, given = folder_and_source
+    assert unavailable(REFERENCE, model_dir, given) is None
+    reference = build(REFERENCE, model_dir, 1, 8, given)
+    runtime = build("ORT CPU fp32", model_dir, 1, 8, given)
+    windows, texts, _ = bench_inputs(model_dir, [2])
+    rate = read_manifest(model_dir).audio.sample_rate
+    track = random_track(3, 1.5 * window_seconds(model_dir), rate)  # a remainder to drop
+    assert windows.shape == (2, read_manifest(model_dir).audio.window_samples)
+    for run in ("windows", "texts"):
+        given_in = windows if run == "windows" else texts[:5]
+        ours, theirs = getattr(runtime, run)(given_in), getattr(reference, run)(given_in)
+        assert cosine_min(ours, theirs) > 0.9999, run
+    assert cosine_min(runtime.track(track), reference.track(track)[None]) > 0.9999
+
+
+def test_reference_rows_are_skipped_with_the_reason_when_the_folder_lacks_its_files(
+    small_muscall_model_dir,
+):
+    """A MusCALL folder exported from files elsewhere: no ``checkpoint/`` demo files, so the
+    reference rows say which files are missing and how to name them; the runtime's run."""
+    reason = unavailable(REFERENCE, small_muscall_model_dir)
+    assert str(small_muscall_model_dir / "checkpoint" / "best_model.pth.tar") in reason
+    assert "--source DEST=PATH (checkpoint, config, tokenizer)" in reason
+    assert unavailable("PyTorch eager CUDA fp32", small_muscall_model_dir) == reason
+    assert unavailable("ORT CPU fp32", small_muscall_model_dir) is None
+    wrong = {"hf_model": small_muscall_model_dir}
+    assert "hf_model is not a file MusCALL reads" in unavailable(
+        REFERENCE, small_muscall_model_dir, wrong
+    )
+
+
+def test_a_reference_of_other_weights_than_the_manifests_is_refused(
+    small_muscall_model_dir, tmp_path
+):
+    from export.muscall.demo import write_demo_run
+
+    files = write_demo_run(tmp_path, seed=2, **SMALL_MUSCALL)
+    other = dict(zip(("checkpoint", "config", "tokenizer"), files, strict=True))
+    assert unavailable(REFERENCE, small_muscall_model_dir, other) is None  # files exist …
+    with pytest.raises(ValueError, match=r"not the weights .* was exported from"):
+        build(REFERENCE, small_muscall_model_dir, 1, 8, other)  # … but are not its weights
+
+
+def test_bench_runs_unchanged_on_a_muscall_folder(small_muscall_export, tmp_path, capsys):
+    """Issue 18: both sections on a MusCALL folder, the reference named by ``--source``."""
+    model_dir, files = small_muscall_export
+    out = tmp_path / "bench.json"
+    argv = ["--model-dir", str(model_dir), "--threads", "1", "--json", str(out)]
+    for dest, path in zip(("checkpoint", "config", "tokenizer"), files, strict=True):
+        argv += ["--source", f"{dest}={path}"]
+    argv += ["--windows", "1", "--repeats", "1", "--memory-minutes", "0.5"]
+    argv += ["--tracks", "3", "--queries", "3", "--batches", "1,2", "--latency-runs", "2"]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    assert set(result["cpu"]["rows"]) == {REFERENCE, "ORT CPU fp32"}  # no INT8 graphs
+    assert "no int8 graphs" in result["cpu"]["skipped"]["ORT CPU int8"]
+    backends = result["backends"]["rows"]
+    assert set(backends) >= {REFERENCE, "ORT CPU fp32"}
+    assert backends["ORT CPU fp32"]["cosine_to_reference_windows"] > 0.9999
+    assert backends["ORT CPU fp32"]["cosine_to_reference_texts"] > 0.9999
+    assert result["cpu"]["peak_rss_mb_0.5min_track_fp32"] > 0
+    assert "× ref" in capsys.readouterr().out

@@ -33,8 +33,13 @@ def load(source: Source) -> Loaded:
     return Loaded(load_laion_checkpoint(source.checkpoint, source.text_arch), source.checkpoint)
 
 
+def demo_source(folder: Path) -> Source:
+    return Source(hf_model=folder)  # the demo is a Hugging Face folder
+
+
 def write_demo(folder: Path, seed: int) -> Source:
-    return Source(hf_model=write_demo_folder(folder, seed=seed))
+    write_demo_folder(folder, seed=seed)
+    return demo_source(folder)
 
 
 def settings(reference: ClapReference) -> dict:
@@ -82,6 +87,7 @@ FAMILY = Family(
     check_source=check_source,
     load=load,
     write_demo=write_demo,
+    demo_source=demo_source,
     export_audio=export_audio,
     export_text=export_text,
     settings=settings,

@@ -119,6 +119,13 @@ def randomise(model: MusCALL, tracks: int = 4) -> None:
         measure_batchnorm(backbone, backbone.spec(torch.from_numpy(windows)))
 
 
+def run_files(folder: str | Path) -> tuple[Path, Path, Path]:
+    """Where ``write_demo_run`` puts ``best_model.pth.tar``, ``config.yaml`` and
+    ``clip_tokenizer/`` (so that a demo folder's files can be found again)."""
+    folder = Path(folder)
+    return folder / "best_model.pth.tar", folder / "config.yaml", folder / "clip_tokenizer"
+
+
 def write_demo_run(
     folder: str | Path,
     seed: int = 0,
@@ -128,7 +135,7 @@ def write_demo_run(
 ) -> tuple[Path, Path, Path]:
     """Write ``best_model.pth.tar``, ``config.yaml`` and ``clip_tokenizer/`` under
     ``folder``; tests pass smaller ``audio`` / ``text`` sizes. Returns the three paths."""
-    folder = Path(folder)
+    checkpoint, config, tokenizer = run_files(folder)
     model_config = {
         **MODEL_CONFIG,
         "audio": {**MODEL_CONFIG["audio"], **(audio or {})},
@@ -136,7 +143,6 @@ def write_demo_run(
     }
     if projection_dim:
         model_config["projection_dim"] = projection_dim
-    tokenizer = folder / "clip_tokenizer"
     write_clip_vocabulary(tokenizer)
     torch.manual_seed(seed)
     model = MusCALL(MusCALLConfig.from_dict(model_config))
@@ -148,7 +154,6 @@ def write_demo_run(
     state["textual_head.ln_final.weight"] = torch.ones(hidden)
     state["textual_head.ln_final.bias"] = torch.zeros(hidden)
     optimizer = {"state": {}, "param_groups": [{"lr": 1e-4, "betas": (0.9, 0.999), "params": []}]}
-    checkpoint, config = folder / "best_model.pth.tar", folder / "config.yaml"
     torch.save({"epoch": 0, "state_dict": state, "optimizer": optimizer}, checkpoint)
     config.write_text(yaml.safe_dump({**RUN_CONFIG, "model_config": model_config}, sort_keys=False))
     return checkpoint, config, tokenizer

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from export.families import Family, Loaded, Source, Tolerance
-from export.muscall.demo import write_demo_run
+from export.muscall.demo import run_files, write_demo_run
 from export.muscall.graphs import export_audio, export_text
 from export.muscall.reference import MusCALL, load_reference
 from export.muscall.tokenizer import PAD_ID
@@ -31,9 +31,14 @@ def load(source: Source) -> Loaded:
     return Loaded(model, source.checkpoint)
 
 
-def write_demo(folder: Path, seed: int) -> Source:
-    checkpoint, config, tokenizer = write_demo_run(folder, seed=seed)
+def demo_source(folder: Path) -> Source:
+    checkpoint, config, tokenizer = run_files(folder)
     return Source(checkpoint=checkpoint, config=config, tokenizer=tokenizer)
+
+
+def write_demo(folder: Path, seed: int) -> Source:
+    write_demo_run(folder, seed=seed)
+    return demo_source(folder)
 
 
 def settings(model: MusCALL) -> dict:
@@ -59,6 +64,7 @@ FAMILY = Family(
     check_source=check_source,
     load=load,
     write_demo=write_demo,
+    demo_source=demo_source,
     export_audio=export_audio,
     export_text=export_text,
     settings=settings,

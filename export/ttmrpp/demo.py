@@ -48,6 +48,13 @@ def randomise(model: TTMRpp) -> None:
         measure_batchnorm(model.audio_encoder, model.frontend(torch.from_numpy(audio)))
 
 
+def checkpoint_files(folder: str | Path) -> tuple[Path, Path, Path]:
+    """Where ``write_demo_checkpoint`` puts ``ttmrpp.pth``, ``ttmrpp.yaml`` and
+    ``text_arch/`` (so that a demo folder's files can be found again)."""
+    folder = Path(folder)
+    return folder / "ttmrpp.pth", folder / "ttmrpp.yaml", folder / "text_arch"
+
+
 def write_demo_checkpoint(
     folder: str | Path,
     seed: int = 0,
@@ -59,9 +66,8 @@ def write_demo_checkpoint(
     Defaults are the published sizes; tests pass smaller ``hparams`` / ``roberta``.
     Returns the three paths.
     """
-    folder = Path(folder)
+    checkpoint, config, text_arch = checkpoint_files(folder)
     hp_dict = {**PUBLISHED, **(hparams or {})}
-    text_arch = folder / "text_arch"
     text_config = write_text_arch(text_arch, {**ROBERTA_BASE, **(roberta or {})})
     torch.manual_seed(seed)
     model = TTMRpp(HParams.from_dict(hp_dict), text_config)
@@ -70,7 +76,6 @@ def write_demo_checkpoint(
     # The published file also carries training-only keys; loading must ignore them.
     state["logit_scale"] = torch.tensor([math.log(1 / hp_dict["temperature"])])
     state["loss_fct.logit_scale"] = state["logit_scale"].clone()
-    checkpoint, config = folder / "ttmrpp.pth", folder / "ttmrpp.yaml"
     torch.save({"state_dict": state, "epoch": 0}, checkpoint)
     config.write_text(yaml.safe_dump(hp_dict, sort_keys=True))
     return checkpoint, config, text_arch

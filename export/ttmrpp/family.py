@@ -7,7 +7,7 @@ from pathlib import Path
 
 from export.families import Family, Loaded, Source, StaticInt8, Tolerance
 from export.ttmrpp.calibration import FLOAT_CONVS, METHOD, calibration_tracks
-from export.ttmrpp.demo import write_demo_checkpoint
+from export.ttmrpp.demo import checkpoint_files, write_demo_checkpoint
 from export.ttmrpp.graphs import export_audio, export_floor, export_text
 from export.ttmrpp.reference import TTMRpp, load_reference
 
@@ -33,9 +33,14 @@ def load(source: Source) -> Loaded:
     )
 
 
-def write_demo(folder: Path, seed: int) -> Source:
-    checkpoint, config, text_arch = write_demo_checkpoint(folder, seed=seed)
+def demo_source(folder: Path) -> Source:
+    checkpoint, config, text_arch = checkpoint_files(folder)
     return Source(checkpoint=checkpoint, config=config, text_arch=text_arch)
+
+
+def write_demo(folder: Path, seed: int) -> Source:
+    write_demo_checkpoint(folder, seed=seed)
+    return demo_source(folder)
 
 
 def settings(model: TTMRpp) -> dict:
@@ -65,6 +70,7 @@ FAMILY = Family(
     check_source=check_source,
     load=load,
     write_demo=write_demo,
+    demo_source=demo_source,
     tolerance=Tolerance(min_cosine=0.99999, max_relative=1e-4),
     export_audio=export_audio,
     export_text=export_text,
