@@ -10,6 +10,7 @@ import contextlib
 import itertools
 import os
 import queue
+import signal
 import sys
 import threading
 from collections import Counter, deque
@@ -88,12 +89,14 @@ def index_folder(
     seconds = {path: header_seconds(path) for path in todo}
     embed = embed_files or (lambda paths, failures, told: embed_here(model, paths, failures, told))
     # Native code (libmpg123, FFmpeg, Lance) writes notes to descriptor 2: kept off the bar.
-    with native_stderr_silenced() as stderr:
+    with native_stderr_silenced() as stderr, ctrl_c_remembered() as pressed:
         with progress(sum(seconds.values()), stderr) as bar:
             try:
                 for rows in embed(todo, run.failures, lambda path: bar.update(seconds[path])):
                     run.added += catalog.append(rows)  # after every chunk: a re-run resumes
                     run.total = len(catalog)
+                    if pressed.is_set():  # a Ctrl-C that a native call swallowed
+                        raise KeyboardInterrupt
             except KeyboardInterrupt:
                 raise Interrupted(run) from None
         run.ann_built = catalog.finish(ann)
@@ -180,6 +183,28 @@ def progress(seconds: float, stream: TextIO) -> tqdm:
         bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
         "[{elapsed}<{remaining}, {rate_fmt}] {postfix}",
     )
+
+
+@contextlib.contextmanager
+def ctrl_c_remembered() -> Iterator[threading.Event]:
+    """An event set by Ctrl-C, which still raises KeyboardInterrupt as usual. LanceDB runs
+    Python's signal handlers while it waits on its own runtime and may drop the exception
+    they raise (seen: an index run that went on to the end and exited 0); the event is not
+    dropped. Only the main thread can set a handler: elsewhere the event is never set."""
+    pressed = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield pressed
+        return
+
+    def on_ctrl_c(signum: int, frame: object) -> None:
+        pressed.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager
