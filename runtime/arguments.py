@@ -5,6 +5,7 @@ build on them, so neither imports the other's internals."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from runtime import model_dir_from
 from runtime.embedder import BACKENDS, BATCH_SIZE, PRECISIONS, Embedder
@@ -32,14 +33,23 @@ def at_least_one(text: str) -> int:
 def add_engine_options(options: argparse.ArgumentParser) -> None:
     """How a model runs: threads, batch size, precision, backend (not which model)."""
     options.add_argument(
-        "--threads", type=at_least_one, help="onnxruntime threads (default: all cores)"
+        "--threads", type=at_least_one, help="threads per graph call (default: all cores)"
     )
     options.add_argument(
         "--batch-size", type=at_least_one, default=BATCH_SIZE, help="windows / sentences per call"
     )
-    options.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
     options.add_argument(
-        "--backend", choices=BACKENDS, default="auto", help="auto: TensorRT engines if built"
+        "--precision",
+        choices=list(PRECISIONS),
+        default="fp32",
+        help="bf16: CPUs with AMX or AVX-512-BF16 (OpenVINO); fp32 elsewhere (default: fp32)",
+    )
+    options.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="auto: the fastest installed engine at that precision (TensorRT engines if "
+        "built, OpenVINO for bf16, else onnxruntime)",
     )
 
 
@@ -52,11 +62,15 @@ def model_options() -> Parser:
 
 
 def embedder_from(args: argparse.Namespace, model_dir: str | None = None) -> Embedder:
-    """The Embedder of ``model_dir`` (default ``--model-dir``, else ``$TTMR_MODEL_DIR``)."""
-    return Embedder(
+    """The Embedder of ``model_dir`` (default ``--model-dir``, else ``$TTMR_MODEL_DIR``);
+    what runs it goes to stderr once, when its first graph loads (so a usage error stays
+    one line)."""
+    model = Embedder(
         model_dir_from(model_dir or args.model_dir),
         threads=args.threads,
         batch_size=args.batch_size,
         precision=args.precision,
         backend=args.backend,
     )
+    model.announce = lambda line: print(f"ttmr: {line}", file=sys.stderr)
+    return model

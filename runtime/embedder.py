@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,18 +16,30 @@ from runtime.batching import track_floors, track_means
 from runtime.errors import InputError
 from runtime.manifest import Manifest, Tensor, read_manifest
 from runtime.model_folder import graph_inputs, inside
+from runtime.openvino_session import OpenVINOSession, openvino_problem
 from runtime.session import GraphSession, choose_providers
 from runtime.text import TextBatcher, check_texts
 
 SPACES = ("joint", "encoder")
-# Where each precision's graphs come from: fp32 is the export itself.
+# Where each precision's graphs come from: fp32 is the export itself, and bf16 runs it.
 PRECISIONS = {
     "fp32": "export/to_onnx.py",
+    "bf16": "export/to_onnx.py (OpenVINO runs the fp32 graphs in bf16)",
     "fp16": "export/fp16.py (or to_onnx.py --fp16)",
     "int8": "export/quantize.py (or to_onnx.py --quantize int8)",
 }
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
 BATCH_SIZE = 8  # windows or sentences per graph call, by default
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What runs the graphs: ``backend`` at ``precision``, and ``note``, why that is not
+    what was asked for (``auto`` only ever moves to a higher precision, never a lower)."""
+
+    backend: str
+    precision: str
+    note: str | None = None
 
 
 def check_space(space: str) -> None:
@@ -45,21 +58,44 @@ def check_items(items: object) -> list:
 
 
 def graph_files(manifest: Manifest, model_dir: Path, precision: str) -> dict[str, str]:
-    """The ONNX file of each tower at ``precision``."""
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
-    files = manifest.graph_files(precision)
+    """The ONNX file of each tower at ``precision`` (bf16: the fp32 graphs)."""
+    files = manifest.graph_files("fp32" if precision == "bf16" else precision)
     if files is None:
         how = PRECISIONS[precision]
         raise InputError(f"{model_dir}: no {precision} graphs; write them with {how}")
     return files
 
 
-def engine_files(manifest: Manifest, model_dir: Path, precision: str, backend: str) -> dict | None:
-    """The TensorRT engines to run, or None for onnxruntime: ``auto`` takes engines of this
-    precision when the folder has them and TensorRT is installed."""
+def choose_engine(
+    manifest: Manifest, model_dir: Path, precision: str, backend: str, providers: list | None
+) -> Engine:
+    """The fastest engine this machine and its packages allow at ``precision``, for
+    ``backend="auto"``: the folder's TensorRT engines where TensorRT is installed; bf16 on
+    OpenVINO, or fp32 on onnxruntime where the CPU has no bf16 units or OpenVINO is missing;
+    else onnxruntime (OpenVINO's fp32 and int8 measured no faster: README, "Speed")."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
     if backend not in BACKENDS:
         raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if providers is not None and backend == "openvino":
+        raise InputError("providers are onnxruntime's; backend 'openvino' takes none")
+    if backend == "openvino":
+        problem = openvino_problem(precision)
+        if problem:
+            raise InputError(f"backend openvino: {problem}")
+        return Engine("openvino", precision)
+    if precision == "bf16":
+        if backend == "onnxruntime" or providers is not None:
+            raise InputError(
+                "bf16 runs on OpenVINO (backend 'openvino' or 'auto'); onnxruntime has no "
+                "bf16 CPU kernels"
+            )
+        if backend == "tensorrt":
+            raise InputError("TensorRT engines are fp32 or fp16, not bf16")
+        problem = openvino_problem("bf16")
+        if problem:
+            return Engine("onnxruntime", "fp32", f"bf16 asked for, but {problem}: running fp32")
+        return Engine("openvino", "bf16")
     engines = manifest.tensorrt.get(precision)
     if backend == "tensorrt" and engines is None:
         flag = " --fp16" if precision == "fp16" else ""
@@ -69,14 +105,19 @@ def engine_files(manifest: Manifest, model_dir: Path, precision: str, backend: s
         )
     installed = importlib.util.find_spec("tensorrt") is not None
     if backend == "tensorrt" or (backend == "auto" and engines and installed):
-        towers = manifest.graphs
-        if any(getattr(engines, tower) is None for tower in towers):
-            raise InputError(
-                f"{model_dir}: the {precision} TensorRT engines lack the floor engine (built "
-                f"by an older version); build them again with export/to_tensorrt.py"
-            )
-        return {tower: getattr(engines, tower) for tower in towers}
-    return None
+        return Engine("tensorrt", precision)
+    return Engine("onnxruntime", precision)
+
+
+def engine_files(manifest: Manifest, model_dir: Path, precision: str) -> dict:
+    """The TensorRT engine of each graph at ``precision``."""
+    engines = manifest.tensorrt[precision]
+    if any(getattr(engines, tower) is None for tower in manifest.graphs):
+        raise InputError(
+            f"{model_dir}: the {precision} TensorRT engines lack the floor engine (built "
+            f"by an older version); build them again with export/to_tensorrt.py"
+        )
+    return {tower: getattr(engines, tower) for tower in manifest.graphs}
 
 
 def check_graph(path: Path, inputs: tuple[Tensor, ...], tower: str) -> None:
@@ -101,12 +142,15 @@ def finish(rows: np.ndarray, normalize: bool) -> np.ndarray:
 class Embedder:
     """Embeds tracks and sentences with an exported model folder (``export/to_onnx.py``).
 
-    ``precision``: ``fp32`` (the export), ``fp16`` (GPUs; ``export/fp16.py``) or ``int8``
-    (CPUs; ``export/quantize.py``). ``backend="auto"`` runs the folder's TensorRT engines
-    (``export/to_tensorrt.py``) when it has them at this precision and TensorRT is
-    installed, else onnxruntime with ``providers`` (None: CUDA if this onnxruntime has it,
-    else CPU). ``.backend`` and ``.providers`` say what runs. ``batch_size`` caps the
-    windows (audio) or sentences (text) per graph call.
+    ``precision``: ``fp32`` (the export), ``bf16`` (CPUs with AMX or AVX-512-BF16, on
+    OpenVINO), ``fp16`` (GPUs; ``export/fp16.py``) or ``int8`` (CPUs;
+    ``export/quantize.py``). ``backend``: ``onnxruntime`` with ``providers`` (None: CUDA if
+    this onnxruntime has it, else CPU), ``openvino`` (CPU), ``tensorrt`` (the folder's
+    engines, ``export/to_tensorrt.py``) or ``auto``, the fastest the machine and the
+    installed packages allow at that precision (``choose_engine``), never a lower one.
+    ``.backend``, ``.precision`` and ``.providers`` say what runs, ``.note`` why it differs
+    from what was asked. ``batch_size`` caps the windows (audio) or sentences (text) per
+    graph call.
 
     One instance may be shared by threads: each graph is loaded once, under a lock.
     """
@@ -124,13 +168,16 @@ class Embedder:
         self.manifest = read_manifest(self.model_dir)
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
-        self.precision = precision
-        self.files = graph_files(self.manifest, self.model_dir, precision)
-        self.engines = engine_files(self.manifest, self.model_dir, precision, backend)
-        self.backend = "onnxruntime" if self.engines is None else "tensorrt"
+        engine = choose_engine(self.manifest, self.model_dir, precision, backend, providers)
+        self.backend, self.precision, self.note = engine.backend, engine.precision, engine.note
+        self.files = graph_files(self.manifest, self.model_dir, self.precision)
+        self.engines = None
+        if self.backend == "tensorrt":
+            self.engines = engine_files(self.manifest, self.model_dir, self.precision)
         # A provider list given by the caller must start; the default may fall back to CPU.
         self.strict_providers = providers is not None
-        self.chosen_providers = [] if self.engines else choose_providers(providers)
+        onnxruntime = self.backend == "onnxruntime"
+        self.chosen_providers = choose_providers(providers) if onnxruntime else []
         self.threads = threads
         self.batch_size = batch_size
         self.preprocessing = self.manifest.audio.preprocessing
@@ -148,15 +195,28 @@ class Embedder:
         self.text_batcher = TextBatcher.from_manifest(self.model_dir, self.manifest.text)
         self._sessions: dict = {}
         self._lock = threading.Lock()
+        # Called once with ``describe()`` when the first graph has loaded (the CLI prints it).
+        self.announce: Callable[[str], None] | None = None
 
     @property
     def providers(self) -> list[str]:
         """What runs the graphs: onnxruntime's providers (those of a session already open,
-        which may have fallen back from what was chosen), or ``["TensorRT"]``."""
+        which may have fallen back from what was chosen), ``["OpenVINO CPU (bf16)"]`` and
+        the like, or ``["TensorRT"]``."""
         if self.engines:
             return ["TensorRT"]
-        opened = next(iter(self._sessions.values()), None)
-        return opened.providers if opened else self.chosen_providers
+        opened = [s for tower, s in self._sessions.items() if tower != "floor"]
+        if opened:
+            return opened[0].providers
+        if self.backend == "openvino":
+            return [f"OpenVINO CPU ({self.precision})"]  # until a session says more
+        return self.chosen_providers
+
+    def describe(self) -> str:
+        """One line on what runs, for logs and the command line."""
+        threads = f", {self.threads} threads" if self.threads else ""
+        line = f"{self.backend}, {self.precision}: {', '.join(self.providers)}{threads}"
+        return f"{line} ({self.note})" if self.note else line
 
     def session(self, tower: str):
         """Created on first use, so audio-only users never load the text tower; once, even
@@ -164,6 +224,8 @@ class Embedder:
         with self._lock:
             if tower not in self._sessions:
                 self._sessions[tower] = self.open_session(tower)
+                if self.announce and len(self._sessions) == 1:
+                    self.announce(self.describe())
             return self._sessions[tower]
 
     def open_session(self, tower: str):
@@ -172,6 +234,10 @@ class Embedder:
             from runtime.tensorrt import EngineSession
 
             return EngineSession(path)
+        if self.backend == "openvino":
+            # The floor graph is the frontend alone, float32 at every precision.
+            precision = "fp32" if tower == "floor" else self.precision
+            return OpenVINOSession(path, precision, self.threads)
         return GraphSession(path, self.chosen_providers, self.threads, self.strict_providers)
 
     def width(self, tower: str, space: str) -> int:

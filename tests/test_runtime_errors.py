@@ -153,11 +153,11 @@ def test_missing_precision_or_engines_say_which_command_writes_them(small_model_
     with pytest.raises(runtime.InputError, match=r"no int8 graphs; write them with export/quant"):
         runtime.Embedder(small_model_dir, precision="int8")
     with pytest.raises(runtime.InputError, match=r"precision must be one of"):
-        runtime.Embedder(small_model_dir, precision="bf16")
+        runtime.Embedder(small_model_dir, precision="int4")
     with pytest.raises(runtime.InputError, match=r"to_tensorrt.py --model-dir"):
         runtime.Embedder(small_model_dir, backend="tensorrt")
     with pytest.raises(runtime.InputError, match=r"backend must be one of"):
-        runtime.Embedder(small_model_dir, backend="openvino")
+        runtime.Embedder(small_model_dir, backend="coreml")
 
 
 def test_auto_backend_without_engines_runs_onnxruntime(small_model_dir):
