@@ -72,5 +72,5 @@ def embedder_from(args: argparse.Namespace, model_dir: str | None = None) -> Emb
         precision=args.precision,
         backend=args.backend,
     )
-    model.announce = lambda line: print(f"ttmr: {line}", file=sys.stderr)
+    model.announce = lambda line: print(f"ttmr: running on {line}", file=sys.stderr)
     return model
