@@ -22,7 +22,7 @@ from export.to_onnx import main as to_onnx
 from export.ttmrpp.calibration import FLOAT_CONVS
 from export.ttmrpp.hparams import HParams
 from export.ttmrpp.reference import track_windows
-from tests.helpers import stem_conv, token_feed
+from tests.helpers import cosines, stem_conv, token_feed
 
 README = Path(__file__).parents[1] / "README.md"
 PRINTED_ACCURACY = re.compile(
@@ -246,3 +246,17 @@ def test_calibration_folder_for_clap_is_refused_as_its_int8_is_dynamic(
     with pytest.raises(ValueError, match="dynamic: nothing to calibrate"):
         quantize_model(small_clap_model_dir, calibration_dir=tmp_path)
     assert not (small_clap_model_dir / AUDIO_INT8).exists()
+
+
+def test_openvino_runs_the_same_int8_graphs_as_onnxruntime(small_int8_dir):
+    """int8 on OpenVINO: the folder's QDQ graphs, their float parts in float32, so it stays
+    as close to fp32 as onnxruntime's int8 (the measured bound of quantize.py's print)."""
+    pytest.importorskip("openvino", reason="scripts/setup.sh installs the openvino extra")
+    fp32 = runtime.Embedder(small_int8_dir)
+    on_ort = runtime.Embedder(small_int8_dir, precision="int8")
+    on_ov = runtime.Embedder(small_int8_dir, backend="openvino", precision="int8")
+    tracks = [random_track(seed, 20.0, RATE) for seed in (3, 4)]
+    exact, ort8, ov8 = (m.embed_audio(tracks, sample_rate=RATE) for m in (fp32, on_ort, on_ov))
+    assert cosines(ort8, ov8).min() > 0.999
+    assert cosines(exact, ov8).min() > cosines(exact, ort8).min() - 1e-3
+    assert on_ov.providers == ["OpenVINO CPU (inference precision f32)"]

@@ -1,0 +1,140 @@
+"""The OpenVINO backend: the same graphs give the reference's embeddings at fp32 for every
+family; bf16 where the CPU has bf16 units, and a clean fall back (or a clear error) where
+it has none or OpenVINO is not installed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import runtime
+import runtime.embedder
+import runtime.openvino_session as ov_session
+from export.synthetic import random_track
+from runtime.cli import main
+from tests.helpers import FAMILY_CASES, cosines
+
+pytest.importorskip("openvino", reason="scripts/setup.sh installs the openvino extra")
+
+HAS_BF16 = ov_session.openvino_problem("bf16") is None
+
+
+@pytest.fixture(scope="module")
+def openvino_embedders(request):
+    made = {}
+
+    def of(family: str) -> runtime.Embedder:
+        if family not in made:
+            model_dir, _ = FAMILY_CASES[family].model(request, "small")
+            made[family] = runtime.Embedder(model_dir, backend="openvino", batch_size=4)
+        return made[family]
+
+    return of
+
+
+@pytest.mark.parametrize("family", FAMILY_CASES)
+def test_openvino_fp32_matches_reference_audio_and_text(request, openvino_embedders, family):
+    """Several windows in calls of 4 (a short last call: the batch is dynamic) and texts of
+    every length (so is the text length), at the tolerances onnxruntime is held to."""
+    case = FAMILY_CASES[family]
+    _, reference = case.model(request, "small")
+    model = openvino_embedders(family)
+    tracks = [random_track(1, 3.0, case.rate), 0.5 * random_track(2, 75.0, case.rate)]
+    got = model.embed_audio(tracks, sample_rate=case.rate)
+    case.assert_close(np.stack([reference.embed_track(t, case.rate)[0] for t in tracks]), got)
+    case.assert_close(reference.text_encode(list(case.texts))[0], model.embed_text(case.texts))
+    assert model.backend == "openvino" and model.precision == "fp32"
+    assert model.providers == ["OpenVINO CPU (inference precision f32)"]
+
+
+def test_openvino_honours_threads_and_reuses_sessions(small_model_dir):
+    model = runtime.Embedder(small_model_dir, backend="openvino", threads=1)
+    model.embed_text(["piano"])
+    session = model.session("text")
+    model.embed_text(["drums and bass", "a calm solo piano piece in D"])
+    assert model.session("text") is session and session.threads == 1
+    assert "1 threads" in model.describe()
+
+
+def test_openvino_runs_from_many_threads_at_once(small_model_dir):
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = runtime.Embedder(small_model_dir, backend="openvino")
+    texts = [f"song number {i} " * (i % 5 + 1) for i in range(16)]
+    alone = model.embed_text(texts)
+    with ThreadPoolExecutor(8) as pool:
+        rows = list(pool.map(lambda t: model.embed_text([t])[0], texts))
+    np.testing.assert_allclose(np.stack(rows), alone, rtol=0, atol=1e-5)
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 units (AMX-BF16/AVX-512-BF16)")
+def test_bf16_is_close_to_fp32_on_the_full_size_model(demo_model_dir):
+    """The bounds the README states for bf16: audio cosine ≥ 0.999, text ≥ 0.998."""
+    fp32 = runtime.Embedder(demo_model_dir)
+    bf16 = runtime.Embedder(demo_model_dir, precision="bf16")
+    assert bf16.backend == "openvino" and bf16.precision == "bf16" and bf16.note is None
+    tracks = [random_track(seed, 20.0, 22050) for seed in range(4)]
+    audio = [m.embed_audio(tracks, sample_rate=22050) for m in (fp32, bf16)]
+    assert cosines(*audio).min() >= 0.999
+    texts = ["a calm solo piano piece in D", "techno 130 bpm", "lo-fi hip hop beat"]
+    assert cosines(fp32.embed_text(texts), bf16.embed_text(texts)).min() >= 0.998
+    assert bf16.providers == ["OpenVINO CPU (inference precision bf16)"]
+
+
+def without_bf16_units(monkeypatch):
+    monkeypatch.setattr(ov_session, "cpu_capabilities", lambda: ["FP32", "INT8"])
+
+
+def without_openvino(monkeypatch):
+    monkeypatch.setattr(ov_session, "openvino_installed", lambda: False)
+
+
+@pytest.mark.parametrize("simulate", [without_bf16_units, without_openvino])
+def test_auto_bf16_falls_back_to_exact_fp32_on_onnxruntime(small_model_dir, monkeypatch, simulate):
+    simulate(monkeypatch)
+    model = runtime.Embedder(small_model_dir, precision="bf16")
+    assert (model.backend, model.precision) == ("onnxruntime", "fp32")
+    assert model.note.startswith("bf16 asked for, but ") and model.note.endswith("running fp32")
+    exact = runtime.Embedder(small_model_dir)
+    np.testing.assert_array_equal(model.embed_text(["piano"]), exact.embed_text(["piano"]))
+
+
+@pytest.mark.parametrize(
+    ("simulate", "why"),
+    [(without_bf16_units, "no bf16 units"), (without_openvino, "OpenVINO is not installed")],
+)
+def test_explicit_openvino_bf16_that_cannot_run_is_an_error(
+    small_model_dir, monkeypatch, simulate, why
+):
+    simulate(monkeypatch)
+    with pytest.raises(runtime.InputError, match=f"backend openvino: .*{why}"):
+        runtime.Embedder(small_model_dir, backend="openvino", precision="bf16")
+
+
+def test_auto_never_lowers_precision_and_fp32_stays_on_onnxruntime(small_model_dir):
+    model = runtime.Embedder(small_model_dir)
+    assert (model.backend, model.precision, model.note) == ("onnxruntime", "fp32", None)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"backend": "onnxruntime", "precision": "bf16"}, "bf16 runs on OpenVINO"),
+        ({"backend": "tensorrt", "precision": "bf16"}, "fp32 or fp16, not bf16"),
+        ({"backend": "openvino", "providers": ["CPUExecutionProvider"]}, "takes none"),
+        ({"backend": "openvino", "precision": "fp16"}, "not fp16"),
+    ],
+)
+def test_impossible_engine_choices_are_refused_by_name(small_model_dir, options, message):
+    with pytest.raises(runtime.InputError, match=message):
+        runtime.Embedder(small_model_dir, **options)
+
+
+def test_cli_backend_openvino_says_once_what_runs(small_model_dir, tmp_path, capsys):
+    out = tmp_path / "q.npy"
+    args = ["embed-text", "piano", "drums", "--backend", "openvino", "--out", str(out)]
+    assert main([*args, "--model-dir", str(small_model_dir)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("ttmr: running on openvino, fp32: OpenVINO CPU") == 1
+    reference = runtime.Embedder(small_model_dir).embed_text(["piano", "drums"])
+    assert cosines(np.load(out), reference).min() > 0.999999
