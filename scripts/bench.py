@@ -28,8 +28,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -43,6 +41,7 @@ import numpy as np
 from bench_catalog import catalog_section, catalog_table
 from bench_rows import REFERENCE, ROWS, Row, build, model_windows, unavailable
 
+from runtime.cpu import describe_cpu
 from runtime.embedder import BATCH_SIZE
 from runtime.manifest import Manifest, read_manifest
 
@@ -235,16 +234,71 @@ def text_matmul_floor(model_dir: Path, tokens: int, threads: int, repeats: int) 
     return {"matmuls": len(matrices), "ms": 1e3 * seconds["matmuls"], "gflops": flops / 1e9}
 
 
-def cpu_name() -> str:
-    """The processor's model name, and whether it has AVX-512 VNNI (what INT8 speed rests on)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.machine()
-    name = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
-    flags = re.search(r"^flags\s*:\s*(.+)$", info, re.M)
-    vnni = ", AVX-512 VNNI" if flags and "avx512_vnni" in flags.group(1).split() else ""
-    return f"{name.group(1) if name else platform.machine()}, {os.cpu_count()} cores{vnni}"
+def gemm_peaks(threads: int, size: int = 1024, repeats: int = 5) -> dict[str, float | None]:
+    """The machine's measured matrix-product rate (GFLOP/s) per precision: PyTorch's oneDNN
+    GEMM of two ``size``² matrices on ``threads`` threads (int8: ``torch._int_mm``). A
+    precision without hardware units is still measured: it shows what emulation costs."""
+    import torch
+
+    torch.set_num_threads(threads)
+    flops = 2 * size**3
+    rng = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(size, size, generator=rng) for _ in range(2))
+    work = {
+        "fp32": partial(torch.mm, a, b),
+        "bf16": partial(torch.mm, a.bfloat16(), b.bfloat16()),
+        "int8": partial(torch._int_mm, a.to(torch.int8), b.to(torch.int8)),
+    }
+    peaks = {}
+    for precision, run in work.items():
+        try:
+            seconds = interleaved_medians({precision: run}, repeats)[precision]
+        except RuntimeError:  # no kernel for it in this build
+            peaks[precision] = None
+            continue
+        peaks[precision] = flops / seconds / 1e9
+    return peaks
+
+
+def graph_flops(model_dir: Path, given: dict | None) -> dict[str, float] | None:
+    """FLOPs of one window and of one query in the reference (PyTorch's FlopCounterMode);
+    None where the reference cannot be loaded."""
+    from bench_rows import load_reference, reference_problem
+
+    if reference_problem(model_dir, given):
+        return None
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = load_reference(model_dir, given).reference
+    window = torch.zeros(1, read_manifest(model_dir).audio.preprocessing.window_samples)
+    tokens = model.tokenize([QUERY])
+    counted = {}
+    for part, run in {
+        "window": lambda: model.audio_encode(window),
+        "query": lambda: model.text_encode_ids(tokens["input_ids"], tokens["attention_mask"]),
+    }.items():
+        counter = FlopCounterMode(display=False)
+        with torch.inference_mode(), counter:
+            run()
+        counted[part] = float(counter.get_total_flops())
+    return counted
+
+
+def peak_share(rows: dict, flops: dict, peaks: dict) -> list[str]:
+    """Each row's achieved GFLOP/s (audio per window, one query) and its share of the peak
+    of the row's precision (int8 rows: of the int8 peak, though their float parts are not)."""
+    lines = []
+    for name, row in rows.items():
+        precision = next((p for p in ("bf16", "int8") if p in name), "fp32")
+        peak = peaks.get(precision)
+        cells = []
+        for part, key in (("window", "audio_ms_per_window"), ("query", "text_ms_one_query")):
+            rate = flops[part] / (row[key] / 1e3) / 1e9
+            share = f" ({100 * rate / peak:.0f}% of {precision} peak)" if peak else ""
+            cells.append(f"{part} {rate:.0f} GFLOP/s{share}")
+        lines.append(f"{name}: " + ", ".join(cells))
+    return lines
 
 
 def cpu_table(rows: dict, reference: dict | None) -> str:
@@ -269,7 +323,7 @@ def cpu_section(args: argparse.Namespace, manifest: Manifest) -> dict:
 
     seconds = window_seconds(args.model_dir) * args.windows
     track = random_track(7, seconds, manifest.audio.sample_rate)
-    names = (REFERENCE, "ORT CPU fp32", "ORT CPU int8")
+    names = [name for name, spec in ROWS.items() if spec.place in ("torch-cpu", "cpu", "openvino")]
     skipped = {
         name: why for name in names if (why := unavailable(name, args.model_dir, args.source))
     }
@@ -281,9 +335,28 @@ def cpu_section(args: argparse.Namespace, manifest: Manifest) -> dict:
             skipped[name] = str(err)
     timings = measure(rows, track, args.windows, queries(32, seed=0), args.repeats)
     print(cpu_table(timings, timings.get(REFERENCE)))
+    peaks = gemm_peaks(args.threads)
+    print(
+        "measured GEMM peak, GFLOP/s: "
+        + ", ".join(f"{p} {v:.0f}" if v else f"{p} –" for p, v in peaks.items())
+    )
+    flops = graph_flops(args.model_dir, args.source)
+    if flops:
+        print(
+            f"FLOPs: {flops['window'] / 1e9:.1f} G per window, "
+            f"{flops['query'] / 1e9:.2f} G per query"
+        )
+        print("\n".join(peak_share(timings, flops, peaks)))
     tokens = query_tokens(args.model_dir)
     floor = text_matmul_floor(args.model_dir, tokens, args.threads, args.repeats * 10)
-    result = {"rows": timings, "skipped": skipped, "query_tokens": tokens, "text_matmuls": floor}
+    result = {
+        "rows": timings,
+        "skipped": skipped,
+        "query_tokens": tokens,
+        "text_matmuls": floor,
+        "gemm_peak_gflops": peaks,
+        "flops": flops,
+    }
     print(
         f"one query = {tokens} tokens; the fp32 text tower's {floor['matmuls']} weight MatMuls "
         f"alone (a graph of nothing else): {floor['ms']:.1f} ms, "
@@ -489,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = read_manifest(args.model_dir) if {"cpu", "backends"} & set(sections) else None
     result = {
         "date": datetime.date.today().isoformat(),
-        "machine": f"{cpu_name()}, {args.threads} threads",
+        "machine": f"{describe_cpu()}, {args.threads} threads",
         "model": str(args.model_dir),
         "random_weights": manifest and manifest.random_weights,
     }
@@ -500,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Backends: {args.model_dir}, each row in its own process …", flush=True)
         result["backends"] = backends_section(args)
     if "catalog" in sections:
-        print(f"Catalog: {args.catalog_rows:,} synthetic rows on {cpu_name()} …", flush=True)
+        print(f"Catalog: {args.catalog_rows:,} synthetic rows on {describe_cpu()} …", flush=True)
         result["catalog"] = catalog_section(args.catalog_rows, queries=100)
         print(catalog_table(result["catalog"]))
     for section in ("cpu", "backends"):

@@ -84,11 +84,12 @@ def load_reference(model_dir: Path, given: dict[str, Path] | None) -> Loaded:
 
 
 def torch_row(
-    model_dir: Path, device: str, autocast: bool, threads: int, given: dict[str, Path] | None
+    model_dir: Path, device: str, precision: str, threads: int, given: dict[str, Path] | None
 ) -> Row:
     """The reference as its users run it (PyTorch's default settings on the GPU). On the
-    CPU a track goes through the reference's own ``embed_track``; on a GPU (where that
-    would feed CPU tensors) through the manifest's preprocessing (``model_windows``)."""
+    CPU in fp32 a track goes through the reference's own ``embed_track``; on a GPU (where
+    that would feed CPU tensors) and under autocast (whose outputs it cannot hand to numpy)
+    through the manifest's preprocessing (``model_windows``)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -101,9 +102,12 @@ def torch_row(
         model = model.to(device)
 
     def mode():
-        if autocast:
-            return torch.autocast(device, dtype=torch.float16)
-        return contextlib.nullcontext()
+        """fp16 autocast on a GPU, bf16 autocast on the CPU, else PyTorch's float32."""
+        if precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(
+            device, dtype=getattr(torch, {"fp16": "float16"}.get(precision, "bfloat16"))
+        )
 
     def windows(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode(), mode():
@@ -117,7 +121,7 @@ def torch_row(
             return model.text_encode_ids(ids, mask)[0].float().cpu().numpy()
 
     def track(audio: np.ndarray) -> np.ndarray:
-        if device == "cpu":
+        if device == "cpu" and precision == "fp32":
             return model.embed_track(audio, sample_rate)[0]
         return windows(model_windows(model_dir, audio)).mean(0)
 
@@ -165,8 +169,8 @@ def runtime_row(
 
 @dataclass(frozen=True)
 class RowSpec:
-    """``place``: torch-cpu, torch-cuda (the reference), cpu, cuda (onnxruntime) or trt;
-    ``precision``: of the graphs or engines (for torch-cuda, fp16 means autocast)."""
+    """``place``: torch-cpu, torch-cuda (the reference), cpu, cuda (onnxruntime), openvino
+    or trt; ``precision``: of the graphs or engines (for torch, fp16/bf16 mean autocast)."""
 
     place: str
     precision: str
@@ -176,8 +180,12 @@ ROWS = {
     REFERENCE: RowSpec("torch-cpu", "fp32"),
     "PyTorch eager CUDA fp32": RowSpec("torch-cuda", "fp32"),
     "PyTorch eager CUDA fp16 autocast": RowSpec("torch-cuda", "fp16"),
+    "PyTorch eager CPU bf16 autocast": RowSpec("torch-cpu", "bf16"),
     "ORT CPU fp32": RowSpec("cpu", "fp32"),
     "ORT CPU int8": RowSpec("cpu", "int8"),
+    "OpenVINO CPU fp32": RowSpec("openvino", "fp32"),
+    "OpenVINO CPU bf16": RowSpec("openvino", "bf16"),
+    "OpenVINO CPU int8": RowSpec("openvino", "int8"),
     "ORT CUDA fp32": RowSpec("cuda", "fp32"),
     "ORT CUDA fp16": RowSpec("cuda", "fp16"),
     "TensorRT fp32": RowSpec("trt", "fp32"),
@@ -197,9 +205,9 @@ def build(
     spec = ROWS[name]
     if spec.place.startswith("torch"):
         device = spec.place.removeprefix("torch-")
-        return torch_row(model_dir, device, spec.precision == "fp16", threads, given)
-    providers = {"cpu": CPU, "cuda": CUDA, "trt": None}[spec.place]
-    backend = "tensorrt" if spec.place == "trt" else "onnxruntime"
+        return torch_row(model_dir, device, spec.precision, threads, given)
+    providers = {"cpu": CPU, "cuda": CUDA, "trt": None, "openvino": None}[spec.place]
+    backend = {"trt": "tensorrt", "openvino": "openvino"}.get(spec.place, "onnxruntime")
     return runtime_row(model_dir, providers, spec.precision, backend, threads, batch_size)
 
 
@@ -221,7 +229,12 @@ def unavailable(name: str, model_dir: Path, given: dict[str, Path] | None = None
             flag = " --fp16" if precision == "fp16" else ""
             return f"no {precision} engines: run export/to_tensorrt.py --model-dir DIR{flag}"
         return None
-    if manifest.graph_files(precision) is None:
+    if place == "openvino":
+        from runtime.openvino_session import openvino_problem
+
+        if problem := openvino_problem(precision):
+            return problem
+    if manifest.graph_files("fp32" if precision == "bf16" else precision) is None:
         how = "export/quantize.py" if precision == "int8" else "export/fp16.py"
         return f"no {precision} graphs: run {how}"
     if place == "cuda":
