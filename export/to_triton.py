@@ -17,7 +17,8 @@ The client-facing models take one track's waveform or one sentence per row:
 BACKEND runs the two towers: ``onnxruntime`` (Triton's ONNX Runtime backend, GPU when there
 is one) or ``tensorrt`` (the same backend with the TensorRT execution provider, FP32, GPU
 only), both for NVIDIA's server container; ``python`` (ONNX Runtime inside the Python
-backend), which is what the CPU-only server of the nvidia-pytriton wheel can serve. The
+backend), which is what the CPU-only server of the nvidia-pytriton wheel can serve; with
+``--engine openvino [--precision bf16]`` OpenVINO runs the towers inside it instead. The
 default is ``onnxruntime`` where that backend is installed, else ``python``.
 """
 
@@ -40,6 +41,8 @@ from runtime.triton_client import AUDIO_MODEL, TEXT_MODEL
 # The Python backend's model.py of each model, shipped as package data next to this module.
 CODE_DIR = Path(__file__).resolve().parent / "triton_models"
 BACKENDS = ("onnxruntime", "tensorrt", "python")
+# What runs a tower inside the Python backend, and at which precisions (see ``python_engine``).
+ENGINES = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
 ORT_BACKEND_DIR = Path("/opt/tritonserver/backends/onnxruntime")  # NVIDIA's container
 TOKENIZER_MODEL, AUDIO_TOWER, TEXT_TOWER = "text_tokenizer", "audio_tower", "text_tower"
 FLOOR_TOWER = "audio_floor"
@@ -167,6 +170,15 @@ def limited_tower(config: dict, bound: int) -> dict:
     return config
 
 
+def python_engine(config: dict, engine: str, precision: str) -> dict:
+    """A Python-backend tower run by ``engine`` (``runtime.session`` or
+    ``runtime.openvino_session``) at ``precision``; the floor graph is float32 always."""
+    chosen = {"engine": engine, "precision": "fp32" if config["name"] == FLOOR_TOWER else precision}
+    choice = parameters({key: json.dumps(value) for key, value in chosen.items()})
+    config["parameters"] = {**config.get("parameters", {}), **choice}
+    return config
+
+
 def ragged_text_tower(config: dict, text: TextTower) -> dict:
     """The Python-backend text tower takes sentences of different padded lengths in one
     execution (its ``model.py`` pads them to the longest with these values), so requests
@@ -185,6 +197,8 @@ def model_configs(
     max_audio_seconds: float,
     max_batch_windows: int,
     max_request_samples: int,
+    engine: str = "onnxruntime",
+    precision: str = "fp32",
 ) -> dict[str, dict]:
     """Every model's configuration, as dicts in the ModelConfig protobuf's JSON form."""
     audio, text = manifest.audio, manifest.text
@@ -206,6 +220,8 @@ def model_configs(
         towers[TEXT_TOWER] = limited_tower(
             ragged_text_tower(towers[TEXT_TOWER], text), text.max_length
         )
+        for name in towers:
+            towers[name] = python_engine(towers[name], engine, precision)
     floor = {"floor": FLOOR_TOWER} if FLOOR_TOWER in towers else {}
     return towers | {
         AUDIO_MODEL: {
@@ -297,13 +313,21 @@ def fill_repository(
     max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
     max_batch_windows: int = DEFAULT_MAX_BATCH_WINDOWS,
     max_request_samples: int = DEFAULT_REQUEST_SAMPLES,
+    engine: str = "onnxruntime",
+    precision: str = "fp32",
 ) -> list[str]:
     """Write every model's config, graph and Python code into ``repository``; returns the
     model names. The Python models' version folders also get the files of the model folder
     they read (``manifest.json``, ``tokenizer.json``)."""
     manifest = read_manifest(model_dir)
     configs = model_configs(
-        manifest, backend, max_audio_seconds, max_batch_windows, max_request_samples
+        manifest,
+        backend,
+        max_audio_seconds,
+        max_batch_windows,
+        max_request_samples,
+        engine,
+        precision,
     )
     files = {
         AUDIO_MODEL: [model_dir / "manifest.json"],
@@ -338,6 +362,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="what runs the towers (default here: %(default)s)",
     )
     parser.add_argument(
+        "--engine",
+        choices=list(ENGINES),
+        default="onnxruntime",
+        help="--backend python: what runs the towers inside it (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="--engine openvino: bf16 on CPUs with AMX or AVX-512-BF16 (default: %(default)s)",
+    )
+    parser.add_argument(
         "--link", action="store_true", help="symlink the graphs instead of copying them"
     )
     parser.add_argument(
@@ -366,6 +402,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--max-request-samples must be at least 1")
     if args.max_batch_windows < 1:
         parser.error("--max-batch-windows must be at least 1")
+    if args.engine != "onnxruntime" and args.backend != "python":
+        parser.error(f"--engine {args.engine} runs inside the Python backend: add --backend python")
+    if args.precision not in ENGINES[args.engine]:
+        parser.error(f"--precision {args.precision} needs --engine openvino")
     return args
 
 
@@ -382,8 +422,11 @@ def main(argv: list[str] | None = None) -> int:
         args.max_audio_seconds,
         args.max_batch_windows,
         args.max_request_samples,
+        args.engine,
+        args.precision,
     )
-    print(f"{args.repository}: {', '.join(names)} ({args.backend} backend)")
+    engine = f", towers on {args.engine} {args.precision}" if args.backend == "python" else ""
+    print(f"{args.repository}: {', '.join(names)} ({args.backend} backend{engine})")
     print(f"Serve on CPU with: scripts/serve.sh {os.fspath(args.repository)}")
     return 0
 

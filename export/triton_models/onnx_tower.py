@@ -1,4 +1,5 @@
-"""Triton Python backend: one exported ONNX graph (``model.onnx``) run by ONNX Runtime.
+"""Triton Python backend: one exported ONNX graph (``model.onnx``) run by ONNX Runtime, or
+by OpenVINO at the config's ``precision`` where its ``engine`` parameter says so.
 
 Serves every tower (``audio_tower``, ``audio_floor``, ``text_tower``) in repositories
 written with ``--backend python`` (the CPU server of the nvidia-pytriton wheel has no ONNX
@@ -21,6 +22,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from runtime.errors import InputError
+from runtime.openvino_session import OpenVINOSession
 from runtime.session import GraphSession
 
 
@@ -50,7 +52,10 @@ class TritonPythonModel:
         self.pad_values = options.get("pad_values", {})
         self.max_dims = options["max_dims"]
         graph = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
-        self.session = GraphSession(graph, ["CPUExecutionProvider"])
+        if options.get("engine", "onnxruntime") == "openvino":
+            self.session = OpenVINOSession(graph, options["precision"])
+        else:
+            self.session = GraphSession(graph, ["CPUExecutionProvider"])
 
     def check(self, feed: dict[str, np.ndarray]) -> None:
         """InputError naming the input (and the row) that is too large or not finite."""
