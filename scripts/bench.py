@@ -10,7 +10,7 @@ reference from the files the folder was exported from: a ``--demo`` folder keeps
 option by its ``dest`` (``--source checkpoint=run/best_model.pth.tar --source config=…``).
 Without them (or with other weights than the manifest's) those rows are skipped, with why.
 
-Three sections, each a markdown table, all of it written to JSON as well:
+Four sections, each a markdown table or a line, all of it written to JSON as well:
 - cpu: the reference against onnxruntime fp32 and INT8 on this CPU, timed in turns in one
   process (medians; ratios are reference time / row time), peak RSS of a 60-minute track
   (``--memory-minutes``), and INT8's accuracy against fp32.
@@ -18,6 +18,8 @@ Three sections, each a markdown table, all of it written to JSON as well:
   with the reason), each in a fresh process: audio windows/s at each batch, text queries/s
   at batch 1 and 64, p50/p99 latency of one query and of one 30-s track, peak host and
   device memory, and the cosine of its embeddings to the CPU reference's.
+- index: ``ttmr index`` on --index-files synthetic MP3s of --index-seconds (decoding and
+  resampling included) against the same profile's graphs alone (bench_index.py).
 - catalog (no model): search in a synthetic catalog of --catalog-rows 128-d rows with the
   ANN index, p50/p99 ms per query and recall@10 against exact search (bench_catalog.py).
 """
@@ -39,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_catalog import catalog_section, catalog_table
+from bench_index import index_lines, index_section
 from bench_rows import REFERENCE, ROWS, Row, build, model_windows, unavailable
 
 from runtime.cpu import describe_cpu
@@ -532,7 +535,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=Path("models/demo"))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--sections", default="cpu,backends", help="cpu, backends, catalog")
+    parser.add_argument("--sections", default="cpu,backends", help="cpu, backends, index, catalog")
+    parser.add_argument("--index-files", type=int, default=40, help="index: MP3 files")
+    parser.add_argument("--index-seconds", type=float, default=30.0, help="index: their length")
+    parser.add_argument("--precision", default="fp32", help="index: the profile's precision")
+    parser.add_argument("--backend", default="auto", help="index: the profile's backend")
     parser.add_argument("--windows", type=int, default=4, help="cpu: the model's windows per track")
     parser.add_argument(
         "--source",
@@ -559,7 +566,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.row:
         return row_process(args)
     sections = args.sections.split(",")
-    manifest = read_manifest(args.model_dir) if {"cpu", "backends"} & set(sections) else None
+    with_model = {"cpu", "backends", "index"} & set(sections)
+    manifest = read_manifest(args.model_dir) if with_model else None
     result = {
         "date": datetime.date.today().isoformat(),
         "machine": f"{describe_cpu()}, {args.threads} threads",
@@ -572,6 +580,17 @@ def main(argv: list[str] | None = None) -> int:
     if "backends" in sections:
         print(f"Backends: {args.model_dir}, each row in its own process …", flush=True)
         result["backends"] = backends_section(args)
+    if "index" in sections:
+        print(f"Index: {args.model_dir} on {result['machine']} …", flush=True)
+        result["index"] = index_section(
+            args.model_dir,
+            args.threads,
+            args.precision,
+            args.backend,
+            args.index_files,
+            args.index_seconds,
+        )
+        print(index_lines(result["index"]))
     if "catalog" in sections:
         print(f"Catalog: {args.catalog_rows:,} synthetic rows on {describe_cpu()} …", flush=True)
         result["catalog"] = catalog_section(args.catalog_rows, queries=100)

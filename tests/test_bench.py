@@ -153,3 +153,14 @@ def test_bench_runs_unchanged_on_a_muscall_folder(small_muscall_export, tmp_path
     assert backends["ORT CPU fp32"]["cosine_to_reference_texts"] > 0.9999
     assert result["cpu"]["peak_rss_mb_0.5min_track_fp32"] > 0
     assert "× ref" in capsys.readouterr().out
+
+
+def test_index_section_times_the_command_and_the_graphs_on_the_same_mp3s(small_model_dir):
+    from bench_index import index_lines, index_section
+
+    result = index_section(small_model_dir, 1, "fp32", "auto", files=3, seconds=25.0)
+    assert result["windows"] == 3 * 2  # 25 s of 10-s windows: the remainder is dropped
+    assert result["index_windows_per_s"] > 0 and result["graph_windows_per_s"] > 0
+    assert result["decode_ms_per_file_one_core"] > 0
+    assert result["profile"].startswith("onnxruntime, fp32")
+    assert "% of the graphs alone" in index_lines(result)
