@@ -47,6 +47,7 @@ from bench_rows import REFERENCE, ROWS, Row, build, model_windows, unavailable
 from runtime.cpu import describe_cpu
 from runtime.embedder import BATCH_SIZE
 from runtime.manifest import Manifest, read_manifest
+from runtime.openvino_session import openvino_problem
 
 # Before each timed call: the previous row's idle threads (onnxruntime's spinning pool,
 # torch's OpenMP) would otherwise still be busy-waiting on the cores the next row needs.
@@ -101,28 +102,35 @@ def measure(rows: dict[str, Row], track: np.ndarray, windows: int, texts, repeat
 
 
 def cpu_embedder(model_dir: Path, precision: str, threads: int, **options):
+    """onnxruntime on the CPU; bf16 on OpenVINO, the only engine that runs it."""
     from runtime import Embedder
 
-    cpu = ["CPUExecutionProvider"]
-    return Embedder(model_dir, providers=cpu, threads=threads, precision=precision, **options)
+    if precision == "bf16":
+        options["backend"] = "openvino"
+    else:
+        options["providers"] = ["CPUExecutionProvider"]
+    return Embedder(model_dir, threads=threads, precision=precision, **options)
 
 
-def int8_accuracy(model_dir: Path, tracks: int, query_count: int, threads: int) -> dict:
-    """Cosine of INT8 to fp32 joint embeddings, and top-10 agreement of text→track retrieval
-    on a synthetic catalog (of one-window tracks at the model's rate)."""
+def precision_accuracy(
+    model_dir: Path, precision: str, tracks: int, query_count: int, threads: int
+) -> dict:
+    """Cosine of ``precision`` (int8, bf16) to fp32 joint embeddings, and top-10 agreement
+    of text→track retrieval on a synthetic catalog (of one-window tracks at the model's
+    rate)."""
     from export.synthetic import random_track
 
     audio, seconds = read_manifest(model_dir).audio, window_seconds(model_dir)
     catalog = [random_track(seed, seconds, audio.sample_rate) for seed in range(tracks)]
     texts = queries(query_count, seed=1)
     results = {}
-    for precision in ("fp32", "int8"):
-        embedder = cpu_embedder(model_dir, precision, threads)
-        results[precision] = (
+    for each in ("fp32", precision):
+        embedder = cpu_embedder(model_dir, each, threads)
+        results[each] = (
             embedder.embed_audio(catalog, sample_rate=audio.sample_rate, normalize=True),
             embedder.embed_text(texts, normalize=True),
         )
-    (audio32, text32), (audio8, text8) = results["fp32"], results["int8"]
+    (audio32, text32), (audio8, text8) = results["fp32"], results[precision]
     top = 10
 
     def top_k(text, audio):
@@ -371,11 +379,15 @@ def cpu_section(args: argparse.Namespace, manifest: Manifest) -> dict:
             mb = peak_memory_mb(args.model_dir, precision, args.threads, minutes)
             result[f"peak_rss_mb_{minutes:g}min_track_{precision}"] = mb
             print(f"peak RSS, load + embed a {minutes:g}-minute track ({precision}): {mb:.0f} MB")
-    if manifest.int8 is not None:
-        accuracy = int8_accuracy(args.model_dir, args.tracks, args.queries, args.threads)
-        result["int8_vs_fp32"] = accuracy
+    lower = ["int8"] if manifest.int8 is not None else []
+    lower += [] if openvino_problem("bf16") else ["bf16"]
+    for precision in lower:
+        accuracy = precision_accuracy(
+            args.model_dir, precision, args.tracks, args.queries, args.threads
+        )
+        result[f"{precision}_vs_fp32"] = accuracy
         print(
-            f"INT8 vs fp32: audio cosine min {accuracy['audio_cosine_min']:.5f} "
+            f"{precision} vs fp32: audio cosine min {accuracy['audio_cosine_min']:.5f} "
             f"(mean {accuracy['audio_cosine_mean']:.5f}), text cosine min "
             f"{accuracy['text_cosine_min']:.5f}, "
             f"top-10 agreement {accuracy['top10_agreement']:.3f} "
