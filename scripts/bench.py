@@ -44,7 +44,7 @@ from bench_catalog import catalog_section, catalog_table
 from bench_index import index_lines, index_section
 from bench_rows import REFERENCE, ROWS, Row, build, model_windows, unavailable
 
-from runtime.cpu import describe_cpu
+from runtime.cpu import BF16_FLAGS, INT8_FLAGS, describe_cpu, named_flags
 from runtime.embedder import BATCH_SIZE
 from runtime.manifest import Manifest, read_manifest
 from runtime.openvino_session import openvino_problem
@@ -245,10 +245,11 @@ def text_matmul_floor(model_dir: Path, tokens: int, threads: int, repeats: int) 
     return {"matmuls": len(matrices), "ms": 1e3 * seconds["matmuls"], "gflops": flops / 1e9}
 
 
-def gemm_peaks(threads: int, size: int = 1024, repeats: int = 5) -> dict[str, float | None]:
-    """The machine's measured matrix-product rate (GFLOP/s) per precision: PyTorch's oneDNN
-    GEMM of two ``size``² matrices on ``threads`` threads (int8: ``torch._int_mm``). A
-    precision without hardware units is still measured: it shows what emulation costs."""
+def gemm_peaks(threads: int, size: int = 2048, repeats: int = 5) -> dict[str, float | None]:
+    """The machine's matrix-product rate (GFLOP/s) per precision: PyTorch's oneDNN GEMM of
+    two ``size``² matrices on ``threads`` threads (int8: ``torch._int_mm``), the best of
+    ``repeats`` (a peak: what the others on a shared machine leave is not the limit). None
+    for a precision this CPU has no units for (emulated, it would take minutes to time)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -260,14 +261,23 @@ def gemm_peaks(threads: int, size: int = 1024, repeats: int = 5) -> dict[str, fl
         "bf16": partial(torch.mm, a.bfloat16(), b.bfloat16()),
         "int8": partial(torch._int_mm, a.to(torch.int8), b.to(torch.int8)),
     }
+    units = {"fp32": True, "bf16": named_flags(BF16_FLAGS), "int8": named_flags(INT8_FLAGS)}
     peaks = {}
     for precision, run in work.items():
+        if not units[precision]:
+            peaks[precision] = None
+            continue
         try:
-            seconds = interleaved_medians({precision: run}, repeats)[precision]
+            run()
+            seconds = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                run()
+                seconds.append(time.perf_counter() - started)
         except RuntimeError:  # no kernel for it in this build
             peaks[precision] = None
             continue
-        peaks[precision] = flops / seconds / 1e9
+        peaks[precision] = flops / min(seconds) / 1e9
     return peaks
 
 
@@ -298,7 +308,8 @@ def graph_flops(model_dir: Path, given: dict | None) -> dict[str, float] | None:
 
 def peak_share(rows: dict, flops: dict, peaks: dict) -> list[str]:
     """Each row's achieved GFLOP/s (audio per window, one query) and its share of the peak
-    of the row's precision (int8 rows: of the int8 peak, though their float parts are not)."""
+    of the row's precision (int8 rows: of the int8 peak, though their float parts are not);
+    none where that peak is None (no units for it)."""
     lines = []
     for name, row in rows.items():
         precision = next((p for p in ("bf16", "int8") if p in name), "fp32")
@@ -349,7 +360,7 @@ def cpu_section(args: argparse.Namespace, manifest: Manifest) -> dict:
     peaks = gemm_peaks(args.threads)
     print(
         "measured GEMM peak, GFLOP/s: "
-        + ", ".join(f"{p} {v:.0f}" if v else f"{p} –" for p, v in peaks.items())
+        + ", ".join(f"{p} {v:.0f}" if v else f"{p} – (no units)" for p, v in peaks.items())
     )
     flops = graph_flops(args.model_dir, args.source)
     if flops:
