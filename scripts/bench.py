@@ -42,16 +42,27 @@ from pathlib import Path
 import numpy as np
 from bench_catalog import catalog_section, catalog_table
 from bench_index import index_lines, index_section
-from bench_rows import REFERENCE, ROWS, Row, build, model_windows, unavailable
+from bench_rows import (
+    REFERENCE,
+    ROWS,
+    WHOLE_GRAPH_BF16,
+    Row,
+    build,
+    model_windows,
+    row_embedder,
+    unavailable,
+)
 
 from runtime.cpu import BF16_FLAGS, INT8_FLAGS, describe_cpu, named_flags
 from runtime.embedder import BATCH_SIZE
 from runtime.manifest import Manifest, read_manifest
-from runtime.openvino_session import openvino_problem
 
 # Before each timed call: the previous row's idle threads (onnxruntime's spinning pool,
 # torch's OpenMP) would otherwise still be busy-waiting on the cores the next row needs.
 SETTLE_SECONDS = 0.1
+CPU_PLACES = ("torch-cpu", "cpu", "openvino", "openvino-whole")
+# The rows whose accuracy against exact fp32 is printed.
+LOWER_PRECISION_ROWS = ("ORT CPU int8", "OpenVINO CPU int8", "OpenVINO CPU bf16", WHOLE_GRAPH_BF16)
 QUERY = "a calm solo piano piece in D major with soft strings"  # its token count is printed
 _WORDS = (
     "calm energetic dark bright piano guitar drums strings synth jazz rock techno folk slow fast"
@@ -101,36 +112,25 @@ def measure(rows: dict[str, Row], track: np.ndarray, windows: int, texts, repeat
     }
 
 
-def cpu_embedder(model_dir: Path, precision: str, threads: int, **options):
-    """onnxruntime on the CPU; bf16 on OpenVINO, the only engine that runs it."""
-    from runtime import Embedder
-
-    if precision == "bf16":
-        options["backend"] = "openvino"
-    else:
-        options["providers"] = ["CPUExecutionProvider"]
-    return Embedder(model_dir, threads=threads, precision=precision, **options)
-
-
-def precision_accuracy(
-    model_dir: Path, precision: str, tracks: int, query_count: int, threads: int
+def accuracy_to_fp32(
+    model_dir: Path, name: str, tracks: int, query_count: int, threads: int
 ) -> dict:
-    """Cosine of ``precision`` (int8, bf16) to fp32 joint embeddings, and top-10 agreement
-    of text→track retrieval on a synthetic catalog (of one-window tracks at the model's
-    rate)."""
+    """Cosine of runtime row ``name``'s joint embeddings (int8, bf16) to ORT CPU fp32's, and
+    top-10 agreement of text→track retrieval on a synthetic catalog (of one-window tracks at
+    the model's rate)."""
     from export.synthetic import random_track
 
     audio, seconds = read_manifest(model_dir).audio, window_seconds(model_dir)
     catalog = [random_track(seed, seconds, audio.sample_rate) for seed in range(tracks)]
     texts = queries(query_count, seed=1)
     results = {}
-    for each in ("fp32", precision):
-        embedder = cpu_embedder(model_dir, each, threads)
+    for each in ("ORT CPU fp32", name):
+        embedder = row_embedder(each, model_dir, threads, BATCH_SIZE)
         results[each] = (
             embedder.embed_audio(catalog, sample_rate=audio.sample_rate, normalize=True),
             embedder.embed_text(texts, normalize=True),
         )
-    (audio32, text32), (audio8, text8) = results["fp32"], results[precision]
+    (audio32, text32), (audio8, text8) = results.values()
     top = 10
 
     def top_k(text, audio):
@@ -345,7 +345,7 @@ def cpu_section(args: argparse.Namespace, manifest: Manifest) -> dict:
 
     seconds = window_seconds(args.model_dir) * args.windows
     track = random_track(7, seconds, manifest.audio.sample_rate)
-    names = [name for name, spec in ROWS.items() if spec.place in ("torch-cpu", "cpu", "openvino")]
+    names = [name for name, spec in ROWS.items() if spec.place in CPU_PLACES]
     skipped = {
         name: why for name in names if (why := unavailable(name, args.model_dir, args.source))
     }
@@ -378,6 +378,7 @@ def cpu_section(args: argparse.Namespace, manifest: Manifest) -> dict:
         "text_matmuls": floor,
         "gemm_peak_gflops": peaks,
         "flops": flops,
+        "vs_fp32": {},
     }
     print(
         f"one query = {tokens} tokens; the fp32 text tower's {floor['matmuls']} weight MatMuls "
@@ -390,15 +391,11 @@ def cpu_section(args: argparse.Namespace, manifest: Manifest) -> dict:
             mb = peak_memory_mb(args.model_dir, precision, args.threads, minutes)
             result[f"peak_rss_mb_{minutes:g}min_track_{precision}"] = mb
             print(f"peak RSS, load + embed a {minutes:g}-minute track ({precision}): {mb:.0f} MB")
-    lower = ["int8"] if manifest.int8 is not None else []
-    lower += [] if openvino_problem("bf16") else ["bf16"]
-    for precision in lower:
-        accuracy = precision_accuracy(
-            args.model_dir, precision, args.tracks, args.queries, args.threads
-        )
-        result[f"{precision}_vs_fp32"] = accuracy
+    for name in (name for name in LOWER_PRECISION_ROWS if name in rows):
+        accuracy = accuracy_to_fp32(args.model_dir, name, args.tracks, args.queries, args.threads)
+        result["vs_fp32"][name] = accuracy
         print(
-            f"{precision} vs fp32: audio cosine min {accuracy['audio_cosine_min']:.5f} "
+            f"{name} vs ORT fp32: audio cosine min {accuracy['audio_cosine_min']:.5f} "
             f"(mean {accuracy['audio_cosine_mean']:.5f}), text cosine min "
             f"{accuracy['text_cosine_min']:.5f}, "
             f"top-10 agreement {accuracy['top10_agreement']:.3f} "

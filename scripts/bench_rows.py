@@ -22,12 +22,15 @@ import numpy as np
 
 from runtime.audio import load_track
 from runtime.batching import whole_track_feed
+from runtime.embedder import Embedder
 from runtime.manifest import read_manifest
+from runtime.openvino_session import OpenVINOSession, openvino_problem
 
 if TYPE_CHECKING:
     from export.families import Family, Loaded, Source
 
 REFERENCE = "PyTorch eager CPU fp32"
+WHOLE_GRAPH_BF16 = "OpenVINO CPU bf16, whole graph (its own)"
 CPU = ["CPUExecutionProvider"]
 CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
@@ -135,25 +138,32 @@ def model_windows(model_dir: Path, audio: np.ndarray) -> np.ndarray:
     return load_track(0, audio, preprocessing.sample_rate, preprocessing).windows
 
 
-def runtime_row(
-    model_dir: Path,
-    providers: list[str] | None,
-    precision: str,
-    backend: str,
-    threads: int,
-    batch_size: int,
-) -> Row:
-    """``batch_size``: sentences per call (the Embedder sorts them by length first)."""
-    from runtime import Embedder
+class WholeGraphOpenVINO(Embedder):
+    """OpenVINO's own bf16 on every graph, the audio frontend included: what pointing
+    OpenVINO at our graphs gives, beside the runtime's bf16 (an f32 frontend)."""
 
-    embedder = Embedder(
+    def open_session(self, tower: str) -> OpenVINOSession:
+        return OpenVINOSession(self.paths[tower], self.precision, self.threads, False)
+
+
+def row_embedder(name: str, model_dir: Path, threads: int, batch_size: int) -> Embedder:
+    """The Embedder behind runtime row ``name``; ``batch_size``: windows or sentences per
+    call (the Embedder sorts sentences by length first)."""
+    spec = ROWS[name]
+    providers = {"cpu": CPU, "cuda": CUDA}.get(spec.place)
+    backend = {"trt": "tensorrt", "cpu": "onnxruntime", "cuda": "onnxruntime"}
+    kind = WholeGraphOpenVINO if spec.place == "openvino-whole" else Embedder
+    return kind(
         model_dir,
         providers=providers,
         threads=threads,
-        precision=precision,
-        backend=backend,
+        precision=spec.precision,
+        backend=backend.get(spec.place, "openvino"),
         batch_size=batch_size,
     )
+
+
+def runtime_row(embedder: Embedder) -> Row:
     audio = embedder.session("audio")
     floor = embedder.session("floor") if embedder.floored else None
 
@@ -169,8 +179,9 @@ def runtime_row(
 
 @dataclass(frozen=True)
 class RowSpec:
-    """``place``: torch-cpu, torch-cuda (the reference), cpu, cuda (onnxruntime), openvino
-    or trt; ``precision``: of the graphs or engines (for torch, fp16/bf16 mean autocast)."""
+    """``place``: torch-cpu, torch-cuda (the reference), cpu, cuda (onnxruntime), openvino,
+    openvino-whole (``WholeGraphOpenVINO``) or trt; ``precision``: of the graphs or engines
+    (for torch, fp16/bf16 mean autocast)."""
 
     place: str
     precision: str
@@ -185,6 +196,7 @@ ROWS = {
     "ORT CPU int8": RowSpec("cpu", "int8"),
     "OpenVINO CPU fp32": RowSpec("openvino", "fp32"),
     "OpenVINO CPU bf16": RowSpec("openvino", "bf16"),
+    WHOLE_GRAPH_BF16: RowSpec("openvino-whole", "bf16"),
     "OpenVINO CPU int8": RowSpec("openvino", "int8"),
     "ORT CUDA fp32": RowSpec("cuda", "fp32"),
     "ORT CUDA fp16": RowSpec("cuda", "fp16"),
@@ -206,9 +218,7 @@ def build(
     if spec.place.startswith("torch"):
         device = spec.place.removeprefix("torch-")
         return torch_row(model_dir, device, spec.precision, threads, given)
-    providers = {"cpu": CPU, "cuda": CUDA, "trt": None, "openvino": None}[spec.place]
-    backend = {"trt": "tensorrt", "openvino": "openvino"}.get(spec.place, "onnxruntime")
-    return runtime_row(model_dir, providers, spec.precision, backend, threads, batch_size)
+    return runtime_row(row_embedder(name, model_dir, threads, batch_size))
 
 
 def unavailable(name: str, model_dir: Path, given: dict[str, Path] | None = None) -> str | None:
@@ -229,9 +239,7 @@ def unavailable(name: str, model_dir: Path, given: dict[str, Path] | None = None
             flag = " --fp16" if precision == "fp16" else ""
             return f"no {precision} engines: run export/to_tensorrt.py --model-dir DIR{flag}"
         return None
-    if place == "openvino":
-        from runtime.openvino_session import openvino_problem
-
+    if place.startswith("openvino"):
         if problem := openvino_problem(precision):
             return problem
     if manifest.graph_files("fp32" if precision == "bf16" else precision) is None:

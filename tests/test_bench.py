@@ -25,7 +25,7 @@ from bench import (
     text_matmul_floor,
     window_seconds,
 )
-from bench_rows import REFERENCE, build, unavailable
+from bench_rows import REFERENCE, WHOLE_GRAPH_BF16, build, unavailable
 
 BF16_AUTOCAST = "PyTorch eager CPU bf16 autocast"
 
@@ -145,7 +145,9 @@ def test_bench_runs_unchanged_on_a_muscall_folder(small_muscall_export, tmp_path
     assert fp32_rows <= set(cpu["rows"])
     for row in ("ORT CPU int8", "OpenVINO CPU int8"):
         assert "no int8 graphs" in cpu["skipped"][row]
-    assert "OpenVINO CPU bf16" in cpu["rows"] or "bf16 units" in cpu["skipped"]["OpenVINO CPU bf16"]
+    for row in ("OpenVINO CPU bf16", WHOLE_GRAPH_BF16):
+        assert row in cpu["rows"] or "bf16 units" in cpu["skipped"][row]
+        assert (row in cpu["vs_fp32"]) == (row in cpu["rows"])
     assert cpu["gemm_peak_gflops"]["fp32"] > 0 and cpu["flops"]["window"] > 0
     backends = result["backends"]["rows"]
     assert set(backends) >= {REFERENCE, "ORT CPU fp32"}

@@ -12,6 +12,7 @@ import runtime.embedder
 import runtime.openvino_session as ov_session
 from export.synthetic import random_track
 from runtime.cli import main
+from runtime.manifest import read_manifest
 from tests.helpers import FAMILY_CASES, cosines
 
 pytest.importorskip("openvino", reason="scripts/setup.sh installs the openvino extra")
@@ -67,9 +68,40 @@ def test_openvino_runs_from_many_threads_at_once(small_model_dir):
     np.testing.assert_allclose(np.stack(rows), alone, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("family", FAMILY_CASES)
+def test_an_audio_graph_split_at_its_frontend_computes_what_the_whole_graph_does(request, family):
+    """bf16 runs the frontend and the network as two graphs: chained, both in f32, they
+    must give the whole graph's outputs; a text graph (no convolution) is not split."""
+    model_dir, _ = FAMILY_CASES[family].model(request, "small")
+    manifest = read_manifest(model_dir)
+    audio = manifest.audio
+    seconds = audio.window_samples / audio.sample_rate + 0.5
+    tracks = [random_track(seed, seconds, audio.sample_rate) for seed in (1, 2)]
+    feed = {"waveform": np.stack([t[: audio.window_samples] for t in tracks])}
+    if "floor" in {tensor.name for tensor in audio.inputs}:
+        feed["floor"] = np.array([-3.0, -5.0], np.float32)
+    exact = {"INFERENCE_PRECISION_HINT": "f32"}
+    whole = ov_session.core().compile_model(str(model_dir / manifest.audio.file), "CPU", exact)
+    expected = whole.create_infer_request().infer(feed)
+    frontend, network = (
+        ov_session.core().compile_model(part, "CPU", exact)
+        for part in ov_session.split_at_frontend(model_dir / manifest.audio.file)
+    )
+    features = frontend.create_infer_request().infer(feed)[frontend.output(0)]
+    assert frontend.output(0).get_partial_shape().rank.get_length() == 4  # [B, C, mels, frames]
+    rest = {name: feed[name] for name in feed if name in {i.get_any_name() for i in network.inputs}}
+    got = network.create_infer_request().infer({ov_session.FRONTEND: features, **rest})
+    for name in ("joint", "encoder"):
+        np.testing.assert_allclose(
+            got[network.output(name)], expected[whole.output(name)], rtol=0, atol=1e-5
+        )
+    assert ov_session.split_at_frontend(model_dir / manifest.text.file) is None
+
+
 @pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 units (AMX-BF16/AVX-512-BF16)")
 def test_bf16_is_close_to_fp32_on_the_full_size_model(demo_model_dir):
-    """The bounds the README states for bf16: audio cosine ≥ 0.999, text ≥ 0.998."""
+    """The bounds the README states for bf16: audio cosine ≥ 0.999, text ≥ 0.998. The
+    audio frontend runs in f32 (in bf16 the same tracks fell to 0.9977)."""
     fp32 = runtime.Embedder(demo_model_dir)
     bf16 = runtime.Embedder(demo_model_dir, precision="bf16")
     assert bf16.backend == "openvino" and bf16.precision == "bf16" and bf16.note is None
@@ -79,6 +111,9 @@ def test_bf16_is_close_to_fp32_on_the_full_size_model(demo_model_dir):
     texts = ["a calm solo piano piece in D", "techno 130 bpm", "lo-fi hip hop beat"]
     assert cosines(fp32.embed_text(texts), bf16.embed_text(texts)).min() >= 0.998
     assert bf16.providers == ["OpenVINO CPU (inference precision bf16)"]
+    frontend, network = bf16.session("audio").parts
+    assert frontend.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
+    assert network.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "bf16"
 
 
 def without_bf16_units(monkeypatch):
