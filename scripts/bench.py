@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 from bench_catalog import catalog_section, catalog_table
 from bench_index import index_lines, index_section
+from bench_peaks import gemm_peaks
 from bench_rows import (
     REFERENCE,
     ROWS,
@@ -53,7 +54,7 @@ from bench_rows import (
     unavailable,
 )
 
-from runtime.cpu import BF16_FLAGS, INT8_FLAGS, describe_cpu, named_flags
+from runtime.cpu import describe_cpu
 from runtime.embedder import BATCH_SIZE
 from runtime.manifest import Manifest, read_manifest
 
@@ -245,42 +246,6 @@ def text_matmul_floor(model_dir: Path, tokens: int, threads: int, repeats: int) 
     return {"matmuls": len(matrices), "ms": 1e3 * seconds["matmuls"], "gflops": flops / 1e9}
 
 
-def gemm_peaks(threads: int, size: int = 2048, repeats: int = 5) -> dict[str, float | None]:
-    """The machine's matrix-product rate (GFLOP/s) per precision: PyTorch's oneDNN GEMM of
-    two ``size``² matrices on ``threads`` threads (int8: ``torch._int_mm``), the best of
-    ``repeats`` (a peak: what the others on a shared machine leave is not the limit). None
-    for a precision this CPU has no units for (emulated, it would take minutes to time)."""
-    import torch
-
-    torch.set_num_threads(threads)
-    flops = 2 * size**3
-    rng = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(size, size, generator=rng) for _ in range(2))
-    work = {
-        "fp32": partial(torch.mm, a, b),
-        "bf16": partial(torch.mm, a.bfloat16(), b.bfloat16()),
-        "int8": partial(torch._int_mm, a.to(torch.int8), b.to(torch.int8)),
-    }
-    units = {"fp32": True, "bf16": named_flags(BF16_FLAGS), "int8": named_flags(INT8_FLAGS)}
-    peaks = {}
-    for precision, run in work.items():
-        if not units[precision]:
-            peaks[precision] = None
-            continue
-        try:
-            run()
-            seconds = []
-            for _ in range(repeats):
-                started = time.perf_counter()
-                run()
-                seconds.append(time.perf_counter() - started)
-        except RuntimeError:  # no kernel for it in this build
-            peaks[precision] = None
-            continue
-        peaks[precision] = flops / min(seconds) / 1e9
-    return peaks
-
-
 def graph_flops(model_dir: Path, given: dict | None) -> dict[str, float] | None:
     """FLOPs of one window and of one query in the reference (PyTorch's FlopCounterMode);
     None where the reference cannot be loaded."""
@@ -313,7 +278,7 @@ def peak_share(rows: dict, flops: dict, peaks: dict) -> list[str]:
     lines = []
     for name, row in rows.items():
         precision = next((p for p in ("bf16", "int8") if p in name), "fp32")
-        peak = peaks.get(precision)
+        peak = peaks[precision]["gflops"]
         cells = []
         for part, key in (("window", "audio_ms_per_window"), ("query", "text_ms_one_query")):
             rate = flops[part] / (row[key] / 1e3) / 1e9
@@ -359,8 +324,11 @@ def cpu_section(args: argparse.Namespace, manifest: Manifest) -> dict:
     print(cpu_table(timings, timings.get(REFERENCE)))
     peaks = gemm_peaks(args.threads)
     print(
-        "measured GEMM peak, GFLOP/s: "
-        + ", ".join(f"{p} {v:.0f}" if v else f"{p} – (no units)" for p, v in peaks.items())
+        "measured GEMM peak, GFLOP/s (the best engine): "
+        + ", ".join(
+            f"{p} {v['gflops']:.0f} ({v['engine']})" if v["gflops"] else f"{p} – (no units)"
+            for p, v in peaks.items()
+        )
     )
     flops = graph_flops(args.model_dir, args.source)
     if flops:
@@ -376,7 +344,7 @@ def cpu_section(args: argparse.Namespace, manifest: Manifest) -> dict:
         "skipped": skipped,
         "query_tokens": tokens,
         "text_matmuls": floor,
-        "gemm_peak_gflops": peaks,
+        "gemm_peaks": peaks,
         "flops": flops,
         "vs_fp32": {},
     }

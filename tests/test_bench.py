@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -148,7 +150,7 @@ def test_bench_runs_unchanged_on_a_muscall_folder(small_muscall_export, tmp_path
     for row in ("OpenVINO CPU bf16", WHOLE_GRAPH_BF16):
         assert row in cpu["rows"] or "bf16 units" in cpu["skipped"][row]
         assert (row in cpu["vs_fp32"]) == (row in cpu["rows"])
-    assert cpu["gemm_peak_gflops"]["fp32"] > 0 and cpu["flops"]["window"] > 0
+    assert cpu["gemm_peaks"]["fp32"]["gflops"] > 0 and cpu["flops"]["window"] > 0
     backends = result["backends"]["rows"]
     assert set(backends) >= {REFERENCE, "ORT CPU fp32"}
     assert backends["ORT CPU fp32"]["cosine_to_reference_windows"] > 0.9999
@@ -166,3 +168,22 @@ def test_index_section_times_the_command_and_the_graphs_on_the_same_mp3s(small_m
     assert result["decode_ms_per_file_one_core"] > 0
     assert result["profile"].startswith("onnxruntime, fp32")
     assert "% of the graphs alone" in index_lines(result)
+
+
+def test_gemm_peak_is_the_fastest_engines_rate_and_none_without_units(monkeypatch):
+    """One library's GEMM is not the machine's limit (PyTorch's fp32 on AMD ran at half of
+    onnxruntime's): the peak is the best engine's, named; no units, no peak."""
+    import bench_peaks
+
+    def sleeping(seconds):
+        return {"fp32": partial(time.sleep, seconds), "int8": partial(time.sleep, seconds)}
+
+    monkeypatch.setattr(bench_peaks, "torch_work", lambda size, threads: sleeping(0.04))
+    monkeypatch.setattr(bench_peaks, "onnxruntime_work", lambda size, threads: sleeping(0.01))
+    monkeypatch.setattr(bench_peaks, "openvino_work", lambda size, threads: {})
+    no_bf16 = lambda flags: [] if "amx_bf16" in flags else ["some"]  # noqa: E731
+    monkeypatch.setattr(bench_peaks, "named_flags", no_bf16)
+    peaks = bench_peaks.gemm_peaks(1, size=100, repeats=2)
+    assert peaks["fp32"]["engine"] == peaks["int8"]["engine"] == "onnxruntime"
+    assert 0 < peaks["fp32"]["gflops"] <= 2 * 100**3 / 0.01 / 1e9
+    assert peaks["bf16"] == {"gflops": None, "engine": None}
