@@ -228,6 +228,12 @@ class Embedder:
                     self.announce(self.describe())
             return self._sessions[tower]
 
+    def load_audio(self) -> None:
+        """Open the audio graphs now rather than on first use (``ttmr index`` does it while
+        the catalog library imports)."""
+        for tower in ("floor", "audio") if self.floored else ("audio",):
+            self.session(tower)
+
     def open_session(self, tower: str):
         path = self.paths[tower]
         if self.engines:

@@ -83,6 +83,8 @@ def index_folder(
     (``runtime.ray_index`` on a Ray cluster). ``ann``: build an ANN index at the end."""
     identity = ModelIdentity.of_model(model)
     scan = scan_folder(music_dir)  # first: a wrong folder creates no catalog
+    if embed_files is None:  # the graphs load while LanceDB imports (a second each)
+        threading.Thread(target=load_quietly, args=(model,)).start()
     catalog = TrackCatalog.create(out, identity)
     todo = [path for path in scan.files if catalog.needs(path)]
     run = IndexRun(total=len(catalog), skipped=scan.skipped)
@@ -102,6 +104,13 @@ def index_folder(
         run.ann_built = catalog.finish(ann)
     run.total = len(catalog)
     return run
+
+
+def load_quietly(model: Embedder) -> None:
+    """Open the model's audio graphs ahead of use; a graph that fails to load fails again,
+    with its message, where it is first used."""
+    with contextlib.suppress(Exception):
+        model.load_audio()
 
 
 def embed_here(

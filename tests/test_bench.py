@@ -165,9 +165,12 @@ def test_index_section_times_the_command_and_the_graphs_on_the_same_mp3s(small_m
     result = index_section(small_model_dir, 1, "fp32", "auto", files=3, seconds=25.0)
     assert result["windows"] == 3 * 2  # 25 s of 10-s windows: the remainder is dropped
     assert result["index_windows_per_s"] > 0 and result["graph_windows_per_s"] > 0
-    assert result["decode_ms_per_file_one_core"] > 0
+    assert result["decode_ms_per_file_one_core"] > 0 and result["index_startup_seconds"] > 0
     assert result["profile"].startswith("onnxruntime, fp32")
+    sustained = result["index_sustained_windows_per_s"]
+    assert sustained is None or sustained > 0
     assert "% of the graphs alone" in index_lines(result)
+    assert "s of start-up (one file alone)" in index_lines(result)
 
 
 def test_gemm_peak_is_the_fastest_engines_rate_and_none_without_units(monkeypatch):
