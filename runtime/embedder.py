@@ -13,6 +13,7 @@ import numpy as np
 
 from runtime.audio import AudioItem, Track, load_track
 from runtime.batching import track_floors, track_means
+from runtime.cpu import INT8_FLAGS, named_flags
 from runtime.errors import InputError
 from runtime.manifest import Manifest, Tensor, read_manifest
 from runtime.model_folder import graph_inputs, inside
@@ -57,12 +58,17 @@ def check_items(items: object) -> list:
         raise InputError(f"items must be a list, got {type(items).__name__}") from None
 
 
-def graph_files(manifest: Manifest, model_dir: Path, precision: str) -> dict[str, str]:
-    """The ONNX file of each tower at ``precision`` (bf16: the fp32 graphs)."""
+def graph_files(
+    manifest: Manifest, model_dir: Path, precision: str, backend: str
+) -> dict[str, str]:
+    """The ONNX file of each tower at ``precision`` (bf16: the fp32 graphs; int8 on
+    OpenVINO: the fp32 text graph, whose weights OpenVINO stores in int8)."""
     files = manifest.graph_files("fp32" if precision == "bf16" else precision)
     if files is None:
         how = PRECISIONS[precision]
         raise InputError(f"{model_dir}: no {precision} graphs; write them with {how}")
+    if backend == "openvino" and precision == "int8":
+        files = files | {"text": manifest.text.file}
     return files
 
 
@@ -72,7 +78,9 @@ def choose_engine(
     """The fastest engine this machine and its packages allow at ``precision``, for
     ``backend="auto"``: the folder's TensorRT engines where TensorRT is installed; bf16 on
     OpenVINO, or fp32 on onnxruntime where the CPU has no bf16 units or OpenVINO is missing;
-    else onnxruntime (OpenVINO's fp32 and int8 measured no faster: README, "Speed")."""
+    int8 on OpenVINO where the CPU has int8 dot-product units (VNNI, AMX-INT8); else
+    onnxruntime (OpenVINO's fp32 measured slower on one machine, faster on another, and its
+    int8 no faster without VNNI: README, "Speed")."""
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
     if backend not in BACKENDS:
@@ -106,6 +114,9 @@ def choose_engine(
     installed = importlib.util.find_spec("tensorrt") is not None
     if backend == "tensorrt" or (backend == "auto" and engines and installed):
         return Engine("tensorrt", precision)
+    int8_units = named_flags(INT8_FLAGS) and openvino_problem("int8") is None
+    if precision == "int8" and backend == "auto" and providers is None and int8_units:
+        return Engine("openvino", "int8")
     return Engine("onnxruntime", precision)
 
 
@@ -170,7 +181,7 @@ class Embedder:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
         engine = choose_engine(self.manifest, self.model_dir, precision, backend, providers)
         self.backend, self.precision, self.note = engine.backend, engine.precision, engine.note
-        self.files = graph_files(self.manifest, self.model_dir, self.precision)
+        self.files = graph_files(self.manifest, self.model_dir, self.precision, self.backend)
         self.engines = None
         if self.backend == "tensorrt":
             self.engines = engine_files(self.manifest, self.model_dir, self.precision)

@@ -2,6 +2,12 @@
 runs bf16 on AMX or AVX-512-BF16 units. OpenVINO is an optional extra (``openvino``); this
 module imports it only when a session is made.
 
+In int8 a float graph (the text tower: its int8 graph is onnxruntime's dynamic quantisation,
+which OpenVINO runs slower than fp32) is loaded with its MatMul weights stored as int8, one
+scale per output channel, and its activations in f32: one query reads a quarter of the
+bytes. On an AVX-512 VNNI CPU one 22-token query took 6.6 ms (f32: 15.3 ms) at a cosine to
+fp32 of 0.9993 (onnxruntime's int8: 0.9988).
+
 In bf16 an audio graph runs in two parts: its frontend (DFT, mel, log, floor: everything the
 first convolution reads) in f32 and the network after it in bf16. A log-mel made in bf16
 loses the quiet bins' detail: on the full-size TTMR++ demo, the whole graph in bf16 gave an
@@ -100,6 +106,37 @@ def split_at_frontend(path: Path):
     return frontend, openvino.Model(results, [features, *others], "network")
 
 
+def quantized(model) -> bool:
+    """Whether a loaded graph is already int8 (QDQ pairs load as FakeQuantize)."""
+    return any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
+
+
+def with_int8_weights(model):
+    """``model`` with each MatMul's 2-D float32 weight stored as int8 and one scale per
+    output channel (symmetric, the largest magnitude → 127), multiplied back in f32 by
+    OpenVINO's compressed-weight kernels."""
+    import openvino
+
+    ops = openvino.opset13
+    for op in model.get_ordered_ops():
+        weight = op.input_value(1).get_node() if op.get_type_name() == "MatMul" else None
+        if weight is None or weight.get_type_name() != "Constant":
+            continue
+        values = weight.get_data()
+        if values.ndim != 2 or values.dtype != np.float32:
+            continue
+        # [K, N] is reduced over K (axis 0); transposed, [N, K] over axis 1.
+        axis = 1 if op.get_attributes()["transpose_b"] else 0
+        scale = np.abs(values).max(axis=axis, keepdims=True) / 127.0
+        scale[scale == 0] = 1.0
+        stored = np.clip(np.round(values / scale), -127, 127).astype(np.int8)
+        restored = ops.multiply(
+            ops.convert(ops.constant(stored), openvino.Type.f32), ops.constant(scale)
+        )
+        op.input(1).replace_source_output(restored.output(0))
+    return model
+
+
 class OpenVINOSession:
     """One graph compiled for the CPU at ``precision`` (in bf16, an audio graph as an f32
     frontend and a bf16 network unless ``split_frontend`` is False: the bench's row of
@@ -128,7 +165,10 @@ class OpenVINOSession:
             split = split_frontend and precision == "bf16"
             parts = split_at_frontend(path) if split else None
             if parts is None:
-                self.parts = [core().compile_model(str(path), "CPU", config)]
+                model = core().read_model(str(path))
+                if precision == "int8" and not quantized(model):
+                    model = with_int8_weights(model)
+                self.parts = [core().compile_model(model, "CPU", config)]
             else:
                 frontend, network = parts
                 exact = {**config, "INFERENCE_PRECISION_HINT": "f32"}

@@ -22,6 +22,7 @@ from export.to_onnx import main as to_onnx
 from export.ttmrpp.calibration import FLOAT_CONVS
 from export.ttmrpp.hparams import HParams
 from export.ttmrpp.reference import track_windows
+from runtime.manifest import read_manifest
 from tests.helpers import cosines, stem_conv, token_feed
 
 README = Path(__file__).parents[1] / "README.md"
@@ -248,15 +249,41 @@ def test_calibration_folder_for_clap_is_refused_as_its_int8_is_dynamic(
     assert not (small_clap_model_dir / AUDIO_INT8).exists()
 
 
-def test_openvino_runs_the_same_int8_graphs_as_onnxruntime(small_int8_dir):
-    """int8 on OpenVINO: the folder's QDQ graphs, their float parts in float32, so it stays
-    as close to fp32 as onnxruntime's int8 (the measured bound of quantize.py's print)."""
+@pytest.mark.parametrize(
+    ("units", "backend"), [(["AVX-512 VNNI"], "openvino"), ([], "onnxruntime")]
+)
+def test_auto_int8_runs_on_openvino_only_where_the_cpu_has_int8_units(
+    small_int8_dir, monkeypatch, units, backend
+):
+    """OpenVINO's int8 measured faster with VNNI (README, "Speed"), no faster without."""
+    pytest.importorskip("openvino", reason="scripts/setup.sh installs the openvino extra")
+    monkeypatch.setattr(runtime.embedder, "named_flags", lambda table: units)
+    model = runtime.Embedder(small_int8_dir, precision="int8")
+    assert (model.backend, model.precision, model.note) == (backend, "int8", None)
+    given = runtime.Embedder(small_int8_dir, precision="int8", providers=["CPUExecutionProvider"])
+    assert given.backend == "onnxruntime"  # providers are onnxruntime's: they choose it
+
+
+def test_openvino_int8_runs_the_int8_audio_graph_and_the_text_graph_with_int8_weights(
+    small_int8_dir,
+):
+    """int8 on OpenVINO: the folder's QDQ audio graph, its float parts in float32, so it stays
+    as close to fp32 as onnxruntime's int8 (the measured bound of quantize.py's print); the
+    fp32 text graph with its MatMul weights stored in int8 (OpenVINO runs onnxruntime's
+    dynamic text graph slower than fp32)."""
     pytest.importorskip("openvino", reason="scripts/setup.sh installs the openvino extra")
     fp32 = runtime.Embedder(small_int8_dir)
-    on_ort = runtime.Embedder(small_int8_dir, precision="int8")
+    on_ort = runtime.Embedder(small_int8_dir, backend="onnxruntime", precision="int8")
     on_ov = runtime.Embedder(small_int8_dir, backend="openvino", precision="int8")
     tracks = [random_track(seed, 20.0, RATE) for seed in (3, 4)]
     exact, ort8, ov8 = (m.embed_audio(tracks, sample_rate=RATE) for m in (fp32, on_ort, on_ov))
     assert cosines(ort8, ov8).min() > 0.999
     assert cosines(exact, ov8).min() > cosines(exact, ort8).min() - 1e-3
+    manifest = read_manifest(small_int8_dir)
+    assert on_ov.files["text"] == manifest.text.file
+    assert on_ov.files["audio"] == on_ort.files["audio"] == manifest.int8.audio
+    texts = list(ACCURACY_QUERIES)
+    exact, ov8 = fp32.embed_text(texts), on_ov.embed_text(texts)
+    assert cosines(exact, ov8).min() > 0.999
+    assert not np.allclose(exact, ov8, rtol=0, atol=1e-6)  # the weights are int8 indeed
     assert on_ov.providers == ["OpenVINO CPU (inference precision f32)"]
