@@ -42,14 +42,16 @@ def add_engine_options(options: argparse.ArgumentParser) -> None:
         "--precision",
         choices=list(PRECISIONS),
         default="fp32",
-        help="bf16: CPUs with AMX or AVX-512-BF16 (OpenVINO); fp32 elsewhere (default: fp32)",
+        help="bf16: CPUs with AMX or AVX-512-BF16 (OpenVINO; fp32 elsewhere); int8: the "
+        "folder's int8 graphs (export/quantize.py) (default: fp32)",
     )
     options.add_argument(
         "--backend",
         choices=BACKENDS,
         default="auto",
         help="auto: the fastest installed engine at that precision (TensorRT engines if "
-        "built, OpenVINO for bf16, else onnxruntime)",
+        "built, OpenVINO for bf16, and for int8 on CPUs with VNNI or AMX-INT8, else "
+        "onnxruntime)",
     )
 
 

@@ -83,9 +83,9 @@ def index_folder(
     (``runtime.ray_index`` on a Ray cluster). ``ann``: build an ANN index at the end."""
     identity = ModelIdentity.of_model(model)
     scan = scan_folder(music_dir)  # first: a wrong folder creates no catalog
-    if embed_files is None:  # the graphs load while LanceDB imports (a second each)
-        threading.Thread(target=load_quietly, args=(model,)).start()
-    catalog = TrackCatalog.create(out, identity)
+    # Here, the graphs load while LanceDB imports (about a second each).
+    with loading_ahead(model) if embed_files is None else contextlib.nullcontext():
+        catalog = TrackCatalog.create(out, identity)
     todo = [path for path in scan.files if catalog.needs(path)]
     run = IndexRun(total=len(catalog), skipped=scan.skipped)
     seconds = {path: header_seconds(path) for path in todo}
@@ -100,6 +100,10 @@ def index_folder(
                     if pressed.is_set():  # a Ctrl-C that a native call swallowed
                         raise KeyboardInterrupt
             except KeyboardInterrupt:
+                # It may have landed inside an append, after its commit: count the disk.
+                catalog.refresh()
+                run.added = sum(not catalog.needs(path) for path in todo)
+                run.total = len(catalog)
                 raise Interrupted(run) from None
         run.ann_built = catalog.finish(ann)
     run.total = len(catalog)
@@ -107,10 +111,22 @@ def index_folder(
 
 
 def load_quietly(model: Embedder) -> None:
-    """Open the model's audio graphs ahead of use; a graph that fails to load fails again,
-    with its message, where it is first used."""
+    """Open the model's audio graphs; a graph that fails to load fails again, with its
+    message, where it is first used."""
     with contextlib.suppress(Exception):
         model.load_audio()
+
+
+@contextlib.contextmanager
+def loading_ahead(model: Embedder) -> Iterator[None]:
+    """The model's audio graphs load in a thread while the body runs, and have loaded (or
+    failed) when it ends: no load outlives the command."""
+    thread = threading.Thread(target=load_quietly, args=(model,))
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
 
 
 def embed_here(
