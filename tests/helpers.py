@@ -276,3 +276,14 @@ FAMILY_CASES = {
         ),
     ),
 }
+
+
+def one_error_line(capsys) -> str:
+    """The command's error, one line; the line saying what runs the model may come before
+    it, when the error came after the model loaded (``ttmr index`` loads it while the
+    catalog opens)."""
+    lines = capsys.readouterr().err.splitlines()
+    if lines and lines[0].startswith("ttmr: running on "):
+        lines = lines[1:]
+    assert len(lines) == 1 and lines[0].startswith("ttmr: error: "), lines
+    return lines[0]

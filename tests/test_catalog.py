@@ -25,6 +25,7 @@ from runtime.catalog import Catalog
 from runtime.catalog_db import ModelIdentity, Row, TrackCatalog
 from runtime.cli import main
 from runtime.errors import InputError
+from tests.helpers import one_error_line
 
 
 @pytest.fixture
@@ -39,12 +40,6 @@ def write_tracks(folder: Path, count: int, seconds: float = 1.0, first: int = 0)
     for number, path in enumerate(paths, start=first):
         sf.write(path, random_track(number, seconds), 22050)
     return paths
-
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert err.startswith("ttmr: error: ") and err.count("\n") == 1, err
-    return err
 
 
 def assert_one_row_per_file(catalog: Path, files: list[Path]) -> list[str]:

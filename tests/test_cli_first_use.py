@@ -21,6 +21,7 @@ from export.synthetic import random_track
 from runtime.audio import scan_folder
 from runtime.catalog import Catalog
 from runtime.cli import main
+from tests.helpers import one_error_line
 
 
 @pytest.fixture
@@ -36,16 +37,6 @@ def music(tmp_path) -> Path:
     sf.write(folder / "a.wav", random_track(1, 3.0), 22050)
     sf.write(folder / "b.flac", random_track(2, 2.0), 22050)
     return folder
-
-
-def one_error_line(capsys) -> str:
-    """The error, one line; the line saying what runs the model may come before it, when
-    the error came after the model loaded."""
-    lines = capsys.readouterr().err.splitlines()
-    if lines and lines[0].startswith("ttmr: running on "):
-        lines = lines[1:]
-    assert len(lines) == 1 and lines[0].startswith("ttmr: error: "), lines
-    return lines[0]
 
 
 def apple_double(path: Path) -> None:

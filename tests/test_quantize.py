@@ -196,8 +196,8 @@ def test_quantizer_prints_its_accuracy_on_the_held_out_hard_set_as_recomputed(re
     ).groups()
     held_out = hard_set(0)
     rows = {}
-    for precision in ("fp32", "int8"):
-        model = runtime.Embedder(folder, precision=precision)
+    for precision in ("fp32", "int8"):  # the quantiser measures onnxruntime's int8
+        model = runtime.Embedder(folder, precision=precision, backend="onnxruntime")
         rows[precision] = (
             model.embed_audio(list(held_out.values()), RATE),
             model.embed_text(list(ACCURACY_QUERIES)),
