@@ -114,9 +114,9 @@ def choose_engine(
     installed = importlib.util.find_spec("tensorrt") is not None
     if backend == "tensorrt" or (backend == "auto" and engines and installed):
         return Engine("tensorrt", precision)
-    int8_units = named_flags(INT8_FLAGS) and openvino_problem("int8") is None
-    if precision == "int8" and backend == "auto" and providers is None and int8_units:
-        return Engine("openvino", "int8")
+    if precision == "int8" and backend == "auto" and providers is None:
+        if named_flags(INT8_FLAGS) and openvino_problem("int8") is None:
+            return Engine("openvino", "int8")
     return Engine("onnxruntime", precision)
 
 

@@ -5,13 +5,14 @@ module imports it only when a session is made.
 In int8 a float graph (the text tower: its int8 graph is onnxruntime's dynamic quantisation,
 which OpenVINO runs slower than fp32) is loaded with its MatMul weights stored as int8, one
 scale per output channel, and its activations in f32: one query reads a quarter of the
-bytes. On an AVX-512 VNNI CPU one 22-token query took 6.6 ms (f32: 15.3 ms) at a cosine to
-fp32 of 0.9993 (onnxruntime's int8: 0.9988).
+bytes; its cosine to fp32 measured 0.9992 (onnxruntime's int8: 0.9988; README, "OpenVINO
+and bf16").
 
 In bf16 an audio graph runs in two parts: its frontend (DFT, mel, log, floor: everything the
 first convolution reads) in f32 and the network after it in bf16. A log-mel made in bf16
 loses the quiet bins' detail: on the full-size TTMR++ demo, the whole graph in bf16 gave an
-audio cosine to fp32 of 0.997, the split one 0.9995, at the same speed (README, "Speed")."""
+audio cosine to fp32 of 0.953 (min over 300 tracks), the split one 0.99978, at the same
+speed (scripts/bench.py; README, "OpenVINO and bf16")."""
 
 from __future__ import annotations
 
@@ -94,8 +95,8 @@ def split_at_frontend(path: Path):
     boundary = first_convolution_input(head)
     if boundary is None:
         return None
+    network = head.clone()  # cut below; the frontend keeps the original nodes
     frontend = openvino.Model([boundary], used_parameters(head, [boundary]), "frontend")
-    network = core().read_model(str(path))
     cut = first_convolution_input(network)
     features = openvino.opset13.parameter(cut.get_partial_shape(), cut.get_element_type())
     features.output(0).set_names({FRONTEND})

@@ -32,6 +32,13 @@ if TYPE_CHECKING:
 REFERENCE = "PyTorch eager CPU fp32"
 WHOLE_GRAPH_BF16 = "OpenVINO CPU bf16, whole graph (its own)"
 CPU = ["CPUExecutionProvider"]
+BACKEND_OF_PLACE = {
+    "cpu": "onnxruntime",
+    "cuda": "onnxruntime",
+    "openvino": "openvino",
+    "openvino-whole": "openvino",
+    "trt": "tensorrt",
+}
 CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
@@ -150,15 +157,13 @@ def row_embedder(name: str, model_dir: Path, threads: int, batch_size: int) -> E
     """The Embedder behind runtime row ``name``; ``batch_size``: windows or sentences per
     call (the Embedder sorts sentences by length first)."""
     spec = ROWS[name]
-    providers = {"cpu": CPU, "cuda": CUDA}.get(spec.place)
-    backend = {"trt": "tensorrt", "cpu": "onnxruntime", "cuda": "onnxruntime"}
     kind = WholeGraphOpenVINO if spec.place == "openvino-whole" else Embedder
     return kind(
         model_dir,
-        providers=providers,
+        providers={"cpu": CPU, "cuda": CUDA}.get(spec.place),
         threads=threads,
         precision=spec.precision,
-        backend=backend.get(spec.place, "openvino"),
+        backend=BACKEND_OF_PLACE[spec.place],
         batch_size=batch_size,
     )
 
