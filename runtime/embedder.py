@@ -61,14 +61,17 @@ def check_items(items: object) -> list:
 def graph_files(
     manifest: Manifest, model_dir: Path, precision: str, backend: str
 ) -> dict[str, str]:
-    """The ONNX file of each tower at ``precision`` (bf16: the fp32 graphs; int8 on
-    OpenVINO: the fp32 text graph, whose weights OpenVINO stores in int8)."""
+    """The ONNX file of each tower at ``precision`` (bf16: the fp32 graphs). int8 on
+    OpenVINO runs a static (QDQ) int8 audio graph as it is, and a tower whose int8 graph is
+    onnxruntime's dynamic quantisation (OpenVINO runs it slower than fp32) from its fp32
+    graph, whose weights OpenVINO stores in int8."""
     files = manifest.graph_files("fp32" if precision == "bf16" else precision)
     if files is None:
         how = PRECISIONS[precision]
         raise InputError(f"{model_dir}: no {precision} graphs; write them with {how}")
     if backend == "openvino" and precision == "int8":
-        files = files | {"text": manifest.text.file}
+        static = manifest.int8.calibration is not None
+        files = manifest.graph_files("fp32") | ({"audio": files["audio"]} if static else {})
     return files
 
 
@@ -235,7 +238,9 @@ class Embedder:
         with self._lock:
             if tower not in self._sessions:
                 self._sessions[tower] = self.open_session(tower)
-                if self.announce and len(self._sessions) == 1:
+                # Said once a tower is open: the floor graph is always f32 and says less.
+                towers = [name for name in self._sessions if name != "floor"]
+                if self.announce and towers == [tower]:
                     self.announce(self.describe())
             return self._sessions[tower]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 import runtime
 import runtime.embedder
@@ -173,3 +174,17 @@ def test_cli_backend_openvino_says_once_what_runs(small_model_dir, tmp_path, cap
     assert err.count("ttmr: running on openvino, fp32: OpenVINO CPU") == 1
     reference = runtime.Embedder(small_model_dir).embed_text(["piano", "drums"])
     assert cosines(np.load(out), reference).min() > 0.999999
+
+
+def test_ttmr_index_says_once_what_runs_the_audio_tower_not_its_floor_graph(
+    small_model_dir, tmp_path, capsys
+):
+    """TTMR++ opens its f32 floor graph first; the line is said when the audio tower opens,
+    with what the plugin settled on."""
+    music = tmp_path / "music"
+    music.mkdir()
+    sf.write(music / "a.wav", random_track(1, 12.0, 22050), 22050)
+    args = ["index", str(music), "--out", str(tmp_path / "catalog"), "--backend", "openvino"]
+    assert main([*args, "--model-dir", str(small_model_dir)]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "running on" in line]
+    assert lines == ["ttmr: running on openvino, fp32: OpenVINO CPU (inference precision f32)"]
