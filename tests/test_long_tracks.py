@@ -37,7 +37,7 @@ def test_streaming_resampler_equals_one_shot_soxr(monkeypatch, rate):
 
 @pytest.mark.parametrize(("name", "rate"), [("a.flac", 44100), ("b.wav", 22050), ("c.ogg", 32000)])
 def test_files_read_in_small_blocks_equal_reference_load_track(monkeypatch, tmp_path, name, rate):
-    """Two passes (min/max, then normalise) over many blocks, bit for bit."""
+    """Read and resampled in many blocks, normalised in blocks, bit for bit."""
     monkeypatch.setattr(audio, "BLOCK_FRAMES", SMALL_BLOCKS)
     stereo = np.stack([random_track(21, 23.0, rate), random_track(22, 23.0, rate)], 1)
     sf.write(tmp_path / name, stereo, rate)
