@@ -74,6 +74,12 @@ def small_clap_int8(small_clap_export, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def small_muscall_int8(small_muscall_model_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("small_muscall_int8") / "model"
+    return quantized_copy(small_muscall_model_dir, folder, 8)
+
+
+@pytest.fixture(scope="session")
 def demo_clap_int8(demo_clap_model_dir, tmp_path_factory):
     return quantized_copy(demo_clap_model_dir, tmp_path_factory.mktemp("demo_clap") / "model", 32)
 
@@ -299,13 +305,15 @@ def test_openvino_int8_runs_the_int8_audio_graph_and_the_text_graph_with_int8_we
     assert network.get_property("INFERENCE_PRECISION_HINT").get_type_name() == layers
 
 
+@pytest.mark.parametrize("quantized", ["small_clap_int8", "small_muscall_int8"])
 def test_openvino_int8_of_a_dynamically_quantised_family_stores_its_fp32_weights_in_int8(
-    small_clap_int8,
+    request, quantized
 ):
-    """CLAP's int8 graphs are onnxruntime's dynamic quantisation: OpenVINO runs both fp32
-    graphs instead, the MatMul weights stored in int8 and the audio frontend left in f32."""
+    """CLAP's and MusCALL's int8 graphs are onnxruntime's dynamic quantisation: OpenVINO
+    runs both fp32 graphs instead, the MatMul weights stored in int8 and the audio frontend
+    left in f32."""
     pytest.importorskip("openvino", reason="scripts/setup.sh installs the openvino extra")
-    folder = small_clap_int8[0]
+    folder = request.getfixturevalue(quantized)[0]
     manifest = read_manifest(folder)
     fp32 = runtime.Embedder(folder)
     on_ov = runtime.Embedder(folder, backend="openvino", precision="int8")
