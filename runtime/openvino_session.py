@@ -104,15 +104,16 @@ def used_parameters(model, results) -> list:
     return [p for p in model.get_parameters() if p.get_friendly_name() in found]
 
 
-def split_at_frontend(path: Path):
-    """``(frontend, network)`` models of an audio graph, the network's first input named
-    ``FRONTEND``; None for a graph without convolutions."""
+def split_at_frontend(path: Path) -> list:
+    """``[frontend, network]`` models of an audio graph, the network's first input named
+    ``FRONTEND``; ``[model]`` whole for a graph without convolutions (read once either
+    way: a text graph is hundreds of MB)."""
     import openvino
 
     head = core().read_model(str(path))
     boundary = first_convolution_input(head)
     if boundary is None:
-        return None
+        return [head]
     network = head.clone()  # cut below; the frontend keeps the original nodes
     frontend = openvino.Model([boundary], used_parameters(head, [boundary]), "frontend")
     cut = first_convolution_input(network)
@@ -122,7 +123,7 @@ def split_at_frontend(path: Path):
         target.replace_source_output(features.output(0))
     results = network.get_results()
     others = used_parameters(network, [r.output(0) for r in results])
-    return frontend, openvino.Model(results, [features, *others], "network")
+    return [frontend, openvino.Model(results, [features, *others], "network")]
 
 
 def quantized(model) -> bool:
@@ -185,8 +186,9 @@ class OpenVINOSession:
             config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = str(ACTIVATION_GROUP)
         try:
             split = split_frontend and precision != "fp32"
-            parts = split_at_frontend(path) if split else None
-            *frontend, network = parts or [core().read_model(str(path))]
+            *frontend, network = (
+                split_at_frontend(path) if split else [core().read_model(str(path))]
+            )
             if precision == "int8" and not quantized(network):
                 network = with_int8_weights(network)
             exact = {**config, "INFERENCE_PRECISION_HINT": "f32"}
