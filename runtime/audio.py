@@ -341,15 +341,11 @@ def window(samples: np.ndarray, size: int, short_audio: str) -> np.ndarray:
     return samples[: count * size].reshape(count, size)
 
 
-def load_track(index: int, item: AudioItem, sample_rate: int | None, steps: Preprocessing) -> Track:
-    """Decode and resample block by block into the track at the model's rate (never the
-    decoded original, for a long file), then peak-normalise and int16-round it in place,
-    block by block, so no second copy is made. The item is decoded once: a second pass
-    for the minimum and maximum doubled the cost of a 30-s MP3."""
-    source = open_source(index, item, sample_rate)
-    target = steps.sample_rate
-    size = resampled_length(source.frames, source.rate, target)
-    samples = gather(resampled_blocks(source, target), size)
+def preprocess_in_place(samples: np.ndarray, steps: Preprocessing) -> None:
+    """Peak normalisation and the int16 round trip, block by block into ``samples`` itself,
+    so a long track is never held twice; a family with neither step leaves it untouched."""
+    if not (steps.peak_normalise or steps.int16):
+        return
     if steps.peak_normalise:
         low, high = samples.min(), samples.max()
     for start in range(0, len(samples), BLOCK_FRAMES):
@@ -357,5 +353,16 @@ def load_track(index: int, item: AudioItem, sample_rate: int | None, steps: Prep
         if steps.peak_normalise:
             block = normalise(block, low, high)
         samples[start : start + BLOCK_FRAMES] = int16_round_trip(block) if steps.int16 else block
+
+
+def load_track(index: int, item: AudioItem, sample_rate: int | None, steps: Preprocessing) -> Track:
+    """Decode and resample block by block into the track at the model's rate (never the
+    decoded original, for a long file), then preprocess it in place. The item is decoded
+    once: a second pass for the minimum and maximum doubled the cost of a 30-s MP3."""
+    source = open_source(index, item, sample_rate)
+    target = steps.sample_rate
+    size = resampled_length(source.frames, source.rate, target)
+    samples = gather(resampled_blocks(source, target), size)
+    preprocess_in_place(samples, steps)
     windows = window(samples, steps.window_samples, steps.short_audio)
     return Track(windows=windows, duration=source.frames / source.rate)
