@@ -51,15 +51,15 @@ def batches(
 Run = Callable[[Batch], Sequence[np.ndarray] | None]
 
 
-def track_means(
+def window_rows(
     tracks: Sequence[Track],
     batch_size: int,
     run: Run,
     widths: Sequence[int],
     floors: Sequence[float] | None = None,
 ) -> list[np.ndarray]:
-    """For each output (``widths`` gives their sizes), ``[len(tracks), D]``: the mean over
-    each track's window rows. Rows of a call ``run`` gave up on are NaN."""
+    """For each output (``widths`` gives their sizes), ``[windows of all tracks, D]``: each
+    window's row, in track order. Rows of a call ``run`` gave up on are NaN."""
     total = sum(len(track.windows) for track in tracks)
     rows = [np.full((total, width), np.nan, np.float32) for width in widths]
     for batch in batches(tracks, batch_size, floors):
@@ -67,14 +67,32 @@ def track_means(
         if outputs is not None:
             for where, output in zip(rows, outputs, strict=True):
                 where[batch.rows] = output
+    return rows
+
+
+def means(rows: np.ndarray, tracks: Sequence[Track]) -> np.ndarray:
+    """``[len(tracks), D]``: the mean of each track's rows of ``rows`` (``window_rows``)."""
+    if not tracks:
+        return np.zeros((0, rows.shape[1]), np.float32)
     ends = np.cumsum([len(track.windows) for track in tracks], dtype=np.int64)
-    spans = [slice(end - len(track.windows), end) for track, end in zip(tracks, ends, strict=True)]
-    return [
-        np.stack([where[span].mean(axis=0) for span in spans])
-        if spans
-        else np.zeros((0, where.shape[1]), np.float32)
-        for where in rows
-    ]
+    return np.stack(
+        [
+            rows[end - len(track.windows) : end].mean(axis=0)
+            for track, end in zip(tracks, ends, strict=True)
+        ]
+    )
+
+
+def track_means(
+    tracks: Sequence[Track],
+    batch_size: int,
+    run: Run,
+    widths: Sequence[int],
+    floors: Sequence[float] | None = None,
+) -> list[np.ndarray]:
+    """For each output, ``[len(tracks), D]``: the mean over each track's window rows
+    (``window_rows``)."""
+    return [means(rows, tracks) for rows in window_rows(tracks, batch_size, run, widths, floors)]
 
 
 def track_floors(tracks: Sequence[Track], batch_size: int, run: Run) -> np.ndarray:
@@ -88,6 +106,21 @@ def track_floors(tracks: Sequence[Track], batch_size: int, run: Run) -> np.ndarr
         rows = np.nan if found is None else found[0].reshape(len(batch.owners))
         np.maximum.at(floors, batch.owners, rows)
     return floors
+
+
+def track_groups(tracks: Sequence[Track], most_windows: int | None) -> Iterator[list[Track]]:
+    """Consecutive tracks, at most ``most_windows`` windows to a group (a longer track
+    alone), so that what is kept per window stays bounded; all in one group for None.
+    At least one group, empty for no tracks."""
+    group: list[Track] = []
+    windows = 0
+    for track in tracks:
+        if group and most_windows is not None and windows + len(track.windows) > most_windows:
+            yield group
+            group, windows = [], 0
+        group.append(track)
+        windows += len(track.windows)
+    yield group
 
 
 def whole_track_feed(windows: np.ndarray, floor: Run | None) -> dict[str, np.ndarray]:

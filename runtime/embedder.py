@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from runtime.audio import AudioItem, Track, load_track
-from runtime.batching import track_floors, track_means
+from runtime.batching import Batch, means, track_floors, track_groups, window_rows
 from runtime.cpu import INT8_FLAGS, named_flags
 from runtime.errors import InputError
 from runtime.manifest import Manifest, Tensor, read_manifest
 from runtime.model_folder import graph_inputs, inside
-from runtime.openvino_session import OpenVINOSession, openvino_problem
+from runtime.openvino_session import LOG_MEL, OpenVINOSession, openvino_problem
 from runtime.session import GraphSession, choose_providers
 from runtime.text import TextBatcher, check_texts
 
@@ -31,6 +31,9 @@ PRECISIONS = {
 }
 BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
 BATCH_SIZE = 8  # windows or sentences per graph call, by default
+# Windows whose log-mels one call keeps from the floor pass for the audio pass (OpenVINO):
+# a TTMR++ log-mel is 0.5 MB, so about 32 MB; a longer track's frontend runs twice instead.
+KEPT_WINDOWS = 64
 
 
 @dataclass(frozen=True)
@@ -237,18 +240,32 @@ class Embedder:
         when many threads ask at the same time."""
         with self._lock:
             if tower not in self._sessions:
-                self._sessions[tower] = self.open_session(tower)
                 # Said once a tower is open: the floor graph is always f32 and says less.
-                towers = [name for name in self._sessions if name != "floor"]
-                if self.announce and towers == [tower]:
+                before = self.opened_towers()
+                self._sessions.update(self.open_sessions(tower))
+                if self.announce and not before and self.opened_towers():
                     self.announce(self.describe())
             return self._sessions[tower]
+
+    def opened_towers(self) -> list[str]:
+        return [name for name in self._sessions if name != "floor"]
 
     def load_audio(self) -> None:
         """Open the audio graphs now rather than on first use (``ttmr index`` does it while
         the catalog library imports)."""
         for tower in ("floor", "audio") if self.floored else ("audio",):
             self.session(tower)
+
+    def open_sessions(self, tower: str) -> dict:
+        """``tower``'s session, and on OpenVINO the floor graph's and the audio graph's
+        together: the floor pass hands each window's log-mel to the audio pass."""
+        pair = self.backend == "openvino" and self.floored and tower in ("floor", "audio")
+        if not pair:
+            return {tower: self.open_session(tower)}
+        floor, audio = OpenVINOSession.floored_pair(
+            self.paths["floor"], self.paths["audio"], self.precision, self.threads
+        )
+        return {"floor": floor, "audio": audio}
 
     def open_session(self, tower: str):
         path = self.paths[tower]
@@ -257,9 +274,7 @@ class Embedder:
 
             return EngineSession(path)
         if self.backend == "openvino":
-            # The floor graph is the frontend alone, float32 at every precision.
-            precision = "fp32" if tower == "floor" else self.precision
-            return OpenVINOSession(path, precision, self.threads)
+            return OpenVINOSession(path, self.precision, self.threads)
         return GraphSession(path, self.chosen_providers, self.threads, self.strict_providers)
 
     def width(self, tower: str, space: str) -> int:
@@ -276,20 +291,36 @@ class Embedder:
     def embed_tracks(self, tracks: Sequence[Track], space: str = "joint") -> np.ndarray:
         """Mean over each track's window embeddings, ``[len(tracks), D]``; windows of any
         tracks go into graph calls of ``batch_size`` rows."""
+        return means(self.embed_windows(tracks, space), tracks)
+
+    def embed_windows(self, tracks: Sequence[Track], space: str = "joint") -> np.ndarray:
+        """Every window's embedding, ``[windows of all tracks, D]`` in track order: what
+        ``embed_tracks`` averages. Where the floor graph hands its log-mel on
+        (``LOG_MEL``), tracks go in groups of at most ``KEPT_WINDOWS`` windows, whose
+        log-mels are kept from the floor pass to the audio pass."""
         check_space(space)
-        floors = None
-        if self.floored:
-            session = self.session("floor")
-            floors = track_floors(tracks, self.batch_size, lambda b: session.run(["floor"], b.feed))
         audio = self.session("audio")
-        (rows,) = track_means(
-            tracks,
-            self.batch_size,
-            lambda batch: audio.run([space], batch.feed),
-            [self.width("audio", space)],
-            floors,
-        )
-        return rows
+        floor = self.session("floor") if self.floored else None
+        shares = isinstance(floor, OpenVINOSession) and LOG_MEL in floor.outputs
+        kept: dict[int, np.ndarray] = {}  # a batch's log-mels by its first row
+
+        def floor_rows(batch: Batch) -> list[np.ndarray]:
+            if not keep:
+                return floor.run(["floor"], batch.feed)
+            rows, kept[batch.rows.start] = floor.run(["floor", LOG_MEL], batch.feed)
+            return [rows]
+
+        def audio_rows(batch: Batch) -> list[np.ndarray]:
+            given = {LOG_MEL: kept.pop(batch.rows.start)} if keep else {}
+            return audio.run([space], {**batch.feed, **given})
+
+        widths = [self.width("audio", space)]
+        rows = []
+        for group in track_groups(tracks, KEPT_WINDOWS if shares else None):
+            keep = shares and sum(len(track.windows) for track in group) <= KEPT_WINDOWS
+            floors = track_floors(group, self.batch_size, floor_rows) if floor else None
+            rows.extend(window_rows(group, self.batch_size, audio_rows, widths, floors))
+        return np.concatenate(rows)
 
     def embed_audio(
         self,

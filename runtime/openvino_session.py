@@ -17,11 +17,19 @@ In bf16 an audio graph runs in two parts: its frontend (DFT, mel, log, floor: ev
 first convolution reads) in f32 and the network after it in bf16. A log-mel made in bf16
 loses the quiet bins' detail: on the full-size TTMR++ demo, the whole graph in bf16 gave an
 audio cosine to fp32 of 0.953 (min over 300 tracks), the split one 0.99978, at the same
-speed (scripts/bench.py; README, "OpenVINO and bf16")."""
+speed (scripts/bench.py; README, "OpenVINO and bf16").
+
+A family whose audio graph takes a track-wide floor (TTMR++) computes each window's log-mel
+twice: in the floor graph, for the track's floor, then in the audio graph. ``floored_pair``
+finds the one tensor the audio graph reads from what it computes exactly as the floor graph
+does (the log-mel), makes it a second output of the floor graph and cuts the audio graph
+there, so the audio pass can start from the floor pass's log-mel (``Embedder`` keeps it
+between the two passes)."""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import queue
 from pathlib import Path
@@ -38,6 +46,7 @@ INFERENCE_PRECISION = {"fp32": "f32", "int8": "bf16", "bf16": "bf16"}
 # faster than OpenVINO's default 32 on one query, at a text cosine to fp32 of 0.9991.
 ACTIVATION_GROUP = 128
 FRONTEND = "frontend_features"  # the f32 frontend's output, the bf16 network's input
+LOG_MEL = "log_mel"  # what the floor graph hands the audio graph (``floored_pair``)
 INSTALL = "pip install 'ttmr-runtime[openvino]' (or: pip install openvino)"
 
 
@@ -104,26 +113,87 @@ def used_parameters(model, results) -> list:
     return [p for p in model.get_parameters() if p.get_friendly_name() in found]
 
 
-def split_at_frontend(path: Path) -> list:
-    """``[frontend, network]`` models of an audio graph, the network's first input named
-    ``FRONTEND``; ``[model]`` whole for a graph without convolutions (read once either
-    way: a text graph is hundreds of MB)."""
+def cut(model, boundary, name: str) -> tuple:
+    """``model`` in two at ``boundary`` (an output of one of its nodes): the head computes
+    it from the parameters it needs; the tail takes it as a parameter called ``name``,
+    with the other parameters it still reads."""
     import openvino
 
-    head = core().read_model(str(path))
-    boundary = first_convolution_input(head)
-    if boundary is None:
-        return [head]
-    network = head.clone()  # cut below; the frontend keeps the original nodes
-    frontend = openvino.Model([boundary], used_parameters(head, [boundary]), "frontend")
-    cut = first_convolution_input(network)
-    features = openvino.opset13.parameter(cut.get_partial_shape(), cut.get_element_type())
-    features.output(0).set_names({FRONTEND})
-    for target in cut.get_target_inputs():
-        target.replace_source_output(features.output(0))
-    results = network.get_results()
-    others = used_parameters(network, [r.output(0) for r in results])
-    return [frontend, openvino.Model(results, [features, *others], "network")]
+    tail = model.clone()  # cut below; the head keeps the original nodes
+    head = openvino.Model([boundary], used_parameters(model, [boundary]), "head")
+    # A clone's nodes are new, in the same order.
+    names = [op.get_name() for op in model.get_ordered_ops()]
+    node = tail.get_ordered_ops()[names.index(boundary.get_node().get_name())]
+    source = node.output(boundary.get_index())
+    given = openvino.opset13.parameter(source.get_partial_shape(), source.get_element_type())
+    given.output(0).set_names({name})
+    for target in source.get_target_inputs():
+        target.replace_source_output(given.output(0))
+    results = tail.get_results()
+    others = used_parameters(tail, [r.output(0) for r in results])
+    return head, openvino.Model(results, [given, *others], "tail")
+
+
+def split_at_frontend(model) -> list:
+    """``[frontend, network]`` models of an audio graph, the network's first input named
+    ``FRONTEND``; ``[model]`` whole for a graph without convolutions (a text graph)."""
+    boundary = first_convolution_input(model)
+    return [model] if boundary is None else list(cut(model, boundary, FRONTEND))
+
+
+def structure_keys(model, constants: set | None = None) -> dict[str, str]:
+    """Each node's structural key (by node name): its type, attributes and inputs' keys,
+    with constants by value and parameters by name, so that two graphs' nodes computing
+    the same thing from the same inputs share a key. With ``constants`` (dtype and shape
+    pairs), only constants of those are hashed, and only nodes fed by keyed nodes are
+    keyed: a large graph's weights are never read."""
+    keys: dict[str, str] = {}
+    for op in model.get_ordered_ops():
+        kind = op.get_type_name()
+        if kind == "Parameter":
+            text = f"Parameter {op.get_friendly_name()}"
+        elif kind == "Constant":
+            dtype_shape = (str(op.get_element_type()), tuple(op.get_output_shape(0)))
+            if constants is not None and dtype_shape not in constants:
+                continue
+            text = f"Constant {dtype_shape} {hashlib.sha1(op.get_data().tobytes()).hexdigest()}"
+        else:
+            sources = [(v.get_node().get_name(), v.get_index()) for v in op.input_values()]
+            if any(node not in keys for node, _ in sources):
+                continue
+            inputs = [f"{keys[node]}:{index}" for node, index in sources]
+            text = f"{kind} {sorted(op.get_attributes().items())} {inputs}"
+        keys[op.get_name()] = hashlib.sha1(text.encode()).hexdigest()
+    return keys
+
+
+def shared_output(audio, floor) -> tuple | None:
+    """The one tensor the audio graph reads from what it computes as the floor graph does
+    (TTMR++: the unfloored log-mel), as ``(floor graph's output, audio graph's output)``, or
+    None where there is not exactly one: the floor pass can hand it to the audio pass."""
+    floor_keys = structure_keys(floor)
+    constants = {
+        (str(op.get_element_type()), tuple(op.get_output_shape(0)))
+        for op in floor.get_ordered_ops()
+        if op.get_type_name() == "Constant"
+    }
+    known = set(floor_keys.values())
+    audio_keys = structure_keys(audio, constants)
+    shared = {name for name, key in audio_keys.items() if key in known}
+    read = {
+        (value.get_node().get_name(), value.get_index()): value
+        for op in audio.get_ordered_ops()
+        if op.get_name() not in shared
+        for value in op.input_values()
+        if value.get_node().get_name() in shared
+        and value.get_node().get_type_name() not in ("Constant", "Parameter")
+    }
+    if len(read) != 1:
+        return None
+    (((node_name, index), in_audio),) = read.items()
+    key = audio_keys[node_name]
+    in_floor = next(op for op in floor.get_ordered_ops() if floor_keys.get(op.get_name()) == key)
+    return in_floor.output(index), in_audio
 
 
 def quantized(model) -> bool:
@@ -157,13 +227,21 @@ def with_int8_weights(model):
     return model
 
 
+def read_model(path: Path):
+    try:
+        return core().read_model(str(path))
+    except RuntimeError as err:
+        raise InputError(f"{path}: not a graph OpenVINO can load ({first_line(err)})") from None
+
+
 class OpenVINOSession:
     """One graph compiled for the CPU at ``precision``; ``run`` has ``GraphSession``'s
     signature. Below fp32 an audio graph runs as an f32 frontend and a network at the lower
     precision (unless ``split_frontend`` is False: the bench's row of OpenVINO's own
-    whole-graph bf16). Dynamic batch and text length are kept from the graph. Calls from
-    several threads each take idle infer requests (OpenVINO's requests are not
-    thread-safe)."""
+    whole-graph bf16). ``models``: the graph already read and cut into parts, each handing
+    its output to the next (``floored_pair``). Dynamic batch and text length are kept from
+    the graph. Calls from several threads each take idle infer requests (OpenVINO's
+    requests are not thread-safe)."""
 
     def __init__(
         self,
@@ -171,6 +249,7 @@ class OpenVINOSession:
         precision: str,
         threads: int | None = None,
         split_frontend: bool = True,
+        models: list | None = None,
     ):
         problem = openvino_problem(precision)
         if problem:
@@ -184,37 +263,68 @@ class OpenVINOSession:
             config["INFERENCE_NUM_THREADS"] = str(threads)
         if precision == "int8":
             config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = str(ACTIVATION_GROUP)
-        try:
+        if models is None:
+            model = read_model(path)
             split = split_frontend and precision != "fp32"
-            *frontend, network = (
-                split_at_frontend(path) if split else [core().read_model(str(path))]
-            )
+            models = split_at_frontend(model) if split else [model]
+        *early, network = models
+        try:
             if precision == "int8" and not quantized(network):
                 network = with_int8_weights(network)
             exact = {**config, "INFERENCE_PRECISION_HINT": "f32"}
-            self.parts = [core().compile_model(part, "CPU", exact) for part in frontend]
+            self.parts = [core().compile_model(part, "CPU", exact) for part in early]
             self.parts.append(core().compile_model(network, "CPU", config))
         except RuntimeError as err:
             raise InputError(f"{path}: not a graph OpenVINO can load ({first_line(err)})") from None
         self.inputs = [{port.get_any_name() for port in part.inputs} for part in self.parts]
+        # What each part hands on: the next part's first input (``cut`` puts it first).
+        self.hands_on = [part.inputs[0].get_any_name() for part in self.parts[1:]] + [None]
         # What the plugin settled on (a hint the CPU cannot honour is dropped, not an error).
         last = self.parts[-1]
         self.runs_in = last.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         runs = f"int8, float layers in {self.runs_in}" if precision == "int8" else None
         self.providers = [f"OpenVINO CPU ({runs or f'inference precision {self.runs_in}'})"]
         self.threads = int(last.get_property("INFERENCE_NUM_THREADS"))
+        self.outputs = {name for port in last.outputs for name in port.get_names()}
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
 
+    @classmethod
+    def floored_pair(
+        cls, floor_path: Path, audio_path: Path, precision: str, threads: int | None = None
+    ) -> tuple[OpenVINOSession, OpenVINOSession]:
+        """The floor graph's session (f32), which also outputs the log-mel it computes as
+        ``LOG_MEL``, and the audio graph's, which starts from that log-mel where a feed
+        gives it: each window's frontend then runs once, not twice. Where the two graphs
+        share no such tensor, two plain sessions."""
+        floor, audio = read_model(floor_path), read_model(audio_path)
+        found = shared_output(audio, floor)
+        if found is None:
+            return cls(floor_path, "fp32", threads), cls(audio_path, precision, threads)
+        in_floor, in_audio = found
+        in_floor.get_tensor().add_names({LOG_MEL})
+        floor.add_outputs([in_floor])
+        head, rest = cut(audio, in_audio, LOG_MEL)
+        network = split_at_frontend(rest) if precision != "fp32" else [rest]
+        return (
+            cls(floor_path, "fp32", threads, models=[floor]),
+            cls(audio_path, precision, threads, models=[head, *network]),
+        )
+
     def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """``names`` from ``feed``; a part whose output the feed already has (the floor
+        graph's ``LOG_MEL``) is skipped."""
         try:
             requests = self._idle.get_nowait()
         except queue.Empty:
             requests = [part.create_infer_request() for part in self.parts]
         try:
             values = {name: np.ascontiguousarray(a) for name, a in feed.items()}
-            for request, inputs in zip(requests, self.inputs, strict=True):
+            for request, inputs, output in zip(requests, self.inputs, self.hands_on, strict=True):
+                if output in values:
+                    continue
                 request.infer({name: values[name] for name in inputs})
-                values[FRONTEND] = request.get_output_tensor(0).data  # used by the next part
+                if output:
+                    values[output] = request.get_output_tensor(0).data
             # Copies: the request's output buffers are reused by its next call.
             return [requests[-1].get_tensor(name).data.copy() for name in names]
         finally:

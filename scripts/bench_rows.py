@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runtime.audio import load_track
-from runtime.batching import whole_track_feed
+from runtime.audio import Track, load_track
 from runtime.embedder import Embedder
 from runtime.manifest import read_manifest
 from runtime.openvino_session import OpenVINOSession, openvino_problem
@@ -149,8 +148,8 @@ class WholeGraphOpenVINO(Embedder):
     """OpenVINO's own bf16 on every graph, the audio frontend included: what pointing
     OpenVINO at our graphs gives, beside the runtime's bf16 (an f32 frontend)."""
 
-    def open_session(self, tower: str) -> OpenVINOSession:
-        return OpenVINOSession(self.paths[tower], self.precision, self.threads, False)
+    def open_sessions(self, tower: str) -> dict[str, OpenVINOSession]:
+        return {tower: OpenVINOSession(self.paths[tower], self.precision, self.threads, False)}
 
 
 def row_embedder(name: str, model_dir: Path, threads: int, batch_size: int) -> Embedder:
@@ -169,12 +168,9 @@ def row_embedder(name: str, model_dir: Path, threads: int, batch_size: int) -> E
 
 
 def runtime_row(embedder: Embedder) -> Row:
-    audio = embedder.session("audio")
-    floor = embedder.session("floor") if embedder.floored else None
-
     def windows(batch: np.ndarray) -> np.ndarray:
-        run = None if floor is None else (lambda rows: floor.run(["floor"], rows.feed))
-        return audio.run(["joint"], whole_track_feed(batch, run))[0]
+        """The windows of one track, at most ``batch_size`` per call, each window's row."""
+        return embedder.embed_windows([Track(batch, 0.0)])
 
     def track(samples: np.ndarray) -> np.ndarray:
         return embedder.embed_audio([samples], sample_rate=embedder.sample_rate)

@@ -16,7 +16,7 @@ from export.ttmrpp import reference
 from export.ttmrpp.hparams import PUBLISHED, HParams
 from runtime import audio
 from runtime.audio import Preprocessing, Track, load_track, open_source
-from runtime.batching import batches
+from runtime.batching import batches, track_groups
 from runtime.session import GraphSession
 from tests.helpers import assert_close, one_loud_window
 
@@ -56,6 +56,14 @@ def test_windows_of_any_tracks_fill_calls_of_batch_size_rows_with_their_tracks_f
     floor = np.concatenate([b.feed["floor"] for b in found])
     np.testing.assert_array_equal(floor, -1.0 - owners)
     assert "floor" not in next(batches(tracks, 4)).feed  # a family without a floor graph
+
+
+def test_tracks_group_up_to_a_number_of_windows_with_a_longer_track_alone():
+    tracks = [Track(np.zeros((n, 2), np.float32), 10.0 * n) for n in (3, 5, 2, 9, 1)]
+    sizes = [[len(t.windows) for t in group] for group in track_groups(tracks, 8)]
+    assert sizes == [[3, 5], [2], [9], [1]]
+    assert [len(group) for group in track_groups(tracks, None)] == [5]
+    assert list(track_groups([], 8)) == [[]]  # one empty group: the caller's result is [0, D]
 
 
 def spied_calls(monkeypatch) -> list[tuple[str, int]]:

@@ -4,6 +4,8 @@ it has none or OpenVINO is not installed."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -86,7 +88,9 @@ def test_an_audio_graph_split_at_its_frontend_computes_what_the_whole_graph_does
     expected = whole.create_infer_request().infer(feed)
     frontend, network = (
         ov_session.core().compile_model(part, "CPU", exact)
-        for part in ov_session.split_at_frontend(model_dir / manifest.audio.file)
+        for part in ov_session.split_at_frontend(
+            ov_session.read_model(model_dir / manifest.audio.file)
+        )
     )
     features = frontend.create_infer_request().infer(feed)[frontend.output(0)]
     assert frontend.output(0).get_partial_shape().rank.get_length() == 4  # [B, C, mels, frames]
@@ -96,8 +100,60 @@ def test_an_audio_graph_split_at_its_frontend_computes_what_the_whole_graph_does
         np.testing.assert_allclose(
             got[network.output(name)], expected[whole.output(name)], rtol=0, atol=1e-5
         )
-    (text,) = ov_session.split_at_frontend(model_dir / manifest.text.file)  # whole
+    (text,) = ov_session.split_at_frontend(ov_session.read_model(model_dir / manifest.text.file))
     assert {port.get_any_name() for port in text.inputs} == {i.name for i in manifest.text.inputs}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_floor_graph_hands_its_log_mel_to_the_audio_graph(small_model_dir, precision):
+    """TTMR++ on OpenVINO: the floor graph also gives the log-mel it computes, and the
+    audio graph given that log-mel skips its own frontend and computes what it does from
+    the waveform, bit for bit."""
+    if precision == "bf16" and not HAS_BF16:
+        pytest.skip("this CPU has no bf16 units (AMX-BF16/AVX-512-BF16)")
+    floor, audio = ov_session.OpenVINOSession.floored_pair(
+        small_model_dir / "floor.onnx", small_model_dir / "audio.onnx", precision
+    )
+    assert ov_session.LOG_MEL in floor.outputs
+    # bf16 also splits the f32 flooring from the bf16 network, after the log-mel.
+    split = [ov_session.FRONTEND] if precision == "bf16" else []
+    assert audio.hands_on == [ov_session.LOG_MEL, *split, None]
+    windows = np.stack([random_track(seed, 10.0, 22050)[:220500] for seed in (1, 2, 3)])
+    rows, log_mel = floor.run(["floor", ov_session.LOG_MEL], {"waveform": windows})
+    (alone,) = ov_session.OpenVINOSession(small_model_dir / "floor.onnx", "fp32").run(
+        ["floor"], {"waveform": windows}
+    )
+    np.testing.assert_array_equal(rows, alone)
+    feed = {"waveform": windows, "floor": np.full(3, rows.max(), np.float32)}
+    from_waveform = audio.run(["joint"], feed)[0]
+    from_log_mel = audio.run(["joint"], {**feed, ov_session.LOG_MEL: log_mel})[0]
+    np.testing.assert_array_equal(from_log_mel, from_waveform)
+
+
+def test_openvino_embeds_tracks_the_same_with_the_log_mel_kept_or_computed_again(
+    small_model_dir, monkeypatch
+):
+    """With the floor pass's log-mel kept (groups of up to ``KEPT_WINDOWS`` windows) or
+    computed again (a track longer than that), the onnxruntime embedding; while kept,
+    no audio call computes a log-mel of its own."""
+    tracks = [random_track(seed, s, 22050) for seed, s in ((1, 25.0), (2, 8.0), (3, 41.0))]
+    expected = runtime.Embedder(small_model_dir).embed_audio(tracks, sample_rate=22050)
+    model = runtime.Embedder(small_model_dir, backend="openvino", batch_size=2)
+    audio = model.session("audio")
+    feeds: list[set[str]] = []
+    real_run = audio.run
+    monkeypatch.setattr(
+        audio, "run", lambda names, feed: feeds.append(set(feed)) or real_run(names, feed)
+    )
+    kept = model.embed_audio(tracks, sample_rate=22050)
+    assert feeds and all(ov_session.LOG_MEL in feed for feed in feeds)
+    np.testing.assert_allclose(kept, expected, rtol=0, atol=2e-5)
+    feeds.clear()
+    longest = len(model.load_tracks(tracks[2:], 22050)[0].windows)
+    monkeypatch.setattr(runtime.embedder, "KEPT_WINDOWS", longest - 1)  # the 41-s track alone
+    again = model.embed_audio(tracks, sample_rate=22050)
+    assert sum(ov_session.LOG_MEL not in feed for feed in feeds) == math.ceil(longest / 2)
+    np.testing.assert_array_equal(again, kept)
 
 
 @pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 units (AMX-BF16/AVX-512-BF16)")
@@ -113,9 +169,9 @@ def test_bf16_is_close_to_fp32_on_the_full_size_model(demo_model_dir):
     texts = ["a calm solo piano piece in D", "techno 130 bpm", "lo-fi hip hop beat"]
     assert cosines(fp32.embed_text(texts), bf16.embed_text(texts)).min() >= 0.998
     assert bf16.providers == ["OpenVINO CPU (inference precision bf16)"]
-    frontend, network = bf16.session("audio").parts
-    assert frontend.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
-    assert network.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "bf16"
+    parts = bf16.session("audio").parts
+    precisions = [part.get_property("INFERENCE_PRECISION_HINT").get_type_name() for part in parts]
+    assert precisions == ["f32", "f32", "bf16"]  # log-mel, floor, network
 
 
 def without_bf16_units(monkeypatch):
