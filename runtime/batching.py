@@ -1,6 +1,6 @@
 """Windows of any tracks → audio-graph calls of exactly ``batch_size`` rows → the mean of
 each track's window embeddings. ``runtime.Embedder`` and the Triton audio model both embed
-through ``track_means``, so the server computes what the runtime does.
+through ``window_rows`` and ``means``, so the server computes what the runtime does.
 
 Rows never affect each other: where a family floors a track's log-mel at a level set by the
 whole track (TTMR++), that level is computed first (``track_floors``, by the exported floor
@@ -81,18 +81,6 @@ def means(rows: np.ndarray, tracks: Sequence[Track]) -> np.ndarray:
             for track, end in zip(tracks, ends, strict=True)
         ]
     )
-
-
-def track_means(
-    tracks: Sequence[Track],
-    batch_size: int,
-    run: Run,
-    widths: Sequence[int],
-    floors: Sequence[float] | None = None,
-) -> list[np.ndarray]:
-    """For each output, ``[len(tracks), D]``: the mean over each track's window rows
-    (``window_rows``)."""
-    return [means(rows, tracks) for rows in window_rows(tracks, batch_size, run, widths, floors)]
 
 
 def track_floors(tracks: Sequence[Track], batch_size: int, run: Run) -> np.ndarray:

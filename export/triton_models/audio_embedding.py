@@ -3,17 +3,17 @@ embedding.
 
 Rows are preprocessed by the runtime's own code (``runtime.audio.load_track`` with the
 manifest's preprocessing: resample to the model's rate with soxr HQ, the family's
-normalisation and padding, windows), and embedded through ``runtime.batching.track_means``,
-so the server computes what ``runtime.Embedder`` does. The windows of every track of a
-dynamic batch, whatever their request, go to ``audio_tower`` in calls of
-``max_batch_windows`` rows (its preferred batch size; Triton may merge the last, shorter
-calls of several executions). Where the family floors the log-mel per track (TTMR++), the
-``floor`` model gives each window's floor first, in calls of the same size, and every row
-carries its track's. Rows never affect each other, so a request's result does not depend on
-its batch-mates. A bad row fails its own request; a failed tower call fails the requests
-whose windows it held. Limits are checked before any work, none trusting the client's
-sample rate: the request's samples (all rows), then each row's rate (runtime.audio's
-range), then its seconds.
+normalisation and padding, windows), and embedded through ``runtime.batching``
+(``window_rows``, ``means``), so the server computes what ``runtime.Embedder`` does. The
+windows of every track of a dynamic batch, whatever their request, go to ``audio_tower`` in
+calls of ``max_batch_windows`` rows (its preferred batch size; Triton may merge the last,
+shorter calls of several executions). Where the family floors the log-mel per track
+(TTMR++), the ``floor`` model gives each window's floor first, in calls of the same size,
+and every row carries its track's. Rows never affect each other, so a request's result does
+not depend on its batch-mates. A bad row fails its own request; a failed tower call fails
+the requests whose windows it held. Limits are checked before any work, none trusting the
+client's sample rate: the request's samples (all rows), then each row's rate
+(runtime.audio's range), then its seconds.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from runtime.audio import Track, check_size, load_track
-from runtime.batching import Batch, track_floors, track_means
+from runtime.batching import Batch, means, track_floors, window_rows
 from runtime.errors import InputError
 from runtime.manifest import read_manifest
 
@@ -122,7 +122,8 @@ class TritonPythonModel:
             tracks, owner = [tracks[i] for i in kept], [owner[i] for i in kept]
             floors = floors[kept]
         run = self.caller(self.tower, self.outputs, owner, failed)
-        rows = track_means(tracks, self.max_windows, run, self.widths, floors)
+        window = window_rows(tracks, self.max_windows, run, self.widths, floors)
+        rows = [means(output, tracks) for output in window]
         owners = np.array(owner, dtype=np.int64)
         for index, message in failed.items():
             responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
