@@ -299,9 +299,18 @@ class Embedder:
         (``LOG_MEL``), tracks go in groups of at most ``KEPT_WINDOWS`` windows, whose
         log-mels are kept from the floor pass to the audio pass."""
         check_space(space)
-        audio = self.session("audio")
         floor = self.session("floor") if self.floored else None
         shares = isinstance(floor, OpenVINOSession) and LOG_MEL in floor.outputs
+        rows = []
+        for group in track_groups(tracks, KEPT_WINDOWS if shares else None):
+            keep = shares and sum(len(track.windows) for track in group) <= KEPT_WINDOWS
+            rows.append(self.group_rows(group, space, keep))
+        return np.concatenate(rows)
+
+    def group_rows(self, tracks: Sequence[Track], space: str, keep: bool) -> np.ndarray:
+        """``embed_windows`` of one group; ``keep``: hand the floor pass's log-mels on."""
+        audio = self.session("audio")
+        floor = self.session("floor") if self.floored else None
         kept: dict[int, np.ndarray] = {}  # a batch's log-mels by its first row
 
         def floor_rows(batch: Batch) -> list[np.ndarray]:
@@ -314,13 +323,10 @@ class Embedder:
             given = {LOG_MEL: kept.pop(batch.rows.start)} if keep else {}
             return audio.run([space], {**batch.feed, **given})
 
+        floors = track_floors(tracks, self.batch_size, floor_rows) if floor else None
         widths = [self.width("audio", space)]
-        rows = []
-        for group in track_groups(tracks, KEPT_WINDOWS if shares else None):
-            keep = shares and sum(len(track.windows) for track in group) <= KEPT_WINDOWS
-            floors = track_floors(group, self.batch_size, floor_rows) if floor else None
-            rows.extend(window_rows(group, self.batch_size, audio_rows, widths, floors))
-        return np.concatenate(rows)
+        (rows,) = window_rows(tracks, self.batch_size, audio_rows, widths, floors)
+        return rows
 
     def embed_audio(
         self,
