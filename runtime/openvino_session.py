@@ -141,6 +141,12 @@ def split_at_frontend(model) -> list:
     return [model] if boundary is None else list(cut(model, boundary, FRONTEND))
 
 
+def parts_at(model, precision: str) -> list:
+    """The models ``model`` runs as at ``precision``: below fp32, split at its frontend
+    (which stays f32); at fp32, whole."""
+    return [model] if precision == "fp32" else split_at_frontend(model)
+
+
 def structure_keys(model, constants: set | None = None) -> dict[str, str]:
     """Each node's structural key (by node name): its type, attributes and inputs' keys,
     with constants by value and parameters by name, so that two graphs' nodes computing
@@ -227,11 +233,15 @@ def with_int8_weights(model):
     return model
 
 
+def not_loadable(path: Path, err: RuntimeError) -> InputError:
+    return InputError(f"{path}: not a graph OpenVINO can load ({first_line(err)})")
+
+
 def read_model(path: Path):
     try:
         return core().read_model(str(path))
     except RuntimeError as err:
-        raise InputError(f"{path}: not a graph OpenVINO can load ({first_line(err)})") from None
+        raise not_loadable(path, err) from None
 
 
 class OpenVINOSession:
@@ -265,8 +275,7 @@ class OpenVINOSession:
             config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = str(ACTIVATION_GROUP)
         if models is None:
             model = read_model(path)
-            split = split_frontend and precision != "fp32"
-            models = split_at_frontend(model) if split else [model]
+            models = parts_at(model, precision) if split_frontend else [model]
         *early, network = models
         try:
             if precision == "int8" and not quantized(network):
@@ -275,7 +284,7 @@ class OpenVINOSession:
             self.parts = [core().compile_model(part, "CPU", exact) for part in early]
             self.parts.append(core().compile_model(network, "CPU", config))
         except RuntimeError as err:
-            raise InputError(f"{path}: not a graph OpenVINO can load ({first_line(err)})") from None
+            raise not_loadable(path, err) from None
         self.inputs = [{port.get_any_name() for port in part.inputs} for part in self.parts]
         # What each part hands on: the next part's first input (``cut`` puts it first).
         self.hands_on = [part.inputs[0].get_any_name() for part in self.parts[1:]] + [None]
@@ -299,15 +308,16 @@ class OpenVINOSession:
         floor, audio = read_model(floor_path), read_model(audio_path)
         found = shared_output(audio, floor)
         if found is None:
-            return cls(floor_path, "fp32", threads), cls(audio_path, precision, threads)
-        in_floor, in_audio = found
-        in_floor.get_tensor().add_names({LOG_MEL})
-        floor.add_outputs([in_floor])
-        head, rest = cut(audio, in_audio, LOG_MEL)
-        network = split_at_frontend(rest) if precision != "fp32" else [rest]
+            audio_parts = parts_at(audio, precision)
+        else:
+            in_floor, in_audio = found
+            in_floor.get_tensor().add_names({LOG_MEL})
+            floor.add_outputs([in_floor])
+            head, rest = cut(audio, in_audio, LOG_MEL)
+            audio_parts = [head, *parts_at(rest, precision)]
         return (
             cls(floor_path, "fp32", threads, models=[floor]),
-            cls(audio_path, precision, threads, models=[head, *network]),
+            cls(audio_path, precision, threads, models=audio_parts),
         )
 
     def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:

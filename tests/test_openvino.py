@@ -156,6 +156,28 @@ def test_openvino_embeds_tracks_the_same_with_the_log_mel_kept_or_computed_again
     np.testing.assert_array_equal(again, kept)
 
 
+def test_a_file_openvino_cannot_read_is_an_input_error_naming_it(small_model_dir, tmp_path):
+    broken = tmp_path / "floor.onnx"
+    broken.write_bytes(b"not a graph")
+    with pytest.raises(runtime.InputError, match=r"floor\.onnx: not a graph OpenVINO can load"):
+        ov_session.OpenVINOSession(broken, "fp32")
+    with pytest.raises(runtime.InputError, match=r"floor\.onnx: not a graph OpenVINO can load"):
+        ov_session.OpenVINOSession.floored_pair(broken, small_model_dir / "audio.onnx", "fp32")
+
+
+def test_graphs_without_one_shared_log_mel_open_as_two_plain_sessions(small_model_dir, monkeypatch):
+    """Where the floor and audio graphs share no single tensor, each computes its own
+    frontend, and the embeddings are still onnxruntime's."""
+    monkeypatch.setattr(ov_session, "shared_output", lambda audio, floor: None)
+    model = runtime.Embedder(small_model_dir, backend="openvino")
+    assert ov_session.LOG_MEL not in model.session("floor").outputs
+    assert model.session("audio").hands_on == [None]  # fp32: the whole graph
+    tracks = [random_track(seed, 25.0, 22050) for seed in (1, 2)]
+    expected = runtime.Embedder(small_model_dir).embed_audio(tracks, sample_rate=22050)
+    got = model.embed_audio(tracks, sample_rate=22050)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5)
+
+
 @pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 units (AMX-BF16/AVX-512-BF16)")
 def test_bf16_is_close_to_fp32_on_the_full_size_model(demo_model_dir):
     """The bounds the README states for bf16: audio cosine ≥ 0.999, text ≥ 0.998. The
