@@ -125,6 +125,30 @@ def test_frontend_and_early_convs_stay_in_float_and_other_convs_are_int8(
         assert "DequantizeLinear" not in fed_by, node.name
 
 
+def test_a_relu_after_an_int8_conv_is_folded_into_the_convs_output_quantisation(
+    small_model_dir, small_int8_dir
+):
+    """An activation between two INT8 convolutions is quantised once: the Relu after an
+    INT8 convolution is gone (the convolution's output quantisation takes its range), and
+    none is left between a dequantise and a quantise; the Relus after float convolutions
+    and after the residual sums stay."""
+    fp32 = onnx.load(str(small_model_dir / "audio.onnx")).graph
+    made_by = {out: node for node in fp32.node for out in node.output}
+    relus = {n.name: made_by[n.input[0]] for n in fp32.node if n.op_type == "Relu"}
+    folded = {
+        name
+        for name, source in relus.items()
+        if source.op_type == "Conv" and not source.input[1].startswith(FLOAT_CONVS)
+    }
+    assert folded and len(folded) < len(relus)
+    graph = onnx.load(str(small_int8_dir / AUDIO_INT8)).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    left = [n for n in graph.node if n.op_type == "Relu"]
+    assert {n.name for n in left} == set(relus) - folded
+    for relu in left:
+        assert producers[relu.input[0]].op_type != "DequantizeLinear", relu.name
+
+
 def test_attention_pool_projections_are_int8_and_its_scores_stay_float(
     small_model_dir, small_int8_dir
 ):
