@@ -3,8 +3,8 @@
 - ``audio.int8.onnx``: for a family with ``StaticInt8`` (TTMR++), static, per-channel QDQ
   quantisation of the convolutions and MatMuls with weights, calibrated on preprocessed
   windows; the frontend (DFT, mel, log, floor), the family's ``float_convs`` (TTMR++: the
-  stem, layer1 and layer2's first block, which see the log-mel's fine detail: quantising
-  them cost more accuracy than the later ones, for little time), the products of two
+  stem, layer1 and the 1×1s of layer2's first block, which see the log-mel's fine detail:
+  quantising them cost more accuracy than the later ones, for little time), the products of two
   activations (attention scores) and the LayerNorm stay in float; a Relu after an INT8
   convolution is folded into that convolution's output quantisation. Otherwise (CLAP's HTS-AT,
   a Swin transformer: almost all MatMuls) dynamic quantisation as for the text tower, the

@@ -110,8 +110,10 @@ def test_frontend_and_early_convs_stay_in_float_and_other_convs_are_int8(
     convs = [n for n in graph.node if n.op_type == "Conv"]
     assert len(convs) == 55  # 3 stem + 16 blocks × 3 + 4 downsample
     in_float = [conv.name for conv in convs if conv.input[1] not in producers]
-    # the stem, layer1 (3 blocks × 3 + 1 downsample) and layer2's first block (3 + 1)
-    assert len(in_float) == 3 + 10 + 4
+    # the stem, layer1 (3 blocks × 3 + 1 downsample) and layer2's first block but its 3×3
+    assert len(in_float) == 3 + 10 + 3
+    block_3x3 = [c.name for c in convs if c.input[1].startswith("encoder.layer2.0.conv2.")]
+    assert len(block_3x3) == 1 and block_3x3[0] not in in_float
     assert stem_conv(graph).name in in_float
     for conv in convs:
         if conv.name in in_float:
