@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from export.ttmrpp.audio_tower import AttentionPool, OneQueryPool
 from tests.helpers import FAMILY_CASES, audio_feed, session, stem_conv, token_feed
 from tests.helpers import ttmrpp_windows as track_of
 
@@ -106,6 +107,33 @@ def test_track_embedding_ignores_other_tracks_in_the_batch(small_model_dir, smal
         ref_joint, _ = small_reference.audio_encode(torch.from_numpy(audio))
         TTMRPP.assert_close(ref_joint, joint[rows])
         assert np.isfinite(joint[rows]).all()
+
+
+@pytest.mark.parametrize("positions", [1, 1 + 4 * 8])  # TTMR++'s one row; MusCALL's per token
+def test_the_one_query_pool_equals_the_attention_pool_it_replaces(positions):
+    """In float64, where only the order of the sums differs; random biases included (the
+    key bias drops out of the softmax, the value bias passes through weights summing to 1)."""
+    torch.manual_seed(positions)
+    pool = AttentionPool(64, 8, 24, positions).double().eval()
+    for parameter in pool.parameters():
+        torch.nn.init.normal_(parameter, std=0.3)
+    features = torch.randn(3, 64, 4, 8, dtype=torch.float64)
+    expected = pool(features)
+    got = OneQueryPool(pool)(features)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize("family", ["ttmrpp", "muscall"])
+def test_audio_graph_never_projects_every_tokens_key_and_value(request, family):
+    """The exported pool is the one-query form: of the pool's three [C, C] projections only
+    the query's is left (it projects one token); the key's and value's are per head."""
+    model_dir, _ = FAMILY_CASES[family].model(request, "small")
+    graph = onnx.load(str(model_dir / "audio.onnx")).graph
+    shapes = {init.name: list(init.dims) for init in graph.initializer}
+    pool = {name.rsplit(".", 1)[-1]: dims for name, dims in shapes.items() if "pool." in name}
+    heads, head_dim, channels = pool["key"]
+    assert heads * head_dim == channels and pool["value"] == [heads, channels, head_dim]
+    assert list(shapes.values()).count([channels, channels]) == 1
 
 
 def numpy_log_mel(windows: np.ndarray, sr: int = 22050, n_fft: int = 1024, hop: int = 220):

@@ -151,23 +151,28 @@ def test_a_relu_after_an_int8_conv_is_folded_into_the_convs_output_quantisation(
         assert producers[relu.input[0]].op_type != "DequantizeLinear", relu.name
 
 
-def test_attention_pool_projections_are_int8_and_its_scores_stay_float(
+def test_attention_pool_query_projection_is_int8_and_its_per_head_products_stay_float(
     small_model_dir, small_int8_dir
 ):
+    """The one-query pool's MatMuls: the query's projection (a [C, C] weight) is INT8; the
+    key and value taken per head (a [heads, …] weight) and the products of two activations
+    (scores, and the weights mixing the tokens) stay float."""
     fp32 = onnx.load(str(small_model_dir / "audio.onnx")).graph
     frontend = set(frontend_nodes(fp32))
-    weights = {init.name for init in fp32.initializer}
+    ranks = {init.name: len(init.dims) for init in fp32.initializer}
     pool = [n for n in fp32.node if n.op_type == "MatMul" and n.name not in frontend]
-    projections = {n.name for n in pool if any(name in weights for name in n.input)}
-    scores = {n.name for n in pool} - projections
-    assert len(projections) == 3 and len(scores) == 2  # q, k, v; q·kᵀ and softmax·v
+    weight_ranks = {n.name: max(ranks.get(name, 0) for name in n.input) for n in pool}
+    query = {name for name, rank in weight_ranks.items() if rank == 2}
+    per_head = {name for name, rank in weight_ranks.items() if rank == 3}
+    products = {name for name, rank in weight_ranks.items() if rank == 0}
+    assert (len(query), len(per_head), len(products)) == (1, 2, 2)
     graph = onnx.load(str(small_int8_dir / AUDIO_INT8)).graph
     producers = {out: node for node in graph.node for out in node.output}
-    checked = [node for node in graph.node if node.name in projections | scores]
-    assert {node.name for node in checked} == projections | scores
+    checked = [node for node in graph.node if node.name in weight_ranks]
+    assert {node.name for node in checked} == set(weight_ranks)
     for node in checked:
         fed_by = {producers[i].op_type for i in node.input if i in producers}
-        assert ("DequantizeLinear" in fed_by) == (node.name in projections), node.name
+        assert ("DequantizeLinear" in fed_by) == (node.name in query), node.name
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import onnx
@@ -12,7 +11,7 @@ from torch import nn
 from export.muscall.frontend import GraphLogMel
 from export.muscall.reference import MusCALL
 from export.onnx_export import TEXT_INPUTS, export_onnx
-from export.ttmrpp.audio_tower import fold_batchnorm
+from export.ttmrpp.audio_tower import inference_copy
 
 AUDIO_INPUTS = ("waveform",)
 
@@ -24,9 +23,8 @@ class AudioGraph(nn.Module):
     def __init__(self, model: MusCALL):
         super().__init__()
         self.frontend = GraphLogMel(model.audio_backbone.spec, model.config.audio)
-        self.encoder = copy.deepcopy(model.audio_backbone).eval()
+        self.encoder = inference_copy(model.audio_backbone)
         self.encoder.spec = None  # the frontend above replaces it
-        fold_batchnorm(self.encoder)
         self.projection = model.audio_projection
 
     def forward(self, waveform: torch.Tensor):

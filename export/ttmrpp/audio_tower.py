@@ -7,6 +7,7 @@ only in the pool's name and its positional embedding (``pool_name``, ``pool_posi
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 
 import torch
@@ -116,6 +117,51 @@ class ModifiedResNet(nn.Module):
         x = self.avgpool(self.relu(self.bn3(self.conv3(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return getattr(self, self.pool_name)(x)
+
+
+class OneQueryPool(nn.Module):
+    """An ``AttentionPool`` rewritten for inference graphs, equal to it in exact arithmetic:
+    the one query is taken through the key projection and the attention weights through
+    the value projection, so the keys and values of the ``L`` tokens are never computed
+    (TTMR++'s 2048-channel pool: 2.1 GFLOP per window, 7 % of the tower, down to 0.05).
+
+    Per head ``h``: ``q_h · (K_h t + k_h) = (K_hᵀ q_h) · t + q_h · k_h``, whose last term is
+    the same for every token and so leaves the softmax unchanged; and ``Σ w (V_h t + v_h) =
+    V_h (Σ w t) + v_h`` as the weights sum to 1.
+    """
+
+    def __init__(self, pool: AttentionPool):
+        super().__init__()
+        channels = pool.k_proj.in_features
+        self.heads, self.head_dim = pool.heads, channels // pool.heads
+        self.positional_embedding = pool.positional_embedding
+        self.q_proj, self.c_proj = pool.q_proj, pool.c_proj
+        shape = (self.heads, self.head_dim, channels)
+        self.register_buffer("key", pool.k_proj.weight.detach().reshape(shape).clone())
+        value = pool.v_proj.weight.detach().reshape(shape).transpose(1, 2).contiguous()
+        self.register_buffer("value", value)  # [heads, C, head_dim]
+        self.register_buffer("value_bias", pool.v_proj.bias.detach().reshape(shape[:2]).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x.flatten(2).transpose(1, 2)  # [B, HW, C]
+        tokens = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)
+        tokens = (tokens + self.positional_embedding)[:, None]  # [B, 1, L, C]
+        batch = tokens.shape[0]
+        query = self.q_proj(tokens[:, :, 0]).view(batch, self.heads, 1, self.head_dim)
+        keyed = query @ self.key  # [B, heads, 1, C]
+        scores = keyed @ tokens.transpose(-1, -2) * self.head_dim**-0.5  # [B, heads, 1, L]
+        mixed = torch.softmax(scores, dim=-1) @ tokens  # [B, heads, 1, C]
+        pooled = (mixed @ self.value)[:, :, 0] + self.value_bias  # [B, heads, head_dim]
+        return self.c_proj(pooled.reshape(batch, -1))
+
+
+def inference_copy(encoder: ModifiedResNet) -> ModifiedResNet:
+    """A copy of ``encoder`` for an inference graph: BatchNorm folded into the convolutions,
+    the attention pool as a ``OneQueryPool``."""
+    encoder = copy.deepcopy(encoder).eval()
+    fold_batchnorm(encoder)
+    setattr(encoder, encoder.pool_name, OneQueryPool(getattr(encoder, encoder.pool_name)))
+    return encoder
 
 
 def fold_batchnorm(module: nn.Module) -> None:

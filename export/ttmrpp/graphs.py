@@ -3,7 +3,6 @@ two towers, and the floor graph that gives each window's log-mel floor."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import onnx
@@ -12,7 +11,7 @@ from torch import nn
 
 from export.onnx_export import TEXT_INPUTS, export_onnx
 from export.text_tower import roberta_position_ids
-from export.ttmrpp.audio_tower import fold_batchnorm
+from export.ttmrpp.audio_tower import inference_copy
 from export.ttmrpp.frontend import GraphLogMel, WindowFloor
 from export.ttmrpp.reference import TTMRpp
 
@@ -31,8 +30,7 @@ class AudioGraph(nn.Module):
     def __init__(self, model: TTMRpp):
         super().__init__()
         self.frontend = GraphLogMel(model.hp)
-        self.encoder = copy.deepcopy(model.audio_encoder).eval()
-        fold_batchnorm(self.encoder)
+        self.encoder = inference_copy(model.audio_encoder)
         self.projector = model.audio_projector
 
     def forward(self, waveform: torch.Tensor, floor: torch.Tensor):
