@@ -4,12 +4,12 @@
   quantisation of the convolutions and MatMuls with weights, calibrated on preprocessed
   windows; the frontend (DFT, mel, log, floor), the family's ``float_convs`` (TTMR++: the
   stem, layer1 and the 1×1s of layer2's first block, which see the log-mel's fine detail:
-  quantising them cost more accuracy than the later ones, for little time), the products of two
-  activations (attention scores), the attention pool's per-head MatMuls and the LayerNorm
-  stay in float; a Relu after an INT8
-  convolution is folded into that convolution's output quantisation. Otherwise (CLAP's HTS-AT,
-  a Swin transformer: almost all MatMuls; MusCALL's) dynamic quantisation as for the text
-  tower, the frontend and the per-head MatMuls in float.
+  quantising them cost more accuracy than the later ones, for little time), the products
+  of two activations (attention scores), the attention pool's per-head MatMuls and the
+  LayerNorm stay in float; a Relu after an INT8 convolution is folded into that
+  convolution's output quantisation. Otherwise (CLAP's HTS-AT, a Swin transformer: almost
+  all MatMuls; MusCALL's) dynamic quantisation as for the text tower, the frontend and the
+  per-head MatMuls in float.
 - ``text.int8.onnx``: dynamic quantisation of the transformer's MatMuls (weights per
   channel, activations quantised on the fly); embeddings and LayerNorm stay in float.
 

@@ -246,7 +246,7 @@ def text_matmul_floor(model_dir: Path, tokens: int, threads: int, repeats: int) 
     return {"matmuls": len(matrices), "ms": 1e3 * seconds["matmuls"], "gflops": flops / 1e9}
 
 
-def graph_flops(model_dir: Path, given: dict | None) -> dict[str, float] | None:
+def reference_flops(model_dir: Path, given: dict | None) -> dict[str, float] | None:
     """FLOPs of one window and of one query in the reference (PyTorch's FlopCounterMode);
     None where the reference cannot be loaded."""
     from bench_rows import load_reference, reference_problem
@@ -271,17 +271,65 @@ def graph_flops(model_dir: Path, given: dict | None) -> dict[str, float] | None:
     return counted
 
 
+def onnx_flops(path: Path, input_shape: list[int]) -> float:
+    """FLOPs of an ONNX graph's Conv, MatMul and Gemm nodes (2 per multiply-add) with every
+    input of ``input_shape``, from ONNX's shape inference: what the exported graph does,
+    which can be less than the reference (TTMR++'s one-query attention pool)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    fixed = [(value, input_shape) for value in model.graph.input]
+    fixed += [(value, input_shape[:1]) for value in model.graph.output]  # the batch
+    for value, shape in fixed:
+        for dim, size in zip(value.type.tensor_type.shape.dim, shape, strict=False):
+            dim.ClearField("dim_param")
+            dim.dim_value = size
+    del model.graph.value_info[:]
+    graph = onnx.shape_inference.infer_shapes(model, data_prop=True).graph
+    shapes = {init.name: list(init.dims) for init in graph.initializer}
+    for value in list(graph.value_info) + list(graph.input) + list(graph.output):
+        shapes[value.name] = [dim.dim_value for dim in value.type.tensor_type.shape.dim]
+    total = 0
+    for node in graph.node:
+        if node.op_type not in ("Conv", "MatMul", "Gemm"):
+            continue
+        first, weight = shapes[node.input[0]], shapes[node.input[1]]
+        if node.op_type == "Conv":
+            inner = int(np.prod(weight[1:]))
+        elif node.op_type == "Gemm":
+            transposed = any(a.name == "transB" and a.i for a in node.attribute)
+            inner = weight[1] if transposed else weight[0]
+        else:
+            inner = first[-1]
+        total += 2 * int(np.prod(shapes[node.output[0]])) * inner
+    return float(total)
+
+
+def graph_flops(model_dir: Path, tokens: int) -> dict[str, float]:
+    """FLOPs of one window in the fp32 audio graph and of one ``tokens``-long query in the
+    fp32 text graph."""
+    files = read_manifest(model_dir).graph_files("fp32")
+    return {
+        "window": onnx_flops(model_dir / files["audio"], [1]),
+        "query": onnx_flops(model_dir / files["text"], [1, tokens]),
+    }
+
+
 def peak_share(rows: dict, flops: dict, peaks: dict) -> list[str]:
     """Each row's achieved GFLOP/s (audio per window, one query) and its share of the peak
     of the row's precision (int8 rows: of the int8 peak, though their float parts are not);
-    none where that peak is None (no units for it)."""
+    none where that peak is None (no units for it). ``flops``: the reference's (for the
+    PyTorch rows; None where it cannot be loaded) and the exported graphs'."""
     lines = []
     for name, row in rows.items():
+        work = flops["reference"] if ROWS[name].place.startswith("torch") else flops["graphs"]
+        if work is None:
+            continue
         precision = next((p for p in ("bf16", "int8") if p in name), "fp32")
         peak = peaks[precision]["gflops"]
         cells = []
         for part, key in (("window", "audio_ms_per_window"), ("query", "text_ms_one_query")):
-            rate = flops[part] / (row[key] / 1e3) / 1e9
+            rate = work[part] / (row[key] / 1e3) / 1e9
             share = f" ({100 * rate / peak:.0f}% of {precision} peak)" if peak else ""
             cells.append(f"{part} {rate:.0f} GFLOP/s{share}")
         lines.append(f"{name}: " + ", ".join(cells))
@@ -330,14 +378,18 @@ def cpu_section(args: argparse.Namespace, manifest: Manifest) -> dict:
             for p, v in peaks.items()
         )
     )
-    flops = graph_flops(args.model_dir, args.source)
-    if flops:
-        print(
-            f"FLOPs: {flops['window'] / 1e9:.1f} G per window, "
-            f"{flops['query'] / 1e9:.2f} G per query"
-        )
-        print("\n".join(peak_share(timings, flops, peaks)))
     tokens = query_tokens(args.model_dir)
+    flops = {
+        "reference": reference_flops(args.model_dir, args.source),
+        "graphs": graph_flops(args.model_dir, tokens),
+    }
+    for who, work in flops.items():
+        if work:
+            print(
+                f"FLOPs, {who}: {work['window'] / 1e9:.1f} G per window, "
+                f"{work['query'] / 1e9:.2f} G per query"
+            )
+    print("\n".join(peak_share(timings, flops, peaks)))
     floor = text_matmul_floor(args.model_dir, tokens, args.threads, args.repeats * 10)
     result = {
         "rows": timings,

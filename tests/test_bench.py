@@ -9,6 +9,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pytest
 from torch import nn
 
@@ -23,6 +24,7 @@ from bench import (
     bench_inputs,
     cosine_min,
     main,
+    onnx_flops,
     query_tokens,
     text_matmul_floor,
     window_seconds,
@@ -45,6 +47,39 @@ def test_query_tokens_is_what_the_reference_tokenizer_makes_of_the_query(
 ):
     tokens = request.getfixturevalue(reference).tokenize([QUERY])
     assert query_tokens(request.getfixturevalue(folder)) == tokens["input_ids"].shape[1]
+
+
+def test_onnx_flops_counts_the_graphs_convs_matmuls_and_gemms_at_the_given_shape(tmp_path):
+    """A dynamic-batch graph Conv → Reshape → MatMul → Gemm (transposed weight), counted
+    by hand at batch 3: 2 × outputs × inner length of each."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = {
+        "conv": np.ones((4, 2, 3, 3), np.float32),  # 2 → 4 channels, 3×3, padded
+        "matmul": np.ones((4 * 5 * 5, 6), np.float32),
+        "gemm": np.ones((7, 6), np.float32),
+        "flat": np.array([0, -1], np.int64),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "conv"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Reshape", ["c", "flat"], ["f"]),
+        helper.make_node("MatMul", ["f", "matmul"], ["m"]),
+        helper.make_node("Gemm", ["m", "gemm"], ["y"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 7])],
+        [numpy_helper.from_array(value, name) for name, value in weights.items()],
+    )
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    conv = 2 * (3 * 4 * 5 * 5) * (2 * 3 * 3)
+    matmul = 2 * (3 * 6) * (4 * 5 * 5)
+    gemm = 2 * (3 * 7) * 6
+    assert onnx_flops(path, [3, 2, 5, 5]) == conv + matmul + gemm
 
 
 def test_matmul_floor_times_every_weight_matmul_of_the_text_tower(small_model_dir, small_reference):
@@ -150,7 +185,7 @@ def test_bench_runs_unchanged_on_a_muscall_folder(small_muscall_export, tmp_path
     for row in ("OpenVINO CPU bf16", WHOLE_GRAPH_BF16):
         assert row in cpu["rows"] or "bf16 units" in cpu["skipped"][row]
         assert (row in cpu["vs_fp32"]) == (row in cpu["rows"])
-    assert cpu["gemm_peaks"]["fp32"]["gflops"] > 0 and cpu["flops"]["window"] > 0
+    assert cpu["gemm_peaks"]["fp32"]["gflops"] > 0 and cpu["flops"]["graphs"]["window"] > 0
     backends = result["backends"]["rows"]
     assert set(backends) >= {REFERENCE, "ORT CPU fp32"}
     assert backends["ORT CPU fp32"]["cosine_to_reference_windows"] > 0.9999

@@ -47,6 +47,14 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
+def pool_tokens(x: torch.Tensor, positional_embedding: torch.Tensor) -> torch.Tensor:
+    """``[B, C, H, W]`` map → ``[B, 1 + HW, C]`` tokens: the map's mean first, then its cells
+    (frequency-major), each plus the positional embedding."""
+    tokens = x.flatten(2).transpose(1, 2)
+    tokens = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)
+    return tokens + positional_embedding
+
+
 class AttentionPool(nn.Module):
     """Multi-head attention where only the mean token queries the flattened feature map
     (frequency-major), after a positional embedding of ``positions`` rows is added.
@@ -68,9 +76,7 @@ class AttentionPool(nn.Module):
         self.heads = heads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = x.flatten(2).transpose(1, 2)  # [B, HW, C]
-        tokens = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)
-        tokens = tokens + self.positional_embedding
+        tokens = pool_tokens(x, self.positional_embedding)
         batch, length, channels = tokens.shape
         head_dim = channels // self.heads
         query = self.q_proj(tokens[:, :1]).view(batch, 1, self.heads, head_dim).transpose(1, 2)
@@ -143,9 +149,7 @@ class OneQueryPool(nn.Module):
         self.register_buffer("value_bias", pool.v_proj.bias.detach().reshape(shape[:2]).clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = x.flatten(2).transpose(1, 2)  # [B, HW, C]
-        tokens = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)
-        tokens = (tokens + self.positional_embedding)[:, None]  # [B, 1, L, C]
+        tokens = pool_tokens(x, self.positional_embedding)[:, None]  # [B, 1, L, C]
         batch = tokens.shape[0]
         query = self.q_proj(tokens[:, :, 0]).view(batch, self.heads, 1, self.head_dim)
         keyed = query @ self.key  # [B, heads, 1, C]
