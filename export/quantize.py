@@ -100,9 +100,10 @@ def floor_session(model_dir: Path) -> GraphSession | None:
 
 def per_head_matmuls(graph: onnx.GraphProto) -> list[str]:
     """MatMuls whose weight has more than two dimensions: the one-query attention pool's
-    key and value, taken per head (``[heads, …]``). A few MFLOP; one activation scale for
-    every head's output cost accuracy (hard-set min 0.99931 against 0.99971 in float), and
-    onnxruntime's dynamic quantiser writes per-channel parameters its kernel refuses."""
+    key and value, taken per head (``[heads, …]``), and the frontend's DFT stages. The
+    pool's are a few MFLOP; one activation scale for every head's output cost accuracy
+    (hard-set min 0.99931 against 0.99973 in float), and onnxruntime's dynamic quantiser
+    writes per-channel parameters its kernel refuses."""
     stacked = {init.name for init in graph.initializer if len(init.dims) > 2}
     return [n.name for n in graph.node if n.op_type == "MatMul" and stacked.intersection(n.input)]
 
