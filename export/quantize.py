@@ -2,8 +2,9 @@
 
 - ``audio.int8.onnx``: for a family with ``StaticInt8`` (TTMR++), static, per-channel QDQ
   quantisation of the convolutions and MatMuls with weights, calibrated on preprocessed
-  windows; the frontend (DFT, mel, log, floor), the family's ``float_convs`` (TTMR++: the
-  stem, layer1 and the 1×1s of layer2's first block, which see the log-mel's fine detail:
+  windows, each activation's range ending at the ``ACTIVATION_PERCENTILE``-th percentile of
+  its magnitudes; the frontend (DFT, mel, log, floor), the family's ``float_convs`` (TTMR++:
+  the stem and the two 1×1s that read its output, which see the log-mel's fine detail:
   quantising them cost more accuracy than the later ones, for little time), the products
   of two activations (attention scores), the attention pool's per-head MatMuls and the
   LayerNorm stay in float; a Relu after an INT8 convolution is folded into that
@@ -22,6 +23,8 @@ At the end it prints the INT8 graphs' cosine to fp32 on the harder synthetic set
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import logging
 import sys
 import tempfile
@@ -35,6 +38,7 @@ import numpy as np
 import onnx
 from onnxruntime.quantization import (
     CalibrationDataReader,
+    CalibrationMethod,
     QuantFormat,
     QuantType,
     quantize_dynamic,
@@ -61,6 +65,12 @@ TEXT_INT8 = "text.int8.onnx"
 # int8 9 % faster: the dequantise-requantise steps between layers went (README, "INT8
 # profile").
 STATIC_OPS = ["Conv", "MatMul", "Relu"]
+# Each activation's INT8 range ends at this percentile of its magnitudes over the calibration
+# windows, not at their maximum: a rare peak no longer coarsens every other value's step. On
+# the full-size TTMR++ demo (300 tracks, OpenVINO int8, audio cosine to fp32) it raised the
+# min from 0.99958 to 0.99971 and the mean from 0.99978 to 0.99985 at the same float set;
+# 99.9 clipped too much (min 0.99935), 99.999 too little (0.99963).
+ACTIVATION_PERCENTILE = 99.99
 SYNTHETIC = "synthetic tracks (export/synthetic.py: random_track, hard_set from seed 1)"
 # The sentences INT8's text accuracy is printed on: short tags to long descriptions.
 ACCURACY_QUERIES = (
@@ -81,15 +91,28 @@ ACCURACY_QUERIES = (
 
 
 class WindowReader(CalibrationDataReader):
-    """Feeds calibration windows one track at a time, with the track's log-mel floor where
-    the model has a floor graph (``floor``: its session)."""
+    """Feeds the calibration windows one at a time, each with its track's log-mel floor
+    where the model has a floor graph (``floor``: its session). One window per feed is what
+    the histogram calibrator can merge (its collector needs equal shapes), and with a stride
+    of one feed it keeps one window's activations at a time, whatever the window count."""
 
     def __init__(self, tracks: list[np.ndarray], floor: GraphSession | None):
         run = floor and (lambda batch: floor.run(["floor"], batch.feed))
-        self.feeds: Iterator[dict] = (whole_track_feed(w, run) for w in tracks)
+        self.windows = [
+            {name: values[i : i + 1] for name, values in whole_track_feed(track, run).items()}
+            for track in tracks
+            for i in range(len(track))
+        ]
+        self.set_range(0, len(self.windows))
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.pending: Iterator[dict] = iter(self.windows[start_index:end_index])
 
     def get_next(self) -> dict | None:
-        return next(self.feeds, None)
+        return next(self.pending, None)
 
 
 def floor_session(model_dir: Path) -> GraphSession | None:
@@ -130,17 +153,22 @@ def quantize_audio(model_dir: Path, int8: StaticInt8, tracks: list[np.ndarray]) 
         prepared = Path(scratch) / "audio.pre.onnx"
         quant_pre_process(str(model_dir / "audio.onnx"), str(prepared), skip_symbolic_shape=True)
         graph = onnx.load(str(prepared)).graph
-        quantize_static(
-            str(prepared),
-            str(target),
-            WindowReader(tracks, floor_session(model_dir)),
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=STATIC_OPS,
-            nodes_to_exclude=float_nodes(graph, int8.float_convs),
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-        )
+        # The histogram calibrator prints its progress; the command says what it does.
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_static(
+                str(prepared),
+                str(target),
+                WindowReader(tracks, floor_session(model_dir)),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=STATIC_OPS,
+                nodes_to_exclude=float_nodes(graph, int8.float_convs),
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.Percentile,
+                # onnxruntime strides every calibrator this way, not only MinMax's.
+                extra_options={"CalibPercentile": ACTIVATION_PERCENTILE, "CalibStridedMinMax": 1},
+            )
     return target
 
 

@@ -16,13 +16,22 @@ import pytest
 
 import runtime
 import runtime.openvino_session as ov_session
+from export.families import family
 from export.onnx_export import frontend_nodes
-from export.quantize import ACCURACY_QUERIES, AUDIO_INT8, TEXT_INT8, quantize_model
+from export.quantize import (
+    ACCURACY_QUERIES,
+    AUDIO_INT8,
+    TEXT_INT8,
+    WindowReader,
+    floor_session,
+    quantize_model,
+)
 from export.synthetic import RATE, hard_set, random_track
 from export.to_onnx import main as to_onnx
 from export.ttmrpp.calibration import FLOAT_CONVS
 from export.ttmrpp.hparams import HParams
 from export.ttmrpp.reference import track_windows
+from runtime.batching import whole_track_feed
 from runtime.manifest import read_manifest
 from tests.helpers import cosines, stem_conv, token_feed
 
@@ -110,9 +119,9 @@ def test_frontend_and_early_convs_stay_in_float_and_other_convs_are_int8(
     convs = [n for n in graph.node if n.op_type == "Conv"]
     assert len(convs) == 55  # 3 stem + 16 blocks × 3 + 4 downsample
     in_float = [conv.name for conv in convs if conv.input[1] not in producers]
-    # the stem, layer1 (3 blocks × 3 + 1 downsample) and layer2's first block but its 3×3
-    assert len(in_float) == 3 + 10 + 3
-    block_3x3 = [c.name for c in convs if c.input[1].startswith("encoder.layer2.0.conv2.")]
+    # the stem, and the conv1 and downsample of layer1's first block (they read its output)
+    assert len(in_float) == 3 + 2
+    block_3x3 = [c.name for c in convs if c.input[1].startswith("encoder.layer1.0.conv2.")]
     assert len(block_3x3) == 1 and block_3x3[0] not in in_float
     assert stem_conv(graph).name in in_float
     for conv in convs:
@@ -125,6 +134,51 @@ def test_frontend_and_early_convs_stay_in_float_and_other_convs_are_int8(
     for node in kept:
         fed_by = {producers[i].op_type for i in node.input if i in producers}
         assert "DequantizeLinear" not in fed_by, node.name
+
+
+def test_calibration_feeds_one_window_at_a_time_with_its_tracks_floor(small_model_dir):
+    floor = floor_session(small_model_dir)
+    hp = HParams.from_dict(read_manifest(small_model_dir).hparams)
+    tracks = [track_windows(random_track(seed, 25.0), RATE, hp) for seed in (1, 2)]
+    reader = WindowReader(tracks, floor)
+    assert len(reader) == sum(map(len, tracks)) > 2
+    whole = [whole_track_feed(t, lambda b: floor.run(["floor"], b.feed)) for t in tracks]
+    expected = [(f["waveform"][i], f["floor"][i]) for f in whole for i in range(len(f["floor"]))]
+    fed = list(iter(reader.get_next, None))
+    assert len(fed) == len(expected)
+    for feed, (window, track_floor) in zip(fed, expected, strict=True):
+        assert feed["waveform"].shape == (1, *window.shape)
+        np.testing.assert_array_equal(feed["waveform"][0], window)
+        assert feed["floor"].tolist() == [track_floor]
+    reader.set_range(1, 3)  # what onnxruntime's strided calibration calls
+    assert len(list(iter(reader.get_next, None))) == 2
+
+
+def test_activation_ranges_stop_below_the_largest_calibration_value(small_int8_dir):
+    """Percentile calibration: the first INT8 convolution's input (computed in float, as in
+    the fp32 graph) is quantised over a range that ends below its largest value on the very
+    windows calibrated on; a max-based range would reach it."""
+    model = onnx.load(str(small_int8_dir / AUDIO_INT8))
+    producers = {out: node for node in model.graph.node for out in node.output}
+    first = next(
+        n
+        for n in model.graph.node
+        if n.op_type == "Conv" and n.input[1] in producers  # its weight is dequantised
+    )
+    quantise = producers[producers[first.input[0]].input[0]]
+    assert quantise.op_type == "QuantizeLinear"
+    values = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    scale, zero = values[quantise.input[1]], values[quantise.input[2]]
+    range_end = float(scale) * (255 - int(zero))
+    model.graph.output.append(onnx.ValueInfoProto(name=quantise.input[0]))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    manifest = read_manifest(small_int8_dir)
+    tracks = family("ttmrpp").int8.calibration(manifest.hparams, None, 8)
+    reader = WindowReader(tracks, floor_session(small_int8_dir))
+    largest = max(
+        session.run([quantise.input[0]], feed)[0].max() for feed in iter(reader.get_next, None)
+    )
+    assert 0 < range_end < 0.99 * largest
 
 
 def test_a_relu_after_an_int8_conv_is_folded_into_the_convs_output_quantisation(
