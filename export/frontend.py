@@ -66,9 +66,11 @@ class MelPower(nn.Module):
         super().__init__()
         a, b, c = three_factors(n_fft)
         # Sample n = b·c·n1 + c·n2 + n3 of a frame; bin k = k1 + a·k2 + a·b·k3. Bins above
-        # n_fft / 2 are never needed, so only k3 <= n_fft / (2ab) is computed.
+        # the highest one a filter weighs are never needed (TTMR++'s Slaney bank gives the
+        # Nyquist bin no weight), so only the k3 rows holding bins up to it are computed.
         n1, n2, n3 = np.arange(a), np.arange(b), np.arange(c)
-        kept = n_fft // (2 * a * b) + 1
+        weighed = np.flatnonzero(np.any(filters != 0, axis=0))
+        kept = (weighed.max() if weighed.size else 0) // (a * b) + 1
         # Gathered as [n3, n2, n1, frame]: stage 1 sums over n1 for each (n3, n2).
         sample = (
             n3[:, None, None, None]
@@ -113,4 +115,4 @@ class MelPower(nn.Module):
         y = self.stage2 @ y.reshape(-1, c, 2 * b, a * frames)  # [B, n3, (re/im k2), (k1 F)]
         y = self.stage3 @ y.reshape(-1, 2 * c, b * a * frames)  # [B, (re/im k3), (k2 k1 F)]
         squares = (y * y).reshape(-1, 2, self.kept * b * a, frames)
-        return self.filters @ (squares[:, 0] + squares[:, 1]).float()
+        return self.filters @ squares.sum(dim=1).float()

@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from export.frontend import MelPower
 from export.ttmrpp.audio_tower import AttentionPool, OneQueryPool
 from tests.helpers import FAMILY_CASES, audio_feed, session, stem_conv, token_feed
 from tests.helpers import ttmrpp_windows as track_of
@@ -170,3 +171,22 @@ def test_floor_graph_gives_each_windows_log_mel_maximum_minus_8(small_model_dir)
     floors = session(small_model_dir / "floor.onnx").run(None, {"waveform": windows})[0]
     expected = [numpy_log_mel(window[None]).max() * 4 - 4 - 8 for window in windows]
     np.testing.assert_allclose(floors, expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(("top_bin", "k3_rows"), [(40, 1), (511, 4), (512, 5)])
+def test_mel_power_computes_only_the_dft_rows_its_filters_weigh(top_bin, k3_rows):
+    """Bins above the highest one a filter weighs are never computed (1024 points: 128 bins
+    per last-stage row), and the mel power still equals float64 numpy's."""
+    rng = np.random.default_rng(3)
+    filters = rng.random((16, 513)).astype(np.float32)
+    filters[:, top_bin + 1 :] = 0.0
+    mel = MelPower(1024, 220, 20, filters, dtype=torch.float64)
+    assert mel.kept == k3_rows and mel.stage3.shape[0] == 2 * k3_rows
+    waveform = rng.standard_normal((2, 220 * 19)) * 0.3
+    got = mel(torch.from_numpy(waveform)).numpy()
+    padded = np.pad(waveform, ((0, 0), (512, 512)), mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(padded, 1024, axis=1)[:, ::220][:, :20]
+    hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(1024) / 1024)
+    power = np.abs(np.fft.rfft(frames * hann, axis=-1)) ** 2
+    expected = filters.astype(np.float64) @ power.transpose(0, 2, 1)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-8)
