@@ -22,7 +22,8 @@ from runtime.audio import AUDIO_EXTENSIONS
 # stem, layer1 and layer2's first block's 1×1s in float 0.99971; with that block in INT8
 # 0.99961 for ~2 % of the time; this set **0.99944**, 7-13 % faster than the first (from
 # layer1's first 3×3 on, only that block's shortcut is float: no bf16 stretches between INT8
-# ones); all of layer1 in INT8 0.99915, about as fast; the stem's last conv too 0.99906.
+# ones); all of layer1 in INT8 0.99915, about as fast; layer1.0's downsample in INT8 too
+# 0.99906; layer1 in float but the stem's last conv in INT8 0.99906.
 FLOAT_CONVS = (
     "encoder.conv",
     "encoder.layer1.0.conv1.",
