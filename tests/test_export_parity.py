@@ -137,13 +137,18 @@ def test_audio_graph_never_projects_every_tokens_key_and_value(request, family):
     assert list(shapes.values()).count([channels, channels]) == 1
 
 
-def numpy_log_mel(windows: np.ndarray, sr: int = 22050, n_fft: int = 1024, hop: int = 220):
-    """Independent float64 log-mel of one track's windows (numpy FFT, librosa's filters)."""
+def numpy_power(windows: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """Independent float64 ``|STFT|²`` (periodic Hann, centred, reflect-padded), ``[B,
+    bins, frames]`` with every frame the padding allows."""
     padded = np.pad(windows.astype(np.float64), ((0, 0), (n_fft // 2, n_fft // 2)), mode="reflect")
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=1)[:, ::hop]
     window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
-    power = np.abs(np.fft.rfft(frames * window, axis=-1)) ** 2  # [B, frames, bins]
-    power = power[:, :-1].transpose(0, 2, 1)
+    return (np.abs(np.fft.rfft(frames * window, axis=-1)) ** 2).transpose(0, 2, 1)
+
+
+def numpy_log_mel(windows: np.ndarray, sr: int = 22050, n_fft: int = 1024, hop: int = 220):
+    """Independent float64 log-mel of one track's windows (numpy FFT, librosa's filters)."""
+    power = numpy_power(windows, n_fft, hop)[:, :, :-1]
     filters = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=128, dtype=np.float64)
     log_mel = np.log10(np.maximum(filters @ power, 1e-10))
     return (np.maximum(log_mel, log_mel.max() - 8.0) + 4.0) / 4.0
@@ -184,9 +189,5 @@ def test_mel_power_computes_only_the_dft_rows_its_filters_weigh(top_bin, k3_rows
     assert mel.kept == k3_rows and mel.stage3.shape[0] == 2 * k3_rows
     waveform = rng.standard_normal((2, 220 * 19)) * 0.3
     got = mel(torch.from_numpy(waveform)).numpy()
-    padded = np.pad(waveform, ((0, 0), (512, 512)), mode="reflect")
-    frames = np.lib.stride_tricks.sliding_window_view(padded, 1024, axis=1)[:, ::220][:, :20]
-    hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(1024) / 1024)
-    power = np.abs(np.fft.rfft(frames * hann, axis=-1)) ** 2
-    expected = filters.astype(np.float64) @ power.transpose(0, 2, 1)
+    expected = filters.astype(np.float64) @ numpy_power(waveform, 1024, 220)[:, :, :20]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-8)
