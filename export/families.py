@@ -139,11 +139,21 @@ class StaticInt8:
     """Static QDQ INT8 of the audio tower: ``calibration(hparams, folder, windows)`` gives
     preprocessed windows ``[n, window_samples]`` per track (from the music in ``folder``, or
     synthetic tracks when it is ``None``; ``windows`` in all), the convolutions whose weight
-    names start with one of ``float_convs`` stay in float, and ``method`` is recorded."""
+    names start with one of ``float_convs`` stay in float, and each activation's range ends
+    at the ``activation_percentile``-th percentile of its magnitudes over those windows."""
 
     calibration: Callable[[dict, Path | None, int], list]
     float_convs: tuple[str, ...]
-    method: str
+    activation_percentile: float
+
+    @property
+    def method(self) -> str:
+        """What the manifest records, built from the fields so that it cannot drift."""
+        return (
+            "static QDQ, per-channel Conv/MatMul, activation ranges at the "
+            f"{self.activation_percentile:g}th percentile; frontend and convolutions "
+            f"{', '.join(name.rstrip('.') for name in self.float_convs)} in float"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,15 +2,15 @@
 
 - ``audio.int8.onnx``: for a family with ``StaticInt8`` (TTMR++), static, per-channel QDQ
   quantisation of the convolutions and MatMuls with weights, calibrated on preprocessed
-  windows, each activation's range ending at the ``ACTIVATION_PERCENTILE``-th percentile of
-  its magnitudes; the frontend (DFT, mel, log, floor), the family's ``float_convs`` (TTMR++:
-  the stem and the two 1×1s that read its output, which see the log-mel's fine detail:
-  quantising them cost more accuracy than the later ones, for little time), the products
-  of two activations (attention scores), the attention pool's per-head MatMuls and the
-  LayerNorm stay in float; a Relu after an INT8 convolution is folded into that
-  convolution's output quantisation. Otherwise (CLAP's HTS-AT, a Swin transformer: almost
-  all MatMuls; MusCALL's) dynamic quantisation as for the text tower, the frontend and the
-  per-head MatMuls in float.
+  windows, each activation's range ending at the family's ``activation_percentile``-th
+  percentile of its magnitudes; the frontend (DFT, mel, log, floor), the family's
+  ``float_convs`` (TTMR++: the stem and the two 1×1s that read its output, which see the
+  log-mel's fine detail: quantising them cost more accuracy than the later ones, for little
+  time), the products of two activations (attention scores), the attention pool's per-head
+  MatMuls and the LayerNorm stay in float; a Relu after an INT8 convolution is folded into
+  that convolution's output quantisation. Otherwise (CLAP's HTS-AT, a Swin transformer:
+  almost all MatMuls; MusCALL's) dynamic quantisation as for the text tower, the frontend
+  and the per-head MatMuls in float.
 - ``text.int8.onnx``: dynamic quantisation of the transformer's MatMuls (weights per
   channel, activations quantised on the fly); embeddings and LayerNorm stay in float.
 
@@ -65,12 +65,6 @@ TEXT_INT8 = "text.int8.onnx"
 # int8 9 % faster: the dequantise-requantise steps between layers went (README, "INT8
 # profile").
 STATIC_OPS = ["Conv", "MatMul", "Relu"]
-# Each activation's INT8 range ends at this percentile of its magnitudes over the calibration
-# windows, not at their maximum: a rare peak no longer coarsens every other value's step. On
-# the full-size TTMR++ demo (300 tracks, OpenVINO int8, audio cosine to fp32) it raised the
-# min from 0.99958 to 0.99971 and the mean from 0.99978 to 0.99985 at the same float set;
-# 99.9 clipped too much (min 0.99935), 99.999 too little (0.99963).
-ACTIVATION_PERCENTILE = 99.99
 SYNTHETIC = "synthetic tracks (export/synthetic.py: random_track, hard_set from seed 1)"
 # The sentences INT8's text accuracy is printed on: short tags to long descriptions.
 ACCURACY_QUERIES = (
@@ -167,7 +161,10 @@ def quantize_audio(model_dir: Path, int8: StaticInt8, tracks: list[np.ndarray]) 
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.Percentile,
                 # onnxruntime strides every calibrator this way, not only MinMax's.
-                extra_options={"CalibPercentile": ACTIVATION_PERCENTILE, "CalibStridedMinMax": 1},
+                extra_options={
+                    "CalibPercentile": int8.activation_percentile,
+                    "CalibStridedMinMax": 1,
+                },
             )
     return target
 

@@ -101,10 +101,14 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
 
 
-def test_manifest_records_the_int8_graphs(small_int8_dir):
+def test_manifest_records_the_int8_graphs_and_how_the_audio_tower_was_quantised(small_int8_dir):
     manifest = json.loads((small_int8_dir / "manifest.json").read_text())
     assert manifest["int8"]["audio"] == AUDIO_INT8 and manifest["int8"]["text"] == TEXT_INT8
     assert manifest["int8"]["calibration"]["windows"] == 8
+    method = manifest["int8"]["audio_method"]
+    assert "ranges at the 99.99th percentile" in method
+    float_convs = "encoder.conv, encoder.layer1.0.conv1, encoder.layer1.0.downsample in float"
+    assert method.endswith(float_convs)
     assert (small_int8_dir / AUDIO_INT8).is_file() and (small_int8_dir / TEXT_INT8).is_file()
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from export.families import Family, Loaded, Source, StaticInt8, Tolerance
-from export.ttmrpp.calibration import FLOAT_CONVS, METHOD, calibration_tracks
+from export.ttmrpp.calibration import ACTIVATION_PERCENTILE, FLOAT_CONVS, calibration_tracks
 from export.ttmrpp.demo import checkpoint_files, write_demo_checkpoint
 from export.ttmrpp.graphs import export_audio, export_floor, export_text
 from export.ttmrpp.reference import TTMRpp, load_reference
@@ -66,7 +66,7 @@ FAMILY = Family(
     name="ttmrpp",
     title="TTMR++",
     options=OPTIONS,
-    int8=StaticInt8(calibration_tracks, FLOAT_CONVS, METHOD),
+    int8=StaticInt8(calibration_tracks, FLOAT_CONVS, ACTIVATION_PERCENTILE),
     check_source=check_source,
     load=load,
     write_demo=write_demo,
