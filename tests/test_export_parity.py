@@ -137,6 +137,27 @@ def test_audio_graph_never_projects_every_tokens_key_and_value(request, family):
     assert list(shapes.values()).count([channels, channels]) == 1
 
 
+@pytest.mark.parametrize("family", ["ttmrpp", "muscall"])
+def test_audio_graph_multiplies_each_heads_pool_weight_once_per_call(request, family):
+    """The per-head key and value weights multiply ``[heads, batch, …]`` activations: one
+    GEMM per head over the whole batch, the weight read once per call, not once per window."""
+    model_dir, _ = FAMILY_CASES[family].model(request, "small")
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(model_dir / "audio.onnx"))).graph
+    shapes = {
+        info.name: [d.dim_value or d.dim_param for d in info.type.tensor_type.shape.dim]
+        for info in graph.value_info
+    }
+    weights = {init.name: list(init.dims) for init in graph.initializer if "pool." in init.name}
+    per_head = {name: dims for name, dims in weights.items() if name.endswith((".key", ".value"))}
+    products = [n for n in graph.node if n.op_type == "MatMul" and per_head.keys() & set(n.input)]
+    assert len(products) == 2
+    for node in products:
+        activation, weight = node.input
+        heads = per_head[weight][0]
+        assert len(shapes[activation]) == 3 and shapes[activation][0] == heads
+        assert shapes[activation][1] not in (heads, 1)  # the batch, whatever its size
+
+
 def numpy_power(windows: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     """Independent float64 ``|STFT|²`` (periodic Hann, centred, reflect-padded), ``[B,
     bins, frames]`` with every frame the padding allows."""

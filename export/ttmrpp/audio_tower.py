@@ -149,14 +149,18 @@ class OneQueryPool(nn.Module):
         self.register_buffer("value_bias", pool.v_proj.bias.detach().reshape(shape[:2]).clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = pool_tokens(x, self.positional_embedding)[:, None]  # [B, 1, L, C]
+        tokens = pool_tokens(x, self.positional_embedding)  # [B, L, C]
         batch = tokens.shape[0]
-        query = self.q_proj(tokens[:, :, 0]).view(batch, self.heads, 1, self.head_dim)
-        keyed = query @ self.key  # [B, heads, 1, C]
-        scores = keyed @ tokens.transpose(-1, -2) * self.head_dim**-0.5  # [B, heads, 1, L]
-        mixed = torch.softmax(scores, dim=-1) @ tokens  # [B, heads, 1, C]
-        pooled = (mixed @ self.value)[:, :, 0] + self.value_bias  # [B, heads, head_dim]
-        return self.c_proj(pooled.reshape(batch, -1))
+        # Heads lead in the products with the per-head weights: each head's weight multiplies
+        # the whole batch in one GEMM, read once per call, not once per window. The query
+        # token stays 3-D ([B, 1, C]) so that its projection exports as a MatMul, which the
+        # static INT8 graph quantises.
+        query = self.q_proj(tokens[:, :1]).view(batch, self.heads, self.head_dim).transpose(0, 1)
+        keyed = (query @ self.key).transpose(0, 1)  # [B, heads, C]
+        scores = keyed @ tokens.transpose(1, 2) * self.head_dim**-0.5  # [B, heads, L]
+        mixed = torch.softmax(scores, dim=-1) @ tokens  # [B, heads, C]
+        pooled = (mixed.transpose(0, 1) @ self.value).transpose(0, 1) + self.value_bias
+        return self.c_proj(pooled.reshape(batch, -1))  # pooled: [B, heads, head_dim]
 
 
 def inference_copy(encoder: ModifiedResNet) -> ModifiedResNet:
