@@ -44,7 +44,7 @@ def session_options(threads: int | None) -> ort.SessionOptions:
     # as fresh pages every call, and faulting them in cost the full-size TTMR++ audio tower
     # 25 % of its int8 time and 12 % of its fp32 time (batches of 8, 2026-12-04). Without a
     # memory pattern the arena grows by what each call needs, not by one block per input
-    # shape (fp32 peak for a 60-minute track: 1599 MB with the pattern, 1251 MB without).
+    # shape (fp32 peak for a 60-minute track: 1599 MB with the pattern, 1256 MB without).
     options.enable_mem_pattern = False
     if threads:
         options.intra_op_num_threads = threads
