@@ -36,8 +36,9 @@ def test_memory_beyond_the_decoded_track_does_not_grow_with_its_length(small_mod
 
 def test_onnxruntime_sessions_share_one_arena_and_plan_no_memory_pattern():
     """An arena saves faulting in fresh pages every call (int8 audio 25 % faster); one
-    arena for all sessions, without a memory pattern per input shape, keeps the peak as
-    low as with no arena (a pattern took the fp32 peak above the bar above)."""
+    arena for all sessions, without a memory pattern per input shape, keeps the peak near
+    the no-arena one (an arena per session held each one's peak; a pattern took the fp32
+    peak above the bar above)."""
     options = session_options(2)
     assert options.enable_cpu_mem_arena
     assert options.get_session_config_entry("session.use_env_allocators") == "1"
