@@ -52,8 +52,8 @@ from export.onnx_export import frontend_nodes
 from export.synthetic import RATE, hard_set
 from runtime.batching import whole_track_feed
 from runtime.embedder import Embedder
+from runtime.engines.onnxruntime import GraphSession
 from runtime.manifest import Int8, Manifest, read_manifest, write_manifest
-from runtime.session import GraphSession
 
 AUDIO_INT8 = "audio.int8.onnx"
 TEXT_INT8 = "text.int8.onnx"

@@ -25,8 +25,8 @@ import onnx
 
 from export.command import EXPECTED, run_command
 from export.tensorrt_support import check
+from runtime.engines.tensorrt import INSTALL_HINT, Shape, device_name
 from runtime.manifest import Engines, Manifest, TextTower, read_manifest, write_manifest
-from runtime.tensorrt import INSTALL_HINT, Shape, device_name
 
 TIMING_CACHE = "tensorrt.timing.cache"
 

@@ -34,9 +34,9 @@ from pathlib import Path
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
-from runtime.audio import MAX_AUDIO_SECONDS
+from runtime.audio.reading import MAX_AUDIO_SECONDS
 from runtime.manifest import AudioTower, FloorGraph, Manifest, Tensor, TextTower, read_manifest
-from runtime.triton_client import AUDIO_MODEL, TEXT_MODEL
+from runtime.serving.triton import AUDIO_MODEL, TEXT_MODEL
 
 # The Python backend's model.py of each model, shipped as package data next to this module.
 CODE_DIR = Path(__file__).resolve().parent / "triton_models"
@@ -171,8 +171,8 @@ def limited_tower(config: dict, bound: int) -> dict:
 
 
 def python_engine(config: dict, engine: str, precision: str) -> dict:
-    """A Python-backend tower run by ``engine`` (``runtime.session`` or
-    ``runtime.openvino_session``) at ``precision``; the floor graph is float32 always."""
+    """A Python-backend tower run by ``engine`` (``runtime.engines.onnxruntime`` or
+    ``runtime.engines.openvino``) at ``precision``; the floor graph is float32 always."""
     chosen = {"engine": engine, "precision": "fp32" if config["name"] == FLOOR_TOWER else precision}
     choice = parameters({key: json.dumps(value) for key, value in chosen.items()})
     config["parameters"] = {**config.get("parameters", {}), **choice}

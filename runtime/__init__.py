@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.audio import AudioItem
+from runtime.audio.reading import AudioItem
 from runtime.embedder import Embedder
 from runtime.errors import InputError, TritonUnavailable
 
@@ -76,7 +76,7 @@ def __getattr__(name: str):
     """``runtime.TritonEmbedder`` is imported on first use: it needs tritonclient, which
     users of the in-process runtime need not install."""
     if name == "TritonEmbedder":
-        from runtime.triton_client import TritonEmbedder
+        from runtime.serving.triton import TritonEmbedder
 
         return TritonEmbedder
     raise AttributeError(f"module 'runtime' has no attribute {name!r}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.audio import Track
+from runtime.audio.reading import Track
 
 
 @dataclass

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.audio import AudioItem, Track, load_track
+from runtime.audio.reading import AudioItem, Track, load_track
 from runtime.batching import Batch, means, track_floors, track_groups, window_rows
-from runtime.cpu import INT8_FLAGS, named_flags
+from runtime.engines.cpu import INT8_FLAGS, named_flags
+from runtime.engines.onnxruntime import GraphSession, choose_providers
+from runtime.engines.openvino import LOG_MEL, OpenVINOSession, openvino_problem
 from runtime.errors import InputError
 from runtime.manifest import Manifest, Tensor, read_manifest
 from runtime.model_folder import graph_inputs, inside
-from runtime.openvino_session import LOG_MEL, OpenVINOSession, openvino_problem
-from runtime.session import GraphSession, choose_providers
 from runtime.text import TextBatcher, check_texts
 
 SPACES = ("joint", "encoder")
@@ -270,7 +270,7 @@ class Embedder:
     def open_session(self, tower: str):
         path = self.paths[tower]
         if self.engines:
-            from runtime.tensorrt import EngineSession
+            from runtime.engines.tensorrt import EngineSession
 
             return EngineSession(path)
         if self.backend == "openvino":

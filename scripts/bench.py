@@ -54,8 +54,8 @@ from bench_rows import (
     unavailable,
 )
 
-from runtime.cpu import describe_cpu
 from runtime.embedder import BATCH_SIZE
+from runtime.engines.cpu import describe_cpu
 from runtime.manifest import Manifest, read_manifest
 
 # Before each timed call: the previous row's idle threads (onnxruntime's spinning pool,
@@ -213,7 +213,7 @@ def text_matmul_floor(model_dir: Path, tokens: int, threads: int, repeats: int) 
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from runtime.session import session_options
+    from runtime.engines.onnxruntime import session_options
 
     model = onnx.load(str(model_dir / read_manifest(model_dir).text.file))
     weights = {init.name: init for init in model.graph.initializer if len(init.dims) == 2}

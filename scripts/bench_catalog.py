@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.catalog_db import ModelIdentity, Row, TrackCatalog
+from runtime.catalog.store import ModelIdentity, Row, TrackCatalog
 
 WIDTH = 128
 CLUSTERS = 1000

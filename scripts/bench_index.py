@@ -37,7 +37,7 @@ def index_section(
     """Windows per second of ``ttmr index`` (whole command, model loading included) and of
     the graphs alone, and the decode + resample cost of one file on one core."""
     from runtime import Embedder
-    from runtime.audio import load_track
+    from runtime.audio.reading import load_track
 
     model = Embedder(model_dir, threads=threads, precision=precision, backend=backend)
     with tempfile.TemporaryDirectory() as scratch:

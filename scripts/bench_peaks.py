@@ -15,8 +15,8 @@ from functools import partial
 
 import numpy as np
 
-from runtime.cpu import BF16_FLAGS, INT8_FLAGS, named_flags
-from runtime.openvino_session import core, openvino_installed
+from runtime.engines.cpu import BF16_FLAGS, INT8_FLAGS, named_flags
+from runtime.engines.openvino import core, openvino_installed
 
 Work = Callable[[], object]
 
@@ -55,7 +55,7 @@ def torch_work(size: int, threads: int) -> dict[str, Work]:
 def onnxruntime_work(size: int, threads: int) -> dict[str, Work]:
     import onnxruntime as ort
 
-    from runtime.session import session_options
+    from runtime.engines.onnxruntime import session_options
 
     rng = np.random.default_rng(0)
     feeds = {

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runtime.audio import Track, load_track
+from runtime.audio.reading import Track, load_track
 from runtime.embedder import Embedder
+from runtime.engines.openvino import OpenVINOSession, openvino_problem
 from runtime.manifest import read_manifest
-from runtime.openvino_session import OpenVINOSession, openvino_problem
 
 if TYPE_CHECKING:
     from export.families import Family, Loaded, Source
@@ -247,7 +247,7 @@ def unavailable(name: str, model_dir: Path, given: dict[str, Path] | None = None
         how = "export/quantize.py" if precision == "int8" else "export/fp16.py"
         return f"no {precision} graphs: run {how}"
     if place == "cuda":
-        from runtime.session import cuda_problem
+        from runtime.engines.onnxruntime import cuda_problem
 
         return cuda_problem(model_dir / manifest.text.file)
     return None

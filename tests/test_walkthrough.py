@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 
 from export.synthetic import random_track
-from runtime.catalog import Catalog
+from runtime.catalog.npz import Catalog
 
 # name, rate, channels, soundfile format
 LIBRARY = [

@@ -234,7 +234,7 @@ def concurrent_solo_errors(
     answer's max |Δ| (audio) or cosine (text) to the one the same request got alone; fails
     unless the server batched requests of both towers."""
     from export.to_triton import TEXT_TOWER
-    from runtime.triton_client import AUDIO_MODEL, TritonEmbedder
+    from runtime.serving.triton import AUDIO_MODEL, TritonEmbedder
     from tests.helpers import cosines
 
     with TritonEmbedder(server.http, "http") as alone:

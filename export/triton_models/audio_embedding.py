@@ -1,7 +1,7 @@
 """Triton Python backend (BLS): one track's mono waveform per request row → that track's
 embedding.
 
-Rows are preprocessed by the runtime's own code (``runtime.audio.load_track`` with the
+Rows are preprocessed by the runtime's own code (``runtime.audio.reading.load_track`` with the
 manifest's preprocessing: resample to the model's rate with soxr HQ, the family's
 normalisation and padding, windows), and embedded through ``runtime.batching``
 (``window_rows``, ``means``), so the server computes what ``runtime.Embedder`` does. The
@@ -13,7 +13,7 @@ and every row carries its track's. Rows never affect each other, so a request's 
 not depend on its batch-mates. A bad row fails its own request; a failed tower call fails
 the requests whose windows it held. Limits are checked before any work, none trusting the
 client's sample rate: the request's samples (all rows), then each row's rate
-(runtime.audio's range), then its seconds.
+(runtime.audio.reading's range), then its seconds.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from runtime.audio import Track, check_size, load_track
+from runtime.audio.reading import Track, check_size, load_track
 from runtime.batching import Batch, means, track_floors, window_rows
 from runtime.errors import InputError
 from runtime.manifest import read_manifest

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from runtime.engines.onnxruntime import GraphSession
+from runtime.engines.openvino import OpenVINOSession
 from runtime.errors import InputError
-from runtime.openvino_session import OpenVINOSession
-from runtime.session import GraphSession
 
 
 def padded(values: list[np.ndarray], pad: int) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 from export.synthetic import RATE, hard_set, random_track
 from export.ttmrpp.hparams import HParams
 from export.ttmrpp.reference import load_track, track_windows
-from runtime.audio import AUDIO_EXTENSIONS
+from runtime.audio.reading import AUDIO_EXTENSIONS
 
 # Convolutions kept in float, by the names of their weights: the stem and the two 1×1s that
 # read its output (layer1's first block's conv1 and downsample), which see the log-mel's fine

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from runtime import model_dir_from
-from runtime.arguments import Parser, add_engine_options, embedder_from
+from runtime.cli.arguments import Parser, add_engine_options, embedder_from
 from runtime.errors import InputError
 from runtime.evaluate.inputs import check_template
 from runtime.evaluate.instruments import (

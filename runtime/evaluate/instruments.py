@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.audio import find_audio_files
+from runtime.audio.reading import find_audio_files
 from runtime.errors import InputError
 from runtime.evaluate.inputs import read_json
 from runtime.evaluate.metrics import confusion_matrix, predicted_classes, unit_rows

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.catalog import Catalog
+from runtime.catalog.npz import Catalog
 from runtime.errors import InputError
 from runtime.evaluate.inputs import read_json, read_table
 from runtime.evaluate.metrics import (

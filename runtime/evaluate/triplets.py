@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.audio import AUDIO_EXTENSIONS
+from runtime.audio.reading import AUDIO_EXTENSIONS
 from runtime.embedder import SPACES
 from runtime.errors import InputError
 from runtime.evaluate.inputs import read_table

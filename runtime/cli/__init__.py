@@ -1,0 +1,1 @@
+"""The `ttmr` command line: its commands and shared options."""

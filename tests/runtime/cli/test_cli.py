@@ -1,0 +1,190 @@
+"""The command line: embed, index (resuming, reporting unreadable files), search, exit codes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from export.synthetic import random_track
+from runtime.catalog.npz import Catalog
+from runtime.cli.main import main
+
+
+@pytest.fixture
+def music(tmp_path):
+    folder = tmp_path / "music"
+    (folder / "sub").mkdir(parents=True)
+    sf.write(folder / "a.wav", random_track(1, 12.0), 22050)
+    sf.write(folder / "b.flac", random_track(2, 4.0, 44100), 44100)
+    sf.write(folder / "sub" / "c.ogg", random_track(3, 21.0), 22050)
+    (folder / "sub" / "broken.wav").write_bytes(b"RIFF....WAVEnot really audio")
+    (folder / "notes.txt").write_text("not audio, not an audio extension either")
+    return folder
+
+
+@pytest.fixture
+def model_env(small_model_dir, monkeypatch):
+    monkeypatch.setenv("TTMR_MODEL_DIR", str(small_model_dir))
+    return small_model_dir
+
+
+def test_index_reports_the_corrupt_file_and_resumes(music, model_env, tmp_path, capsys):
+    catalog = tmp_path / "catalog"
+    assert main(["index", str(music), "--out", str(catalog)]) == 3  # one file unreadable
+    out = capsys.readouterr().out
+    assert "indexed 3 new files; 3 in" in out
+    assert "could not read 1 file:" in out and "broken.wav" in out
+    assert "passed over, not audio files: 1 (.txt 1)" in out
+    rows = Catalog.load(catalog)
+    assert sorted(os.path.basename(p) for p in rows.paths) == ["a.wav", "b.flac", "c.ogg"]
+    assert rows.matrix().shape == (3, 16)
+    np.testing.assert_allclose(sorted(rows.durations), [4.0, 12.0, 21.0], atol=1e-3)
+    assert main(["index", str(music), "--out", str(catalog)]) == 3
+    assert "indexed 0 new files; 3 in" in capsys.readouterr().out
+    shutil.copy(music / "a.wav", music / "sub" / "d.wav")
+    assert main(["index", str(music), "--out", str(catalog)]) == 3
+    assert "indexed 1 new file; 4 in" in capsys.readouterr().out
+
+
+def test_search_by_text_and_by_example_prints_a_table(music, model_env, tmp_path, capsys):
+    catalog = tmp_path / "catalog"
+    main(["index", str(music), "--out", str(catalog)])
+    capsys.readouterr()
+    assert main(["search", str(catalog), "a calm piano piece", "-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["rank", "score", "duration", "path"]
+    assert [line.split()[0] for line in lines[1:3]] == ["1", "2"]
+    assert main(["search", str(catalog), "--like", str(music / "a.wav"), "-k", "3"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:4]
+    assert rows[0].split()[3].endswith("a.wav")  # a track is most like itself
+    assert float(rows[0].split()[1]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_embed_commands_write_npy(music, model_env, tmp_path, capsys):
+    out = tmp_path / "audio.npy"
+    assert (
+        main(["embed-audio", str(music / "a.wav"), str(music / "b.flac"), "--out", str(out)]) == 0
+    )
+    assert np.load(out).shape == (2, 16)
+    out = tmp_path / "text.npy"
+    assert main(["embed-text", "piano", "drums", "--space", "encoder", "--out", str(out)]) == 0
+    assert np.load(out).shape == (2, 32)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["embed-audio", "/nonexistent.wav", "--out", "x.npy"],
+        ["search", "/nonexistent", "piano"],
+        ["index", "/nonexistent-folder", "--out", "x"],
+        ["no-such-command"],
+        ["search"],
+        ["search", "/nonexistent", "piano", "-k", "0"],
+    ],
+)
+def test_bad_input_exits_2_with_one_line(model_env, args, capsys):
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("ttmr: error:") and err.count("\n") == 1
+
+
+def test_missing_model_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("TTMR_MODEL_DIR", raising=False)
+    assert main(["embed-text", "x", "--out", str(tmp_path / "x.npy")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_python_dash_m_runtime_is_the_entry_point(model_env, tmp_path):
+    env = {**os.environ, "TTMR_MODEL_DIR": str(model_env)}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runtime",
+            "embed-audio",
+            str(tmp_path / "missing.wav"),
+            "--out",
+            "x.npy",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().startswith("ttmr: error: item 0")
+
+
+def catalog_names(catalog: Path) -> list[str]:
+    """The file names a catalog holds, sorted; its rows must all be finite."""
+    rows = Catalog.load(catalog)
+    assert np.isfinite(rows.matrix()).all()
+    return sorted(os.path.basename(p) for p in rows.paths)
+
+
+def test_index_lists_a_file_that_crashes_its_decoder_and_goes_on(
+    music, model_env, tmp_path, capsys, monkeypatch
+):
+    """Not only InputErrors: any failure of one file (here a decoder that raises
+    MemoryError, as a crafted header once made libsndfile do) is listed, never fatal."""
+    real_read = sf.SoundFile.read
+
+    def read(self, *args, **kwargs):
+        if str(getattr(self.name, "name", self.name)).endswith("b.flac"):  # a path or a file
+            raise MemoryError("Unable to allocate 256. GiB")
+        return real_read(self, *args, **kwargs)
+
+    monkeypatch.setattr(sf.SoundFile, "read", read)
+    catalog = tmp_path / "catalog"
+    assert main(["index", str(music), "--out", str(catalog)]) == 3
+    out = capsys.readouterr().out
+    assert "indexed 2 new files; 2 in" in out
+    assert "b.flac: MemoryError: Unable to allocate 256. GiB" in out
+    assert catalog_names(catalog) == ["a.wav", "c.ogg"]
+
+
+def test_index_isolates_a_file_whose_graph_call_fails_or_gives_nan(
+    music, model_env, tmp_path, capsys, monkeypatch
+):
+    """A failing graph call is retried file by file, so only the file that causes it is
+    listed; a non-finite row is never written to the catalog."""
+    from runtime.embedder import Embedder
+
+    real_embed = Embedder.embed_tracks
+
+    def embed_tracks(self, tracks, space="joint"):
+        durations = [round(track.duration) for track in tracks]
+        if 12 in durations:  # a.wav
+            raise RuntimeError("graph failed")
+        rows = real_embed(self, tracks, space)
+        if 21 in durations:  # c.ogg
+            rows[durations.index(21)] = np.nan
+        return rows
+
+    monkeypatch.setattr(Embedder, "embed_tracks", embed_tracks)
+    catalog = tmp_path / "catalog"
+    assert main(["index", str(music), "--out", str(catalog)]) == 3
+    out = capsys.readouterr().out
+    assert "a.wav: RuntimeError: graph failed" in out
+    assert "c.ogg: the model produced a non-finite embedding" in out
+    assert catalog_names(catalog) == ["b.flac"]
+
+
+def test_non_utf8_command_line_text_is_one_line_exit_2(model_env, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime", "embed-text", b"caf\xe9", "--out", tmp_path / "x.npy"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TTMR_MODEL_DIR": str(model_env)},
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("ttmr: error: item 0: the text is not valid Unicode")
+    assert done.stderr.count("\n") == 1
