@@ -661,6 +661,7 @@ def markdown_report(results: list[dict]) -> str:
     """The performance page's tables from bench.json results: the lead table, search over
     the catalog, then each run's engine tables, each under its caption."""
     out = ["## What users feel", "", lead_table(results), ""]
+    out += [caption(r) for r in results if best_profile(r)] + [""]
     for result in results:
         if "catalog" in result:
             c = result["catalog"]
