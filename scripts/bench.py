@@ -587,7 +587,9 @@ def caption(result: dict, section: dict | None = None) -> str:
     """What a table was measured on: the run's model, machine (CPU and flags), date and
     versions; a section that carries its own date or machine (merged runs) says so."""
     section = section or {}
-    versions = ", ".join(f"{k} {v}" for k, v in result.get("versions", {}).items())
+    # A section of another run (its own date) does not share this run's versions.
+    known = section.get("versions", {}) if "date" in section else result.get("versions", {})
+    versions = ", ".join(f"{k} {v}" for k, v in known.items())
     model = f"model {result.get('model')}" if result.get("family") else "no model"
     parts = [
         model + (" (random weights)" if result.get("random_weights") else ""),

@@ -3,6 +3,7 @@ bench's own bench.json, captioned with what they were measured on."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -57,8 +58,19 @@ def test_engine_tables_accuracy_index_and_skipped_rows_are_rendered(capsys):
 def test_a_catalog_run_adds_the_million_row_search_under_its_own_caption(capsys):
     text = markdown(capsys, "bench_small.json", "bench_catalog.json")
     assert "Search over 1,000,000 rows (128-d, ANN index): p50 39.4 ms, p99 83.3 ms" in text
-    assert "*no model; Other CPU, 4 cores, 4 threads; 2030-01-03*" in text
+    assert "*no model; Other CPU, 4 cores, 4 threads; 2030-01-03; lancedb 7.7.7*" in text
     assert "## catalog (no model)" in text
+
+
+def test_a_section_from_another_run_keeps_its_own_date_and_machine(capsys, tmp_path):
+    run = json.loads((DATA / "bench_small.json").read_text())
+    catalog = json.loads((DATA / "bench_catalog.json").read_text())["catalog"]
+    run["catalog"] = {**catalog, "date": "2029-05-06", "machine": "Old CPU, 2 cores"}
+    (tmp_path / "merged.json").write_text(json.dumps(run))
+    assert main(["--markdown", str(tmp_path / "merged.json")]) == 0
+    text = capsys.readouterr().out
+    # The run's versions (onnxruntime 9.9.9) are not claimed for the older section.
+    assert "(random weights); Old CPU, 2 cores; 2029-05-06*" in text
 
 
 def test_missing_results_are_a_usage_error_naming_the_file(tmp_path, capsys):
