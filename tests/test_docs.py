@@ -34,7 +34,14 @@ def test_site_builds_in_strict_mode(tmp_path):
     for page in ("python-api", "cli", "performance", "exporting", "models", "triton"):
         assert (tmp_path / "site" / page / "index.html").is_file()
     api = (tmp_path / "site" / "python-api" / "index.html").read_text()
-    for name in ("Embedder", "embed_audio", "embed_text", "TritonEmbedder", "InputError"):
+    for name in (
+        "Embedder",
+        "embed_audio",
+        "embed_text",
+        "TritonEmbedder",
+        "InputError",
+        "TrackCatalog",
+    ):
         assert f"{name}</" in api  # a rendered heading or signature, not just prose
 
 
