@@ -59,11 +59,7 @@ AUDIO_INT8 = "audio.int8.onnx"
 TEXT_INT8 = "text.int8.onnx"
 # Quantised in the static audio graph. A Relu is there to be folded away: a Relu after an
 # INT8 convolution becomes that convolution's output quantisation (range [0, max]), so the
-# activation is quantised once, not twice (the convolution's output, then the Relu's). On
-# the full-size TTMR++ demo that raised the audio cosine to fp32 (min over 300 tracks) from
-# 0.99934 to 0.99943 on OpenVINO and 0.99935 to 0.99953 on onnxruntime, and made OpenVINO's
-# int8 9 % faster: the dequantise-requantise steps between layers went (README, "INT8
-# profile").
+# activation is quantised once, not twice: more accurate, and faster (docs/exporting.md).
 STATIC_OPS = ["Conv", "MatMul", "Relu"]
 SYNTHETIC = "synthetic tracks (export/synthetic.py: random_track, hard_set from seed 1)"
 # The sentences INT8's text accuracy is printed on: short tags to long descriptions.

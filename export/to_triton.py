@@ -1,6 +1,6 @@
 """Fill a Triton Inference Server model repository from an exported model folder.
 
-    python -m export.to_triton --model-dir DIR --repository REPO [--backend BACKEND]
+    python -m export.to_triton --model-dir DIR [--repository triton_repo] [--backend BACKEND]
 
 The client-facing models take one track's waveform or one sentence per row:
 
@@ -354,7 +354,7 @@ def fill_repository(
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="to_triton.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, required=True, help="from export/to_onnx.py")
-    parser.add_argument("--repository", type=Path, required=True, help="folder to fill")
+    parser.add_argument("--repository", type=Path, default=Path("triton_repo"), help="to fill")
     parser.add_argument(
         "--backend",
         choices=BACKENDS,

@@ -1,4 +1,5 @@
-"""ttmr-runtime: embeddings from exported two-tower graphs (TTMR++, LAION-CLAP), without torch.
+"""ttmr-runtime: embeddings from exported two-tower graphs (TTMR++, LAION-CLAP, MusCALL),
+without torch.
 
 import runtime
 model = runtime.Embedder("models/demo")
@@ -37,7 +38,11 @@ _embedders_lock = threading.Lock()
 
 
 def model_dir_from(model_dir: str | os.PathLike | None) -> Path:
-    """The argument, else ``TTMR_MODEL_DIR``."""
+    """The model folder to use: the argument, else ``$TTMR_MODEL_DIR``.
+
+    Raises:
+        InputError: neither is set.
+    """
     chosen = model_dir or os.environ.get("TTMR_MODEL_DIR")
     if not chosen:
         raise InputError("no model folder: pass model_dir=... or set TTMR_MODEL_DIR")
@@ -59,16 +64,44 @@ def _embedder(model_dir: str | os.PathLike | None, kwargs: dict) -> Embedder:
 def embed_audio(
     items: Iterable[AudioItem], model_dir: str | os.PathLike | None = None, **kwargs
 ) -> np.ndarray:
-    """``Embedder(model_dir, **options).embed_audio(items, **rest)``, with the Embedder
-    cached: ``kwargs`` may hold the Embedder's options (``precision``, ``threads``, …) and
-    ``embed_audio``'s own arguments."""
+    """Embed audio with the model in ``model_dir``, without holding an ``Embedder``.
+
+    The same as ``Embedder(model_dir, **options).embed_audio(items, **rest)``, with one
+    ``Embedder`` kept per folder and options, shared by threads.
+
+    Args:
+        items: paths, or numpy arrays with ``sample_rate`` in ``kwargs``.
+        model_dir: a folder written by ``export/to_onnx.py``; None: ``$TTMR_MODEL_DIR``.
+        **kwargs: the ``Embedder``'s options (``providers``, ``threads``, ``batch_size``,
+            ``precision``, ``backend``) and ``Embedder.embed_audio``'s own arguments
+            (``sample_rate``, ``space``, ``normalize``).
+
+    Returns:
+        ``[len(items), width]`` float32, one row per item.
+
+    Raises:
+        InputError: no model folder, a bad folder or a bad item (named).
+    """
     return _embedder(model_dir, kwargs).embed_audio(items, **kwargs)
 
 
 def embed_text(
     texts: Iterable[str], model_dir: str | os.PathLike | None = None, **kwargs
 ) -> np.ndarray:
-    """``Embedder(model_dir, **options).embed_text(texts, **rest)``, as ``embed_audio``."""
+    """Embed sentences with the model in ``model_dir``, as ``embed_audio`` does audio.
+
+    Args:
+        texts: a list of strings.
+        model_dir: a folder written by ``export/to_onnx.py``; None: ``$TTMR_MODEL_DIR``.
+        **kwargs: the ``Embedder``'s options and ``Embedder.embed_text``'s own arguments
+            (``space``, ``normalize``).
+
+    Returns:
+        ``[len(texts), width]`` float32, one row per sentence.
+
+    Raises:
+        InputError: no model folder, a bad folder or a bad text (named).
+    """
     return _embedder(model_dir, kwargs).embed_text(texts, **kwargs)
 
 

@@ -85,8 +85,7 @@ def choose_engine(
     ``backend="auto"``: the folder's TensorRT engines where TensorRT is installed; bf16 on
     OpenVINO, or fp32 on onnxruntime where the CPU has no bf16 units or OpenVINO is missing;
     int8 on OpenVINO where the CPU has int8 dot-product units (VNNI, AMX-INT8); else
-    onnxruntime (OpenVINO's fp32 measured slower on one machine, faster on another, and its
-    int8 no faster without VNNI: README, "Speed")."""
+    onnxruntime (which engine is faster at fp32 depends on the CPU: docs/performance.md)."""
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
     if backend not in BACKENDS:
@@ -159,17 +158,27 @@ def finish(rows: np.ndarray, normalize: bool) -> np.ndarray:
 class Embedder:
     """Embeds tracks and sentences with an exported model folder (``export/to_onnx.py``).
 
-    ``precision``: ``fp32`` (the export), ``bf16`` (CPUs with AMX or AVX-512-BF16, on
-    OpenVINO), ``fp16`` (GPUs; ``export/fp16.py``) or ``int8`` (CPUs;
-    ``export/quantize.py``). ``backend``: ``onnxruntime`` with ``providers`` (None: CUDA if
-    this onnxruntime has it, else CPU), ``openvino`` (CPU), ``tensorrt`` (the folder's
-    engines, ``export/to_tensorrt.py``) or ``auto``, the fastest the machine and the
-    installed packages allow at that precision (``choose_engine``), never a lower one.
     ``.backend``, ``.precision`` and ``.providers`` say what runs, ``.note`` why it differs
-    from what was asked. ``batch_size`` caps the windows (audio) or sentences (text) per
-    graph call.
+    from what was asked. One instance may be shared by threads: each graph is loaded once,
+    under a lock.
 
-    One instance may be shared by threads: each graph is loaded once, under a lock.
+    Args:
+        model_dir: the folder ``export/to_onnx.py`` wrote (its ``manifest.json`` names the
+            family and its preprocessing).
+        providers: onnxruntime's execution providers; None: CUDA if this onnxruntime has
+            it, else the CPU. A list given must start with a provider that starts.
+        threads: threads per graph call (None: all cores).
+        batch_size: windows (audio) or sentences (text) per graph call.
+        precision: ``"fp32"`` (the export), ``"bf16"`` (CPUs with AMX or AVX-512-BF16, on
+            OpenVINO), ``"fp16"`` (GPUs; ``export/fp16.py``) or ``"int8"`` (CPUs;
+            ``export/quantize.py``).
+        backend: ``"onnxruntime"``, ``"openvino"`` (CPU), ``"tensorrt"`` (the folder's
+            engines, ``export/to_tensorrt.py``) or ``"auto"``: the fastest the machine and
+            the installed packages allow at that precision, never a lower one.
+
+    Raises:
+        InputError: a bad folder (naming the file), a precision whose graphs the folder
+            lacks (naming the command that writes them), a backend that cannot run here.
     """
 
     def __init__(
@@ -335,14 +344,43 @@ class Embedder:
         space: str = "joint",
         normalize: bool = False,
     ) -> np.ndarray:
-        """One row per item (a path, or an array with ``sample_rate``): ``[N, D]`` float32."""
+        """Embed audio files or arrays, one row per item: the mean of its windows.
+
+        Every item is decoded and checked before the first graph call, so a call returns
+        every row or raises.
+
+        Args:
+            items: a list of paths, or of numpy arrays (mono ``[n]`` or channels-last
+                ``[n, c]``, float or integer PCM).
+            sample_rate: the arrays' sample rate; not used for paths.
+            space: ``"joint"`` (shared with text) or ``"encoder"`` (before the projection).
+            normalize: L2-normalise each row.
+
+        Returns:
+            ``[len(items), width]`` float32.
+
+        Raises:
+            InputError: a bad item, named by index and path.
+        """
         check_space(space)
         return finish(self.embed_tracks(self.load_tracks(items, sample_rate), space), normalize)
 
     def embed_text(
         self, texts: Iterable[str], space: str = "joint", normalize: bool = False
     ) -> np.ndarray:
-        """One row per sentence, ``[N, D]`` float32; batched by length."""
+        """Embed sentences, one row per sentence, batched by length.
+
+        Args:
+            texts: a list of strings (longer ones are truncated to the model's token limit).
+            space: ``"joint"`` or ``"encoder"``.
+            normalize: L2-normalise each row.
+
+        Returns:
+            ``[len(texts), width]`` float32.
+
+        Raises:
+            InputError: a non-string or invalid-Unicode text, named by index.
+        """
         check_space(space)
         texts = check_texts(texts)
         session = self.session("text")

@@ -3,6 +3,7 @@
     python scripts/bench.py --model-dir models/demo [--threads 2] [--json bench.json]
                             [--sections cpu,backends,catalog] [--batches 1,16,64]
                             [--source DEST=PATH ...]
+    python scripts/bench.py --markdown [bench.json ...]   # the tables of earlier runs
 
 Works on a model folder of any family. The reference rows load the family's PyTorch
 reference from the files the folder was exported from: a ``--demo`` folder keeps them in its
@@ -22,12 +23,16 @@ Four sections, each a markdown table or a line, all of it written to JSON as wel
   resampling included) against the same profile's graphs alone (bench_index.py).
 - catalog (no model): search in a synthetic catalog of --catalog-rows 128-d rows with the
   ANN index, p50/p99 ms per query and recall@10 against exact search (bench_catalog.py).
+
+``--markdown`` prints the documentation's performance tables from bench.json files (one per
+model family), each captioned with its machine, CPU flags, date and library versions.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import json
 import os
 import statistics
@@ -563,6 +568,143 @@ def speedups(rows: dict, batch: str) -> list[str]:
     return lines
 
 
+# The libraries whose versions a run records, for the tables' captions.
+VERSIONED = ("numpy", "onnxruntime", "openvino", "torch", "lancedb")
+SONG_SECONDS = 240  # the lead table's songs are 4 minutes long
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in VERSIONED:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def caption(result: dict, section: dict | None = None) -> str:
+    """What a table was measured on: the run's model, machine (CPU and flags), date and
+    versions; a section that carries its own date or machine (merged runs) says so."""
+    section = section or {}
+    # A section of another run (its own date) does not share this run's versions.
+    known = section.get("versions", {}) if "date" in section else result.get("versions", {})
+    versions = ", ".join(f"{k} {v}" for k, v in known.items())
+    model = f"model {result.get('model')}" if result.get("family") else "no model"
+    parts = [
+        model + (" (random weights)" if result.get("random_weights") else ""),
+        section.get("machine", result.get("machine", "machine not recorded")),
+        section.get("date", result.get("date", "date not recorded")),
+    ]
+    return "*" + "; ".join(parts + ([versions] if versions else [])) + "*"
+
+
+def best_profile(result: dict) -> tuple[str, dict] | None:
+    """The fastest runtime row of the cpu section on audio (not a PyTorch row)."""
+    rows = result.get("cpu", {}).get("rows", {})
+    ours = {name: row for name, row in rows.items() if not name.startswith("PyTorch")}
+    if not ours:
+        return None
+    name = min(ours, key=lambda n: ours[n]["audio_ms_per_window"])
+    return name, ours[name]
+
+
+def songs_per_hour(index: dict) -> float | None:
+    """``ttmr index``'s sustained rate (decoding included, start-up left out) in songs of
+    SONG_SECONDS per hour: windows/s times the audio seconds per window."""
+    rate = index.get("index_sustained_windows_per_s") or index.get("index_windows_per_s")
+    if not rate:
+        return None
+    audio_seconds_per_window = index["files"] * index["seconds_per_file"] / index["windows"]
+    return rate * audio_seconds_per_window * 3600 / SONG_SECONDS
+
+
+def lead_table(results: list[dict]) -> str:
+    """What users feel, one row per run: the best profile, its ``ttmr index`` rate, one
+    query's latency and its ratios to the PyTorch reference."""
+    lines = [
+        f"| family | best profile | `ttmr index`, {SONG_SECONDS // 60}-min songs/hour "
+        "| one query ms | audio × PyTorch | query × PyTorch |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for result in results:
+        best = best_profile(result)
+        if best is None:
+            continue
+        name, row = best
+        reference = result["cpu"]["rows"].get(REFERENCE)
+        songs = songs_per_hour(result["index"]) if "index" in result else None
+        cells = [
+            result.get("family") or "?",
+            name,
+            "–" if songs is None else f"{songs:,.0f}",
+            f"{row['text_ms_one_query']:.1f}",
+        ]
+        for key in ("audio_ms_per_window", "text_ms_one_query"):
+            cells.append("–" if reference is None else f"{reference[key] / row[key]:.2f}×")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def accuracy_table(vs_fp32: dict) -> str:
+    lines = [
+        "| profile | audio cosine min (mean) | text cosine min | top-10 agreement |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, a in vs_fp32.items():
+        lines.append(
+            f"| {name} | {a['audio_cosine_min']:.5f} ({a['audio_cosine_mean']:.5f}) "
+            f"| {a['text_cosine_min']:.5f} | {a['top10_agreement']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def markdown_report(results: list[dict]) -> str:
+    """The performance page's tables from bench.json results: the lead table, search over
+    the catalog, then each run's engine tables, each under its caption."""
+    out = ["## What users feel", "", lead_table(results), ""]
+    out += [caption(r) for r in results if best_profile(r)] + [""]
+    for result in results:
+        if "catalog" in result:
+            c = result["catalog"]
+            out += [
+                f"Search over {c['rows']:,} rows ({c['width']}-d, ANN index): p50 "
+                f"{c['search_ms_p50']:.1f} ms, p99 {c['search_ms_p99']:.1f} ms, recall@10 "
+                f"{c['recall_at_10']:.3f}.",
+                "",
+                caption(result, c),
+                "",
+            ]
+    for result in results:
+        title = result.get("family") or "catalog (no model)"
+        out += [f"## {title}", "", caption(result), ""]
+        if "cpu" in result:
+            cpu = result["cpu"]
+            out += [
+                "### CPU, in one process",
+                "",
+                cpu_table(cpu["rows"], cpu["rows"].get(REFERENCE)),
+                "",
+            ]
+            if cpu.get("vs_fp32"):
+                out += ["Accuracy against fp32:", "", accuracy_table(cpu["vs_fp32"]), ""]
+        if "backends" in result and result["backends"]["rows"]:
+            rows = result["backends"]["rows"]
+            first = next(iter(rows.values()))
+            prefix = "audio_windows_per_s_batch_"
+            batches = [key[len(prefix) :] for key in first if key.startswith(prefix)]
+            out += ["### Each row in its own process", "", backends_table(rows, batches), ""]
+        if "index" in result:
+            out += ["### `ttmr index`", "", index_lines(result["index"]), ""]
+        if "catalog" in result:
+            out += ["### Catalog search", "", catalog_table(result["catalog"]), ""]
+        for section in ("cpu", "backends"):
+            for row, why in result.get(section, {}).get("skipped", {}).items():
+                out.append(f"- skipped ({section}): {row}: {why}")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
 def source_file(text: str) -> tuple[str, Path]:
     """``--source DEST=PATH`` → ``(dest, path)``."""
     dest, sep, path = text.partition("=")
@@ -599,12 +741,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-runs", type=int, default=100, help="backends: one-query runs")
     parser.add_argument("--catalog-rows", type=int, default=1_000_000, help="catalog: rows")
     parser.add_argument("--json", type=Path, default=Path("bench.json"))
+    parser.add_argument(
+        "--markdown",
+        nargs="*",
+        type=Path,
+        metavar="BENCH_JSON",
+        help="print these runs' tables as markdown (default: bench.json) and exit",
+    )
     parser.add_argument("--row", choices=sorted(ROWS), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.source = dict(args.source)
     if args.row:
         return row_process(args)
+    if args.markdown is not None:
+        files = args.markdown or [Path("bench.json")]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            parser.error(f"no bench results at {', '.join(missing)}: run the bench first")
+        print(markdown_report([json.loads(f.read_text()) for f in files]), end="")
+        return 0
     sections = args.sections.split(",")
     with_model = {"cpu", "backends", "index"} & set(sections)
     manifest = read_manifest(args.model_dir) if with_model else None
@@ -612,7 +768,9 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.date.today().isoformat(),
         "machine": f"{describe_cpu()}, {args.threads} threads",
         "model": str(args.model_dir),
+        "family": manifest and manifest.family,
         "random_weights": manifest and manifest.random_weights,
+        "versions": library_versions(),
     }
     if "cpu" in sections:
         print(f"CPU: {args.model_dir} on {result['machine']} …", flush=True)

@@ -2,7 +2,9 @@
 # Serve a Triton model repository on CPU with the tritonserver binary bundled in the
 # nvidia-pytriton wheel, in the foreground.
 #
-#   scripts/serve.sh REPO [extra tritonserver arguments]
+#   scripts/serve.sh [REPO] [extra tritonserver arguments]
+#
+# REPO defaults to triton_repo, what export/to_triton.py writes by default.
 #
 # Environment:
 #   HTTP_PORT, GRPC_PORT, METRICS_PORT   8000/8001/8002
@@ -25,8 +27,11 @@
 # server of this repository that was killed with its stubs still running.
 set -euo pipefail
 
-repo=${1:?usage: scripts/serve.sh REPO [tritonserver arguments]}
-shift
+repo=triton_repo
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then  # a first argument that is not an option
+    repo=$1
+    shift
+fi
 root=$(cd "$(dirname "$0")/.." && pwd)
 address=${BIND_ADDRESS:-127.0.0.1}
 case $address in

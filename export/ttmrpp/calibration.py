@@ -15,25 +15,16 @@ from runtime.audio.reading import AUDIO_EXTENSIONS
 
 # Convolutions kept in float, by the names of their weights: the stem and the two 1×1s that
 # read its output (layer1's first block's conv1 and downsample), which see the log-mel's fine
-# detail. On the demo model's 300-track synthetic catalog (cosine to fp32 min, mean 1 - cosine,
-# top-10 text→track agreement with the INT8 text tower): every conv in INT8 0.985, 2.7e-3,
-# 0.78; stem in float 0.997, 4.5e-4, 0.83; stem + layer1 0.9995, 1.6e-4, 0.87.
-# On the full-size demo with percentile ranges (OpenVINO int8, min over 300 tracks): the
-# stem, layer1 and layer2's first block's 1×1s in float 0.99971; with that block in INT8
-# 0.99961 for ~2 % of the time; this set **0.99944**, 7-13 % faster than the first (from
-# layer1's first 3×3 on, only that block's shortcut is float: no bf16 stretches between INT8
-# ones); all of layer1 in INT8 0.99915, about as fast; layer1.0's downsample in INT8 too
-# 0.99906; layer1 in float but the stem's last conv in INT8 0.99906.
+# detail and cost the most accuracy in INT8; from layer1's first 3×3 on no float stretch lies
+# between INT8 layers, which is what makes the graph fast (docs/exporting.md).
 FLOAT_CONVS = (
     "encoder.conv",
     "encoder.layer1.0.conv1.",
     "encoder.layer1.0.downsample.",
 )
 # Each activation's INT8 range ends at this percentile of its magnitudes over the calibration
-# windows, not at their maximum: a rare peak no longer coarsens every other value's step. On
-# the full-size demo (300 tracks, OpenVINO int8, audio cosine to fp32) it raised the min from
-# 0.99958 to 0.99971 and the mean from 0.99978 to 0.99985 at the same float set; 99.9 clipped
-# too much (min 0.99935), 99.999 too little (0.99963).
+# windows, not at their maximum: a rare peak no longer coarsens every other value's step
+# (99.9 clipped too much, 99.999 too little).
 ACTIVATION_PERCENTILE = 99.99
 
 

@@ -55,13 +55,8 @@ def session_options(threads: int | None) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only
-    # An arena keeps the large tensors of one call for the next: from malloc they came back
-    # as fresh pages every call, and faulting them in cost the full-size TTMR++ audio tower
-    # 25 % of its int8 time and 12 % of its fp32 time (batches of 8, 2026-12-04). The
-    # process's sessions (floor, audio, text) share one arena, so the floor pass's memory
-    # serves the audio pass, and without a memory pattern it grows by what each call needs,
-    # not by one block per input shape (60-minute fp32 track: 1085 MB, against 1256 with an
-    # arena per session and 1599 with a memory pattern; README, "Speed and memory on CPU").
+    # One arena shared by the process's sessions, without per-shape memory patterns: calls
+    # reuse its pages and it grows only by what a call needs (docs/performance.md#memory).
     register_shared_arena()
     options.add_session_config_entry("session.use_env_allocators", "1")
     options.enable_mem_pattern = False

@@ -9,15 +9,12 @@ dynamically runs slower on OpenVINO than its fp32 graph, so a tower without a st
 (every text tower, CLAP's and MusCALL's audio) is loaded from fp32 with its MatMul weights
 stored as int8, one scale per output channel, and its activations quantised on the fly in
 groups of ``ACTIVATION_GROUP`` inputs, for the int8 dot-product units (VNNI, AMX-INT8). The
-audio frontend stays f32 at every precision, as below. On the full-size TTMR++ demo this
-made int8 the fastest CPU profile at audio cosine 0.9993 and text 0.9990 to fp32 (README,
-"OpenVINO and bf16").
+audio frontend stays f32 at every precision, as below. This makes int8 the fastest CPU
+profile (docs/performance.md).
 
 In bf16 an audio graph runs in two parts: its frontend (DFT, mel, log, floor: everything the
 first convolution reads) in f32 and the network after it in bf16. A log-mel made in bf16
-loses the quiet bins' detail: on the full-size TTMR++ demo, the whole graph in bf16 gave an
-audio cosine to fp32 of 0.953 (min over 300 tracks), the split one 0.99978, at the same
-speed (scripts/bench.py; README, "OpenVINO and bf16").
+loses the quiet bins' detail, at no gain in speed (docs/performance.md#the-profiles).
 
 A family whose audio graph takes a track-wide floor (TTMR++) computes each window's log-mel
 twice: in the floor graph, for the track's floor, then in the audio graph. ``floored_pair``
@@ -42,8 +39,8 @@ from runtime.errors import InputError, first_line
 # in. OpenVINO's own default on a CPU with bf16 units is bf16, so fp32 says f32 explicitly:
 # fp32 stays fp32-exact. int8's float layers are bf16 where the CPU has bf16 units.
 INFERENCE_PRECISION = {"fp32": "f32", "int8": "bf16", "bf16": "bf16"}
-# Activations quantised per group of this many inputs for int8 weights: 128 measured 30 %
-# faster than OpenVINO's default 32 on one query, at a text cosine to fp32 of 0.9991.
+# Activations quantised per group of this many inputs for int8 weights: faster than
+# OpenVINO's default of 32 at the same accuracy (docs/performance.md#the-profiles).
 ACTIVATION_GROUP = 128
 FRONTEND = "frontend_features"  # the f32 frontend's output, the bf16 network's input
 LOG_MEL = "log_mel"  # what the floor graph hands the audio graph (``floored_pair``)

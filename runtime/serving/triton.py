@@ -44,14 +44,28 @@ def server_address(url: str, protocol: str) -> str:
 
 
 class TritonEmbedder:
-    """Embeds tracks and sentences with a Triton server at ``url`` (``host:port``: 8000 is
-    HTTP and 8001 gRPC by default). ``max_in_flight`` bounds the requests sent ahead of
-    their answers; ``timeout`` is how long one answer may take in seconds (a track is one
-    request: an hour of audio is minutes of CPU). Use it as a context manager, or ``close()``.
+    """``Embedder``'s ``embed_audio`` / ``embed_text`` against a Triton server that serves a
+    repository written by ``export/to_triton.py``: files are decoded here and sent one track
+    per request, with requests kept in flight together so that the server batches them.
 
-    One instance may be shared by threads: each thread gets its own connection (the HTTP
-    client runs on gevent, whose connections work only in the thread that made them), and
-    ``close()`` closes them all. A server that cannot be reached raises TritonUnavailable.
+    Use it as a context manager, or call ``close()``. One instance may be shared by
+    threads: each thread gets its own connection (the HTTP client runs on gevent, whose
+    connections work only in the thread that made them), and ``close()`` closes them all.
+
+    Args:
+        url: ``host:port`` (8000 is HTTP and 8001 gRPC by default), or
+            ``http://host:port`` / ``grpc://host:port`` matching ``protocol``; no path, no
+            TLS.
+        protocol: ``"http"`` or ``"grpc"``.
+        max_in_flight: how many requests are sent ahead of their answers.
+        timeout: how long one answer may take, in seconds (a track is one request: an hour
+            of audio is minutes of CPU).
+
+    Raises:
+        InputError: a malformed ``url``, an unknown ``protocol``, ``max_in_flight`` < 1.
+        ImportError: tritonclient is missing (the ``triton`` extra).
+        TritonUnavailable: on a call, when the server cannot be reached; the message names
+            the URL.
     """
 
     def __init__(
@@ -199,8 +213,23 @@ class TritonEmbedder:
         space: str = "joint",
         normalize: bool = False,
     ) -> np.ndarray:
-        """One row per item (a path, or an array with ``sample_rate``): ``[N, D]`` float32.
-        Every item is decoded and checked before anything is sent."""
+        """Embed audio files or arrays on the server, one row per item.
+
+        Every item is decoded and checked (rate, the server's sample and length limits)
+        before anything is sent.
+
+        Args:
+            items: paths, or numpy arrays (mono ``[n]`` or channels-last ``[n, c]``).
+            sample_rate: the arrays' sample rate; not used for paths.
+            space: ``"joint"`` (shared with text) or ``"encoder"`` (before the projection).
+            normalize: L2-normalise each row.
+
+        Returns:
+            ``[len(items), width]`` float32.
+
+        Raises:
+            InputError: a bad item, named by index and path, or the server's refusal of it.
+        """
         check_space(space)
         items = check_items(items)
         limits = self.config(AUDIO_MODEL)["parameters"]
@@ -242,7 +271,19 @@ class TritonEmbedder:
     def embed_text(
         self, texts: Iterable[str], space: str = "joint", normalize: bool = False
     ) -> np.ndarray:
-        """One row per sentence, ``[N, D]`` float32."""
+        """Embed sentences on the server, one row per sentence.
+
+        Args:
+            texts: a list of strings (longer ones are truncated to the model's token limit).
+            space: ``"joint"`` or ``"encoder"``.
+            normalize: L2-normalise each row.
+
+        Returns:
+            ``[len(texts), width]`` float32.
+
+        Raises:
+            InputError: a non-string or invalid-Unicode text, named by index.
+        """
         check_space(space)
         texts = check_texts(texts)
         size = int(self.config(TEXT_MODEL)["max_batch_size"])

@@ -35,7 +35,7 @@ from runtime.batching import whole_track_feed
 from runtime.manifest import read_manifest
 from tests.helpers import cosines, stem_conv, token_feed
 
-README = Path(__file__).parents[2] / "README.md"
+PERFORMANCE = Path(__file__).parents[2] / "docs" / "performance.md"
 PRINTED_ACCURACY = re.compile(
     r"audio cosine to fp32 on (\d+) held-out synthetic tracks .*: min ([\d.]+) \((.+)\), "
     r"mean ([\d.]+); text on (\d+) queries: min ([\d.]+), mean ([\d.]+)"
@@ -307,9 +307,10 @@ def test_quantizer_prints_its_accuracy_on_the_held_out_hard_set_as_recomputed(re
     np.testing.assert_allclose([float(v) for v in printed_values], recomputed, rtol=0, atol=2e-5)
 
 
-def readme_claim(model: str) -> float:
-    """The worst INT8 audio cosine the README states for ``model`` on the hard set."""
-    (claim,) = re.findall(rf"^\| {re.escape(model)} \| ([\d.]+) \(", README.read_text(), re.M)
+def documented_claim(model: str) -> float:
+    """The worst INT8 audio cosine the performance page states for ``model`` on the hard set."""
+    text = PERFORMANCE.read_text()
+    (claim,) = re.findall(rf"^\| {re.escape(model)} \| ([\d.]+) \(", text, re.M)
     return float(claim)
 
 
@@ -331,10 +332,10 @@ def test_small_models_int8_audio_on_the_hard_set_stays_close(request, quantized,
 @pytest.mark.parametrize(
     ("quantized", "model"), [("demo_int8", "TTMR++ demo"), ("demo_clap_int8", "CLAP demo")]
 )
-def test_full_size_int8_audio_on_the_hard_set_is_at_least_what_the_readme_states(
+def test_full_size_int8_audio_on_the_hard_set_is_at_least_what_the_docs_state(
     request, quantized, model
 ):
-    assert printed_audio_min(request.getfixturevalue(quantized)[1]) >= readme_claim(model)
+    assert printed_audio_min(request.getfixturevalue(quantized)[1]) >= documented_claim(model)
 
 
 def test_calibration_folder_for_clap_is_refused_as_its_int8_is_dynamic(
@@ -351,7 +352,7 @@ def test_calibration_folder_for_clap_is_refused_as_its_int8_is_dynamic(
 def test_auto_int8_runs_on_openvino_only_where_the_cpu_has_int8_units(
     small_int8_dir, monkeypatch, units, backend
 ):
-    """OpenVINO's int8 measured faster with VNNI (README, "Speed"), no faster without."""
+    """OpenVINO's int8 is faster with VNNI (docs/performance.md), no faster without."""
     pytest.importorskip("openvino", reason="scripts/setup.sh installs the openvino extra")
     monkeypatch.setattr(runtime.embedder, "named_flags", lambda table: units)
     model = runtime.Embedder(small_int8_dir, precision="int8")
@@ -418,7 +419,7 @@ def test_openvino_int8_of_a_dynamically_quantised_family_stores_its_fp32_weights
 
 @pytest.mark.slow
 def test_openvino_int8_on_the_full_size_model_is_within_the_readme_bounds(demo_int8_dir):
-    """The bounds the README states for int8 (audio cosine ≥ 0.999, text ≥ 0.998), with the
+    """The bounds the documentation states for int8 (audio cosine ≥ 0.999, text ≥ 0.998), with the
     float layers in bf16 where the CPU has bf16 units (measured 0.9993 on AVX-512-BF16)."""
     pytest.importorskip("openvino", reason="scripts/setup.sh installs the openvino extra")
     fp32 = runtime.Embedder(demo_int8_dir)
