@@ -14,7 +14,7 @@ import runtime
 from export.synthetic import random_track
 from export.ttmrpp import reference
 from export.ttmrpp.hparams import PUBLISHED, HParams
-from runtime import audio
+from runtime.audio import reading as audio
 from runtime.audio.reading import Preprocessing, Track, load_track, open_source
 from runtime.batching import batches, track_groups
 from runtime.engines.onnxruntime import GraphSession
