@@ -13,10 +13,11 @@ import soundfile as sf
 import runtime
 import runtime.embedder
 import runtime.engines.openvino as ov_session
+from export.quantize import cosines
 from export.synthetic import random_track
 from runtime.cli.main import main
 from runtime.manifest import read_manifest
-from tests.helpers import FAMILY_CASES, cosines
+from tests.helpers import FAMILY_CASES
 
 pytest.importorskip("openvino", reason="scripts/setup.sh installs the openvino extra")
 

@@ -20,6 +20,7 @@ from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
 import runtime
+from export.quantize import cosines
 from export.synthetic import random_track
 from export.to_tensorrt import plan_name, record_engines
 from export.to_triton import (
@@ -38,7 +39,7 @@ from export.to_triton import (
 from runtime.audio.reading import MAX_SAMPLE_RATE, load_track
 from runtime.manifest import read_manifest, write_manifest
 from runtime.serving.triton import AUDIO_MODEL, TEXT_MODEL, TritonEmbedder
-from tests.helpers import cosines, one_loud_window
+from tests.helpers import one_loud_window
 from tests.triton_server import (
     DATA_TYPES,
     REGION,

@@ -9,10 +9,10 @@ import onnx
 import pytest
 
 import runtime
+from export.quantize import cosines
 from export.synthetic import random_track
 from export.to_triton import AUDIO_TOWER, FLOOR_TOWER, fill_repository, main
 from runtime.serving.triton import AUDIO_MODEL, TritonEmbedder
-from tests.helpers import cosines
 from tests.triton_server import check_tensors, parse_config
 
 RATE = 48000
