@@ -31,7 +31,7 @@ import torch
 import transformers
 
 from export.checkpoint import CheckpointError, sha256
-from export.command import EXPECTED, run_command
+from export.command import EXPECTED, run_command, say
 from export.families import DEFAULT, REGISTRY, Family, Source, Tolerance, all_families, family
 from export.fp16 import write_fp16_graphs
 from export.onnx_export import OPSET, OUTPUTS, export_graph, graph_names
@@ -44,10 +44,6 @@ RANDOM_WEIGHTS_NOTE = (
 LIBRARIES = ("torch", "transformers", "onnx", "onnxscript", "onnxruntime", "tokenizers", "numpy")
 ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT64: "int64"}
 FLOOR_FILE = "floor.onnx"
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
 
 
 def describe(values) -> list[dict]:
