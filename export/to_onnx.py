@@ -36,11 +36,8 @@ from export.families import DEFAULT, REGISTRY, Family, Source, Tolerance, all_fa
 from export.fp16 import write_fp16_graphs
 from export.onnx_export import OPSET, OUTPUTS, export_graph, graph_names
 from export.quantize import cosines, quantize_model
-from runtime.manifest import FILE, FORMAT, Manifest, write_manifest
+from runtime.manifest import FILE, FORMAT, RANDOM_WEIGHTS_NOTE, Manifest, write_manifest
 
-RANDOM_WEIGHTS_NOTE = (
-    "RANDOM WEIGHTS (demo model): embeddings are meaningless; use a real checkpoint"
-)
 LIBRARIES = ("torch", "transformers", "onnx", "onnxscript", "onnxruntime", "tokenizers", "numpy")
 ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT64: "int64"}
 FLOOR_FILE = "floor.onnx"

@@ -6,8 +6,6 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-RANDOM_WEIGHTS_NOTE = "(demo model with random weights: these numbers are meaningless)"
-
 
 def write_json(path: Path, report: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
