@@ -24,7 +24,7 @@ from runtime.evaluate.instruments import (
 )
 from runtime.evaluate.metrics import check_bootstrap
 from runtime.evaluate.ontology import DATA, read_distance_table, read_ontology, subtable
-from runtime.evaluate.reports import write_json
+from runtime.evaluate.reports import write_json, write_report
 from runtime.evaluate.retrieval import evaluate_retrieval, print_retrieval
 from runtime.evaluate.sources import EmbeddingSource, ModelSource, PrecomputedSource
 from runtime.evaluate.study import (
@@ -161,7 +161,7 @@ def run_the_study(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "study.json", report)
     table_text = markdown(report)
-    (args.out / "study.md").write_text(table_text, encoding="utf-8")
+    write_report(args.out / "study.md", table_text)
     for path in plot_study(report, args.out):
         print(f"wrote {path}")
     print(f"wrote {args.out / 'study.md'}\n")
