@@ -1,4 +1,5 @@
-"""ttmr-runtime: embeddings from exported two-tower graphs (TTMR++, LAION-CLAP), without torch.
+"""ttmr-runtime: embeddings from exported two-tower graphs (TTMR++, LAION-CLAP, MusCALL),
+without torch.
 
 import runtime
 model = runtime.Embedder("models/demo")
