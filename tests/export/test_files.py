@@ -98,6 +98,7 @@ def test_tokenizer_loads_with_tokenizers_alone(small_model_dir, small_reference)
     assert len(expected) == 128
 
 
+@pytest.mark.slow
 def test_demo_command_says_the_weights_are_random(demo_export):
     folder, _, log = demo_export
     assert log.count("RANDOM WEIGHTS") >= 2

@@ -181,6 +181,7 @@ def test_graphs_without_one_shared_log_mel_open_as_two_plain_sessions(small_mode
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 units (AMX-BF16/AVX-512-BF16)")
 def test_bf16_is_close_to_fp32_on_the_full_size_model(demo_model_dir):
     """The bounds the README states for bf16: audio cosine ≥ 0.999, text ≥ 0.998. The
