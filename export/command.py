@@ -1,5 +1,5 @@
-"""What the export commands share: their expected failures end as one line on stderr and
-exit code 2, never a traceback."""
+"""What the export commands share: progress lines that show as they happen, and expected
+failures that end as one line on stderr and exit code 2, never a traceback."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ import sys
 from collections.abc import Callable
 
 EXPECTED = (ValueError, FileNotFoundError)
+
+
+def say(message: str) -> None:
+    """A progress line, flushed at once: exports take minutes, and logs may be piped."""
+    print(message, flush=True)
 
 
 def run_command(prog: str, work: Callable[[], object], expected: tuple = EXPECTED) -> int:

@@ -28,17 +28,17 @@ What a family must provide (the fields of ``Family``):
 - ``demo_source(folder) -> Source``: the ``Source`` that ``write_demo(folder, …)`` returns,
   from the files' places alone (nothing is read or written), so that a tool given an
   exported demo folder (whose ``checkpoint/`` holds them) can load its reference again.
-- ``export_audio(reference, path)``, ``export_text(reference, path)``: write one tower's
-  checked ONNX graph to ``path`` and return it (``export.onnx_export.export_onnx`` does the
-  exporting). Inputs: the audio graph takes ``waveform`` float32 ``[batch, window_samples]``
-  and, where the family has ``export_floor``, ``floor`` float32 ``[batch]`` (below); every
-  row is independent of the others; the text graph takes int64 ``[batch, length]`` tensors named
-  as in ``export.onnx_export.TEXT_INPUTS`` (a subset is allowed). Outputs ``OUTPUTS``:
-  ``joint`` and ``encoder``, float32 ``[batch, width]``.
-- ``export_floor(reference, path)`` (optional): for a family whose windows of one track
-  share a level set by the whole track (TTMR++'s log-mel floor), the graph ``waveform
-  [batch, window_samples]`` → ``floor [batch]``, each window's own level; a track's level is
-  the highest of its windows', which the audio graph takes per row (``runtime.batching``).
+- ``audio_graph(reference)``, ``text_graph(reference)``: one tower as a torch module, which
+  ``export.onnx_export.export_graph`` exports (example inputs, dynamic batch and length,
+  checks). Inputs: the audio graph takes ``waveform`` float32 ``[batch, window_samples]``
+  and, where the family has ``floor_graph``, ``floor`` float32 ``[batch]`` (below); every
+  row is independent of the others; the text graph takes int64 ``[batch, length]`` tensors
+  named as in ``export.onnx_export.TEXT_INPUTS``. Outputs ``OUTPUTS``: ``joint`` and
+  ``encoder``, float32 ``[batch, width]``.
+- ``floor_graph(reference)`` (optional): for a family whose windows of one track share a
+  level set by the whole track (TTMR++'s log-mel floor), the module ``waveform [batch,
+  window_samples]`` → ``floor [batch]``, each window's own level; a track's level is the
+  highest of its windows', which the audio graph takes per row (``runtime.batching``).
 - ``settings(reference) -> dict``: the manifest's family-specific parts, JSON-ready:
   ``hparams`` (any JSON object), ``audio`` (``sample_rate``, ``window_samples``,
   ``preprocessing``: ``peak_normalise``, ``int16``, ``short_audio``), ``text``
@@ -63,7 +63,10 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from torch import nn
 
 # name → the module that defines the family's FAMILY, imported on first use (to_onnx.py
 # imports them all for their options). The first is to_onnx.py's default --family.
@@ -167,12 +170,12 @@ class Family:
     load: Callable[[Source], Loaded]
     write_demo: Callable[[Path, int], Source]
     demo_source: Callable[[Path], Source]
-    export_audio: Callable[[Reference, Path], object]
-    export_text: Callable[[Reference, Path], object]
+    audio_graph: Callable[[Reference], nn.Module]
+    text_graph: Callable[[Reference], nn.Module]
     settings: Callable[[Reference], dict]
     tolerance: Tolerance
     int8: StaticInt8 | None = None
-    export_floor: Callable[[Reference, Path], object] | None = None
+    floor_graph: Callable[[Reference], nn.Module] | None = None
 
 
 def all_families() -> list[Family]:

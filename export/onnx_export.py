@@ -1,5 +1,7 @@
 """What exporting any family's towers shares: the opset, the tensor names every graph uses,
-and ``export_onnx``, which exports a torch module to a constant-folded, checked ONNX file."""
+each graph's example input and dynamic batch (and token length), and ``export_onnx``, which
+exports a torch module to a constant-folded, checked ONNX file. A family gives only its
+modules (``Family.audio_graph``, ``text_graph``, ``floor_graph``) and its settings."""
 
 from __future__ import annotations
 
@@ -8,16 +10,25 @@ import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
 import onnxscript.optimizer
 import torch
 from torch import nn
 
+if TYPE_CHECKING:
+    from export.families import Family, Reference
+
 OPSET = 18
 FOLD_LIMIT = 1 << 30  # elements: fold constants of any size
 TEXT_INPUTS = ("input_ids", "attention_mask")
 OUTPUTS = ("joint", "encoder")
+FLOOR_OUTPUTS = ("floor",)
+MAX_BATCH = 4096  # rows per call the graphs accept
+# Tracing needs one example of each input; its values never reach the graph.
+EXAMPLE_TEXTS = ["an example sentence", "a second, longer example sentence here"]
+EXAMPLE_FLOORS = (-6.0, -7.0)
 # At every export, torch.onnx registers torchvision's detection ops (nms, roi_align, …) and,
 # without torchvision, logs a warning for each; none of them is in these graphs.
 REGISTRY_LOG = logging.getLogger("torch.onnx._internal.exporter._registration")
@@ -94,3 +105,44 @@ def export_onnx(
     if batchnorms:
         raise RuntimeError(f"{path}: BatchNormalization left in the graph: {batchnorms}")
     return graph
+
+
+def graph_names(family: Family) -> tuple[str, ...]:
+    """The graphs ``family`` exports: both towers, and ``floor`` where it has one."""
+    return ("audio", "text") + (("floor",) if family.floor_graph else ())
+
+
+def example_tokens(reference: Reference) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two example texts as the family tokenizes them, cut after the longer's last token
+    (so that a family padding every text to its ``max_length`` still traces a shorter one)."""
+    tokens = reference.tokenize(EXAMPLE_TEXTS)
+    length = int(tokens["attention_mask"].sum(dim=1).max())
+    return tokens["input_ids"][:, :length], tokens["attention_mask"][:, :length]
+
+
+def export_graph(
+    name: str, family: Family, reference: Reference, settings: dict, path: Path
+) -> onnx.ModelProto:
+    """Write ``family``'s graph ``name`` (``graph_names``) of ``reference`` to ``path``:
+    rows are a dynamic batch of 1 to ``MAX_BATCH``, texts a dynamic length of 1 to the
+    settings' ``max_length``. The audio graph takes ``floor`` where the family has a floor
+    graph (``export.families``)."""
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    if name == "text":
+        length = torch.export.Dim("length", min=1, max=settings["text"]["max_length"])
+        shapes = {tensor: {0: batch, 1: length} for tensor in TEXT_INPUTS}
+        module = family.text_graph(reference)
+        return export_onnx(module, example_tokens(reference), TEXT_INPUTS, shapes, path)
+    waveform = torch.randn(len(EXAMPLE_FLOORS), settings["audio"]["window_samples"]) * 0.1
+    if name == "floor":
+        module = family.floor_graph(reference)
+        shapes = {"waveform": {0: batch}}
+        return export_onnx(module, (waveform,), ("waveform",), shapes, path, FLOOR_OUTPUTS)
+    if name != "audio":
+        raise ValueError(f"no graph {name!r}: a family exports {graph_names(family)}")
+    module = family.audio_graph(reference)
+    if family.floor_graph:
+        example, inputs = (waveform, torch.tensor(EXAMPLE_FLOORS)), ("waveform", "floor")
+    else:
+        example, inputs = (waveform,), ("waveform",)
+    return export_onnx(module, example, inputs, {tensor: {0: batch} for tensor in inputs}, path)

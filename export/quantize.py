@@ -183,8 +183,8 @@ def quantize_dynamically(model_dir: Path, tower: str) -> Path:
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine of two ``[rows, width]`` arrays."""
-    return (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    """Row-wise cosine of two ``[rows, width]`` arrays (of two vectors: one cosine)."""
+    return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
 
 
 def int8_accuracy(model_dir: Path, tracks: dict[str, np.ndarray], texts: Iterable[str]) -> dict:

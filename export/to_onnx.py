@@ -31,23 +31,16 @@ import torch
 import transformers
 
 from export.checkpoint import CheckpointError, sha256
-from export.command import EXPECTED, run_command
+from export.command import EXPECTED, run_command, say
 from export.families import DEFAULT, REGISTRY, Family, Source, Tolerance, all_families, family
 from export.fp16 import write_fp16_graphs
-from export.onnx_export import OPSET, OUTPUTS
+from export.onnx_export import OPSET, OUTPUTS, export_graph, graph_names
 from export.quantize import cosines, quantize_model
-from runtime.manifest import FILE, FORMAT, Manifest, write_manifest
+from runtime.manifest import FILE, FORMAT, RANDOM_WEIGHTS_NOTE, Manifest, write_manifest
 
-RANDOM_WEIGHTS_NOTE = (
-    "RANDOM WEIGHTS (demo model): embeddings are meaningless; use a real checkpoint"
-)
 LIBRARIES = ("torch", "transformers", "onnx", "onnxscript", "onnxruntime", "tokenizers", "numpy")
 ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT64: "int64"}
 FLOOR_FILE = "floor.onnx"
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
 
 
 def describe(values) -> list[dict]:
@@ -153,15 +146,12 @@ def export_reference(
     (output / FILE).unlink(missing_ok=True)  # written last: a failed export leaves none
     settings = exporter.settings(model)
     graphs = {}
-    exports = [("audio", exporter.export_audio), ("text", exporter.export_text)]
-    if exporter.export_floor:
-        exports.append(("floor", exporter.export_floor))
     (output / FLOOR_FILE).unlink(missing_ok=True)  # from an earlier export of another family
-    for name, export in exports:
+    for name in graph_names(exporter):
         started = time.perf_counter()
         path = output / f"{name}.onnx"
         say(f"Exporting the {name} graph → {path} …")
-        graphs[name] = export(model, path)
+        graphs[name] = export_graph(name, exporter, model, settings, path)
         size = path.stat().st_size / 2**20
         say(f"  done in {time.perf_counter() - started:.1f} s, {size:.0f} MiB, checked")
     write_tokenizer(model, settings["text"]["max_length"], output / "tokenizer.json")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import onnx
 
-from export.command import EXPECTED, run_command
+from export.command import EXPECTED, run_command, say
 from export.tensorrt_support import check
 from runtime.engines.tensorrt import INSTALL_HINT, Shape, device_name
 from runtime.manifest import Engines, Manifest, TextTower, read_manifest, write_manifest
@@ -33,10 +33,6 @@ TIMING_CACHE = "tensorrt.timing.cache"
 
 class BuildError(RuntimeError):
     """A graph TensorRT does not support, or a build that failed."""
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
 
 
 def plan_name(tower: str, precision: str) -> str:

@@ -14,12 +14,14 @@ The client-facing models take one track's waveform or one sentence per row:
   audio_tower      audio.onnx, dynamically batched: rows are independent windows
   text_tower       text.onnx, dynamically batched
 
-BACKEND runs the two towers: ``onnxruntime`` (Triton's ONNX Runtime backend, GPU when there
-is one) or ``tensorrt`` (the same backend with the TensorRT execution provider, FP32, GPU
-only), both for NVIDIA's server container; ``python`` (ONNX Runtime inside the Python
-backend), which is what the CPU-only server of the nvidia-pytriton wheel can serve; with
-``--engine openvino [--precision bf16]`` OpenVINO runs the towers inside it instead. The
-default is ``onnxruntime`` where that backend is installed, else ``python``.
+BACKEND runs the towers: ``onnxruntime`` (Triton's ONNX Runtime backend, GPU when there is
+one) or ``tensorrt`` (Triton's TensorRT backend serving the ``.plan`` engines that
+export/to_tensorrt.py built, ``--precision fp32`` or ``fp16``; GPU only, and only the GPU
+model and TensorRT version that built them), both for NVIDIA's server container; ``python``
+(ONNX Runtime inside the Python backend), which is what the CPU-only server of the
+nvidia-pytriton wheel can serve; with ``--engine openvino [--precision bf16]`` OpenVINO runs
+the towers inside it instead. The default is ``onnxruntime`` where that backend is
+installed, else ``python``.
 """
 
 from __future__ import annotations
@@ -29,13 +31,23 @@ import json
 import os
 import shutil
 import sys
+from functools import partial
 from pathlib import Path
 
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
+from export.command import run_command
 from runtime.audio.reading import MAX_AUDIO_SECONDS
-from runtime.manifest import AudioTower, FloorGraph, Manifest, Tensor, TextTower, read_manifest
+from runtime.manifest import (
+    AudioTower,
+    Engines,
+    FloorGraph,
+    Manifest,
+    Tensor,
+    TextTower,
+    read_manifest,
+)
 from runtime.serving.triton import AUDIO_MODEL, TEXT_MODEL
 
 # The Python backend's model.py of each model, shipped as package data next to this module.
@@ -43,6 +55,8 @@ CODE_DIR = Path(__file__).resolve().parent / "triton_models"
 BACKENDS = ("onnxruntime", "tensorrt", "python")
 # What runs a tower inside the Python backend, and at which precisions (see ``python_engine``).
 ENGINES = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
+# The precisions export/to_tensorrt.py builds engines at (``tensorrt`` in the manifest).
+PLAN_PRECISIONS = ("fp32", "fp16")
 ORT_BACKEND_DIR = Path("/opt/tritonserver/backends/onnxruntime")  # NVIDIA's container
 TOKENIZER_MODEL, AUDIO_TOWER, TEXT_TOWER = "text_tokenizer", "audio_tower", "text_tower"
 FLOOR_TOWER = "audio_floor"
@@ -116,8 +130,8 @@ def parameters(values: dict) -> dict:
 def tower_config(
     name: str, graph: AudioTower | TextTower | FloorGraph, backend: str, policy: dict
 ) -> dict:
-    """A tower: the exported graph, dynamically batched by Triton (its rows are
-    independent)."""
+    """A tower: the exported graph (or its TensorRT engine), dynamically batched by Triton
+    (its rows are independent)."""
     config = {
         "name": name,
         "max_batch_size": policy["max"],
@@ -128,25 +142,33 @@ def tower_config(
     if backend == "python":
         config["backend"] = "python"
         config["instance_group"] = instances(1, "KIND_CPU")
+    elif backend == "tensorrt":
+        config["platform"] = "tensorrt_plan"
+        config["default_model_filename"] = "model.plan"
+        config["instance_group"] = instances(1, "KIND_GPU")
     else:
         config["platform"] = "onnxruntime_onnx"
         config["default_model_filename"] = "model.onnx"
-        config["instance_group"] = instances(
-            1, "KIND_GPU" if backend == "tensorrt" else "KIND_AUTO"
-        )
-    if backend == "tensorrt":
-        accelerator = {
-            "name": "tensorrt",
-            "parameters": {
-                "precision_mode": "FP32",
-                "trt_engine_cache_enable": "true",
-                "trt_engine_cache_path": f"/tmp/ttmrpp_trt_cache/{name}",
-            },
-        }
-        config["optimization"] = {
-            "execution_accelerators": {"gpu_execution_accelerator": [accelerator]}
-        }
+        config["instance_group"] = instances(1, "KIND_AUTO")
     return config
+
+
+def check_engines(manifest: Manifest, engines: Engines, precision: str, windows: int) -> None:
+    """Refuse engines that cannot take what the other models send them: rows per call (the
+    audio model's windows, the text ensemble's sentences) or the tokenizer's longest text."""
+    rows = max(windows, TEXT_BATCH["max"])
+    if engines.max_batch < rows:
+        raise ValueError(
+            f"the {precision} TensorRT engines take at most {engines.max_batch} rows per call "
+            f"but the towers get up to {rows}: rebuild them with "
+            f"export/to_tensorrt.py --max-batch {rows}"
+        )
+    if engines.max_tokens < manifest.text.max_length:
+        raise ValueError(
+            f"the {precision} text engine takes at most {engines.max_tokens} tokens but the "
+            f"tokenizer gives up to {manifest.text.max_length}: rebuild it with "
+            f"export/to_tensorrt.py --max-tokens {manifest.text.max_length}"
+        )
 
 
 def largest(tensors: list[dict], bound: int) -> dict[str, list[int]]:
@@ -305,6 +327,27 @@ def place(source: Path, target: Path, link: bool) -> None:
         shutil.copyfile(source, target)
 
 
+def engine_files(model_dir: Path, manifest: Manifest, precision: str) -> dict[str, Path]:
+    """Each graph's TensorRT engine at ``precision``, as the manifest records them; a
+    ``ValueError`` naming export/to_tensorrt.py where one was never built or is gone."""
+    build = f"export/to_tensorrt.py --model-dir {model_dir}" + (
+        " --fp16" if precision == "fp16" else ""
+    )
+    engines = manifest.tensorrt.get(precision)
+    if engines is None:
+        raise ValueError(f"{model_dir}: no {precision} TensorRT engines; build them with {build}")
+    files = {}
+    for graph in manifest.graphs:
+        name = getattr(engines, graph)
+        if name is None or not (model_dir / name).is_file():
+            engine = f"{graph} engine {name}" if name else f"{graph} engine"
+            raise ValueError(
+                f"{model_dir}: the {precision} {engine} is missing; build the engines with {build}"
+            )
+        files[graph] = model_dir / name
+    return files
+
+
 def fill_repository(
     model_dir: Path,
     repository: Path,
@@ -316,10 +359,16 @@ def fill_repository(
     engine: str = "onnxruntime",
     precision: str = "fp32",
 ) -> list[str]:
-    """Write every model's config, graph and Python code into ``repository``; returns the
-    model names. The Python models' version folders also get the files of the model folder
-    they read (``manifest.json``, ``tokenizer.json``)."""
+    """Write every model's config, graph (or, for ``tensorrt``, engine at ``precision``) and
+    Python code into ``repository``; returns the model names. The Python models' version
+    folders also get the files of the model folder they read (``manifest.json``,
+    ``tokenizer.json``). Nothing is written when the engines are missing or too small."""
     manifest = read_manifest(model_dir)
+    if backend == "tensorrt":
+        towers = engine_files(model_dir, manifest, precision)
+        check_engines(manifest, manifest.tensorrt[precision], precision, max_batch_windows)
+    else:
+        towers = {graph: model_dir / manifest.tower(graph).file for graph in manifest.graphs}
     configs = model_configs(
         manifest,
         backend,
@@ -333,19 +382,16 @@ def fill_repository(
         AUDIO_MODEL: [model_dir / "manifest.json"],
         TOKENIZER_MODEL: [model_dir / "manifest.json", model_dir / manifest.text.tokenizer],
     }
-    files |= {
-        name: [model_dir / manifest.tower(graph).file]
-        for name, graph in TOWERS.items()
-        if graph in manifest.graphs
-    }
+    files |= {name: [towers[graph]] for name, graph in TOWERS.items() if graph in towers}
     code = CODE | ({name: TOWER_CODE for name in TOWERS} if backend == "python" else {})
+    suffixes = {".onnx": "model.onnx", ".plan": "model.plan"}
     for name, config in configs.items():
         version = repository / name / "1"
         version.mkdir(parents=True, exist_ok=True)
         (repository / name / "config.pbtxt").write_text(config_text(config, backend))
         for path in files.get(name, []):
-            target = "model.onnx" if path.suffix == ".onnx" else path.name
-            place(path, version / target, link and path.suffix == ".onnx")
+            target = suffixes.get(path.suffix, path.name)
+            place(path, version / target, link and path.suffix in suffixes)
         if name in code:
             place(CODE_DIR / code[name], version / "model.py", link=False)
     return list(configs)
@@ -369,12 +415,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--precision",
-        choices=["fp32", "bf16"],
+        choices=["fp32", "bf16", "fp16"],
         default="fp32",
-        help="--engine openvino: bf16 on CPUs with AMX or AVX-512-BF16 (default: %(default)s)",
+        help="--engine openvino: bf16 on CPUs with AMX or AVX-512-BF16; --backend tensorrt: "
+        "the fp32 or fp16 engines (default: %(default)s)",
     )
     parser.add_argument(
-        "--link", action="store_true", help="symlink the graphs instead of copying them"
+        "--link",
+        action="store_true",
+        help="symlink the graphs (or engines) instead of copying them",
     )
     parser.add_argument(
         "--max-audio-seconds",
@@ -404,16 +453,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--max-batch-windows must be at least 1")
     if args.engine != "onnxruntime" and args.backend != "python":
         parser.error(f"--engine {args.engine} runs inside the Python backend: add --backend python")
-    if args.precision not in ENGINES[args.engine]:
-        parser.error(f"--precision {args.precision} needs --engine openvino")
+    if args.backend == "tensorrt":
+        if args.precision not in PLAN_PRECISIONS:
+            parser.error(f"--backend tensorrt serves fp32 or fp16 engines, not {args.precision}")
+    elif args.precision not in ENGINES[args.engine]:
+        needs = "--backend tensorrt" if args.precision == "fp16" else "--engine openvino"
+        parser.error(f"--precision {args.precision} needs {needs}")
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if not (args.model_dir / "manifest.json").is_file():
-        print(f"to_triton.py: error: no manifest.json in {args.model_dir}", file=sys.stderr)
-        return 2
+def write_repository(args: argparse.Namespace) -> None:
     names = fill_repository(
         args.model_dir,
         args.repository,
@@ -425,10 +474,23 @@ def main(argv: list[str] | None = None) -> int:
         args.engine,
         args.precision,
     )
-    engine = f", towers on {args.engine} {args.precision}" if args.backend == "python" else ""
-    print(f"{args.repository}: {', '.join(names)} ({args.backend} backend{engine})")
-    print(f"Serve on CPU with: scripts/serve.sh {os.fspath(args.repository)}")
-    return 0
+    runs = {
+        "python": f", towers on {args.engine} {args.precision}",
+        "tensorrt": f", {args.precision} engines",
+    }.get(args.backend, "")
+    print(f"{args.repository}: {', '.join(names)} ({args.backend} backend{runs})")
+    if args.backend == "python":
+        print(f"Serve on CPU with: scripts/serve.sh {os.fspath(args.repository)}")
+    else:
+        print(
+            "Serve with the tritonserver of NVIDIA's container: scripts/serve.sh's CPU "
+            f"server has no {args.backend} backend"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run_command("to_triton.py", partial(write_repository, args))
 
 
 if __name__ == "__main__":

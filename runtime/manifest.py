@@ -41,6 +41,12 @@ from runtime.errors import InputError
 
 FORMAT = 3
 FILE = "manifest.json"
+# What a demo export (``random_weights``) says in its manifest's ``note`` and wherever its
+# embeddings, scores or metrics are shown.
+RANDOM_WEIGHTS_NOTE = (
+    "RANDOM WEIGHTS (demo model): embeddings, and every score or metric from them, are "
+    "meaningless; use a real checkpoint"
+)
 TOWERS = ("audio", "text")
 SHORT_AUDIO = ("zero_pad", "repeat_pad")
 TEXT_PADDING = ("longest", "max_length")
@@ -84,10 +90,6 @@ class AudioTower:
     def window_samples(self) -> int:
         return self.preprocessing.window_samples
 
-    @property
-    def input_names(self) -> list[str]:
-        return [tensor.name for tensor in self.inputs]
-
 
 @dataclass(frozen=True)
 class TextTower:
@@ -101,10 +103,6 @@ class TextTower:
     pad_token_id: int
     inputs: tuple[Tensor, ...]
     outputs: tuple[Tensor, ...]
-
-    @property
-    def input_names(self) -> list[str]:
-        return [tensor.name for tensor in self.inputs]
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,15 @@ from tests.helpers import (
 )
 
 
+def _only_for_slow_tests(request: pytest.FixtureRequest) -> None:
+    """A full-size demo takes minutes to export: only a test marked slow may ask for one,
+    so that ``-m "not slow"`` stays on the small models. (A session fixture's request knows
+    the test that set it up only as ``_pyfuncitem``.)"""
+    test = request._pyfuncitem
+    if test.get_closest_marker("slow") is None:
+        pytest.fail(f"{test.nodeid} uses a full-size demo model: mark it slow", pytrace=False)
+
+
 def _export(folder: Path, **demo_kwargs) -> tuple[Path, tuple[Path, Path, Path]]:
     from export.to_onnx import export_model
     from export.ttmrpp.demo import write_demo_checkpoint
@@ -49,9 +58,10 @@ def small_reference(small_export):
 
 
 @pytest.fixture(scope="session")
-def demo_export(tmp_path_factory):
+def demo_export(tmp_path_factory, request):
     """The full-size published architecture with random weights, written by the real
     ``to_onnx.py --demo`` command: ``(model_dir, (checkpoint, config, text_arch), log)``."""
+    _only_for_slow_tests(request)
     from export.to_onnx import main
 
     folder = tmp_path_factory.mktemp("demo_model")
@@ -107,9 +117,10 @@ def small_clap_reference(small_clap_export):
 
 
 @pytest.fixture(scope="session")
-def demo_clap_export(tmp_path_factory):
+def demo_clap_export(tmp_path_factory, request):
     """The full-size CLAP demo, written by the real ``to_onnx.py --family clap --demo``:
     ``(model_dir, log)``; its Hugging Face folder is ``model_dir / "checkpoint"``."""
+    _only_for_slow_tests(request)
     from export.to_onnx import main
 
     folder = tmp_path_factory.mktemp("demo_clap")
@@ -161,9 +172,10 @@ def small_muscall_reference(small_muscall_export):
 
 
 @pytest.fixture(scope="session")
-def demo_muscall_export(tmp_path_factory):
+def demo_muscall_export(tmp_path_factory, request):
     """The full-size MusCALL demo, written by the real ``to_onnx.py --family muscall --demo``:
     ``(model_dir, (checkpoint, config, tokenizer), log)``."""
+    _only_for_slow_tests(request)
     from export.to_onnx import main
 
     folder = tmp_path_factory.mktemp("demo_muscall")

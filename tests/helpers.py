@@ -64,14 +64,11 @@ class Payload:
         return os.system, (f"touch {self.marker}",)
 
 
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine of two ``[rows, width]`` arrays."""
-    return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
-
-
 def assert_close(reference: np.ndarray, got: np.ndarray, cosine_min: float, rel: float):
     """Every row's cosine to the reference at least ``cosine_min``, and max |Δ| at most
     ``rel`` times the reference's max |value|."""
+    from export.quantize import cosines
+
     cosine = cosines(reference, got)
     assert np.min(cosine) >= cosine_min, cosine
     assert np.abs(reference - got).max() <= rel * np.abs(reference).max()

@@ -17,6 +17,7 @@ import soundfile as sf
 
 from export.synthetic import random_track
 from runtime.catalog.npz import Catalog
+from runtime.manifest import RANDOM_WEIGHTS_NOTE
 
 # name, rate, channels, soundfile format
 LIBRARY = [
@@ -83,7 +84,7 @@ def test_the_readme_workflow_on_a_library_of_every_format(library, small_model_d
     lines = found.stdout.splitlines()
     assert lines[0].split()[:4] == ["rank", "score", "duration", "path"]
     assert [line.split()[0] for line in lines[1:4]] == ["1", "2", "3"]
-    assert "random weights" in found.stdout
+    assert RANDOM_WEIGHTS_NOTE in found.stdout
 
     like = library / "Électronique/Ça va.ogg"
     similar = ttmr("search", catalog, "--like", like, "-k", "1", env=env)

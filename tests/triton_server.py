@@ -233,9 +233,9 @@ def concurrent_solo_errors(
     and ``embed_audio``'s keyword arguments) and ``per_step`` sentences at once. Returns each
     answer's max |Δ| (audio) or cosine (text) to the one the same request got alone; fails
     unless the server batched requests of both towers."""
+    from export.quantize import cosines
     from export.to_triton import TEXT_TOWER
     from runtime.serving.triton import AUDIO_MODEL, TritonEmbedder
-    from tests.helpers import cosines
 
     with TritonEmbedder(server.http, "http") as alone:
         solo_audio = [alone.embed_audio([item], **options)[0] for item, options in tracks]

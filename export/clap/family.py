@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from export.clap.demo import write_demo_folder
-from export.clap.graphs import export_audio, export_text
+from export.clap.graphs import AudioGraph, TextGraph
 from export.clap.laion import load_laion_checkpoint
 from export.clap.reference import ClapReference, load_hf_folder, weights_file
 from export.families import Family, Loaded, Source, Tolerance
@@ -88,7 +88,7 @@ FAMILY = Family(
     load=load,
     write_demo=write_demo,
     demo_source=demo_source,
-    export_audio=export_audio,
-    export_text=export_text,
+    audio_graph=AudioGraph,
+    text_graph=TextGraph,
     settings=settings,
 )

@@ -1,20 +1,15 @@
-"""CLAP's two inference graphs as torch modules, exported like TTMR++'s."""
+"""CLAP's two inference graphs as torch modules, which ``export.onnx_export`` exports."""
 
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
-import onnx
 import torch
 from torch import nn
 
 from export.clap.frontend import ClapFrontend
 from export.clap.reference import ClapReference
-from export.onnx_export import TEXT_INPUTS, export_onnx
 from export.text_tower import roberta_position_ids
-
-AUDIO_INPUTS = ("waveform",)
 
 
 class AudioGraph(nn.Module):
@@ -45,19 +40,3 @@ class TextGraph(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         positions = roberta_position_ids(input_ids, self.text_model.config.pad_token_id)
         return self.reference.text_encode_ids(input_ids, attention_mask, positions)
-
-
-def export_audio(reference: ClapReference, path: Path) -> onnx.ModelProto:
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    example = (torch.randn(2, reference.window_samples) * 0.1,)
-    return export_onnx(AudioGraph(reference), example, AUDIO_INPUTS, {"waveform": {0: batch}}, path)
-
-
-def export_text(reference: ClapReference, path: Path) -> onnx.ModelProto:
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    length = torch.export.Dim("length", min=1, max=reference.max_length)
-    texts = ["an example sentence", "a second, longer example sentence here"]
-    tokens = reference.tokenizer(texts, padding="longest", return_tensors="pt")
-    example = (tokens["input_ids"], tokens["attention_mask"])
-    shapes = {"input_ids": {0: batch, 1: length}, "attention_mask": {0: batch, 1: length}}
-    return export_onnx(TextGraph(reference), example, TEXT_INPUTS, shapes, path)

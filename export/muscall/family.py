@@ -7,7 +7,7 @@ from pathlib import Path
 
 from export.families import Family, Loaded, Source, Tolerance
 from export.muscall.demo import run_files, write_demo_run
-from export.muscall.graphs import export_audio, export_text
+from export.muscall.graphs import AudioGraph, TextGraph
 from export.muscall.reference import MusCALL, load_reference
 from export.muscall.tokenizer import PAD_ID
 
@@ -65,8 +65,8 @@ FAMILY = Family(
     load=load,
     write_demo=write_demo,
     demo_source=demo_source,
-    export_audio=export_audio,
-    export_text=export_text,
+    audio_graph=AudioGraph,
+    text_graph=TextGraph,
     settings=settings,
     tolerance=Tolerance(min_cosine=0.99999, max_relative=1e-4),
 )

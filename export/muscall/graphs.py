@@ -1,19 +1,13 @@
-"""MusCALL's two inference graphs as torch modules, exported like the other families'."""
+"""MusCALL's two inference graphs as torch modules, which ``export.onnx_export`` exports."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import onnx
 import torch
 from torch import nn
 
 from export.muscall.frontend import GraphLogMel
 from export.muscall.reference import MusCALL
-from export.onnx_export import TEXT_INPUTS, export_onnx
 from export.ttmrpp.audio_tower import inference_copy
-
-AUDIO_INPUTS = ("waveform",)
 
 
 class AudioGraph(nn.Module):
@@ -42,18 +36,3 @@ class TextGraph(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         return self.model.text_encode_ids(input_ids, attention_mask)
-
-
-def export_audio(model: MusCALL, path: Path) -> onnx.ModelProto:
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    example = (torch.randn(2, model.config.audio.window_samples) * 0.1,)
-    return export_onnx(AudioGraph(model), example, AUDIO_INPUTS, {"waveform": {0: batch}}, path)
-
-
-def export_text(model: MusCALL, path: Path) -> onnx.ModelProto:
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    length = torch.export.Dim("length", min=1, max=model.max_length)
-    tokens = model.tokenize(["an example sentence", "a second, longer example sentence here"])
-    example = (tokens["input_ids"][:, :12], tokens["attention_mask"][:, :12])
-    shapes = {"input_ids": {0: batch, 1: length}, "attention_mask": {0: batch, 1: length}}
-    return export_onnx(TextGraph(model), example, TEXT_INPUTS, shapes, path)

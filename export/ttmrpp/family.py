@@ -8,7 +8,7 @@ from pathlib import Path
 from export.families import Family, Loaded, Source, StaticInt8, Tolerance
 from export.ttmrpp.calibration import ACTIVATION_PERCENTILE, FLOAT_CONVS, calibration_tracks
 from export.ttmrpp.demo import checkpoint_files, write_demo_checkpoint
-from export.ttmrpp.graphs import export_audio, export_floor, export_text
+from export.ttmrpp.graphs import AudioGraph, TextGraph, floor_graph
 from export.ttmrpp.reference import TTMRpp, load_reference
 
 OPTIONS = {
@@ -72,8 +72,8 @@ FAMILY = Family(
     write_demo=write_demo,
     demo_source=demo_source,
     tolerance=Tolerance(min_cosine=0.99999, max_relative=1e-4),
-    export_audio=export_audio,
-    export_text=export_text,
-    export_floor=export_floor,
+    audio_graph=AudioGraph,
+    text_graph=TextGraph,
+    floor_graph=floor_graph,
     settings=settings,
 )

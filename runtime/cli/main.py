@@ -23,6 +23,7 @@ from runtime.embedder import SPACES
 from runtime.errors import InputError
 from runtime.evaluate.commands import add_eval_commands
 from runtime.files import check_rows_file, write_rows
+from runtime.manifest import RANDOM_WEIGHTS_NOTE
 
 SOME_FILES_FAILED = 3  # index finished, but listed files could not be embedded
 INTERRUPTED = 130  # Ctrl-C, as shells report it
@@ -111,7 +112,7 @@ def search(args: argparse.Namespace) -> None:
     for rank, hit in enumerate(hits, start=1):
         print(f"{rank:>4}  {hit.score:>7.4f}  {hit.duration:>7.1f}s  {hit.path:<{width}}")
     if model.manifest.random_weights:
-        print("(demo model with random weights: these scores are meaningless)")
+        print(RANDOM_WEIGHTS_NOTE)
 
 
 def build_parser() -> Parser:

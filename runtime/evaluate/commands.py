@@ -24,7 +24,7 @@ from runtime.evaluate.instruments import (
 )
 from runtime.evaluate.metrics import check_bootstrap
 from runtime.evaluate.ontology import DATA, read_distance_table, read_ontology, subtable
-from runtime.evaluate.reports import RANDOM_WEIGHTS_NOTE, write_json
+from runtime.evaluate.reports import write_json, write_report
 from runtime.evaluate.retrieval import evaluate_retrieval, print_retrieval
 from runtime.evaluate.sources import EmbeddingSource, ModelSource, PrecomputedSource
 from runtime.evaluate.study import (
@@ -39,6 +39,7 @@ from runtime.evaluate.study import (
 from runtime.evaluate.study_report import markdown, plot_study
 from runtime.evaluate.triplet_rules import RULES, inverted, make_triplets, write_triplets
 from runtime.evaluate.triplets import evaluate_triplets, print_triplets
+from runtime.manifest import RANDOM_WEIGHTS_NOTE
 
 DEFAULT_TEMPLATE = "the sound of a {instrument}"
 STUDY_NAMES = DATA / "tinysol_ismir2024_names.json"
@@ -160,7 +161,7 @@ def run_the_study(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "study.json", report)
     table_text = markdown(report)
-    (args.out / "study.md").write_text(table_text, encoding="utf-8")
+    write_report(args.out / "study.md", table_text)
     for path in plot_study(report, args.out):
         print(f"wrote {path}")
     print(f"wrote {args.out / 'study.md'}\n")

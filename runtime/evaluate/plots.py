@@ -7,6 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.files import write_atomically
+
+
+def save(figure, path: Path) -> None:
+    """The figure as ``path`` (its suffix names the format), replaced whole or not at all."""
+    write_atomically(path, lambda fh: figure.savefig(fh, dpi=120, format=path.suffix[1:]))
+
 
 def new_figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -35,7 +42,7 @@ def plot_confusion(names: list[str], counts: list, title: str, path: Path) -> No
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     axes.set_title(title)
-    figure.savefig(path, dpi=120)
+    save(figure, path)
 
 
 def plot_bars(groups: list[str], values: dict[str, list], title: str, path: Path) -> None:
@@ -52,7 +59,7 @@ def plot_bars(groups: list[str], values: dict[str, list], title: str, path: Path
     axes.set_ylabel("accuracy")
     axes.set_title(title)
     axes.legend(fontsize="small")
-    figure.savefig(path, dpi=120)
+    save(figure, path)
 
 
 def plot_similarities(report: dict, path: Path) -> None:
@@ -73,4 +80,4 @@ def plot_similarities(report: dict, path: Path) -> None:
     axes.set_ylabel("density")
     axes.set_title(f"prompt: {report['template']!r}")
     axes.legend()
-    figure.savefig(path, dpi=120)
+    save(figure, path)

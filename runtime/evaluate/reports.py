@@ -6,13 +6,19 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-RANDOM_WEIGHTS_NOTE = "(demo model with random weights: these numbers are meaningless)"
+from runtime.files import write_atomically
 
 
 def write_json(path: Path, report: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    """The report as indented UTF-8 JSON, written atomically: an interrupted run leaves the
+    previous report whole."""
+    write_report(path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     print(f"wrote {path}")
+
+
+def write_report(path: Path, text: str) -> None:
+    """``text`` as ``path`` (UTF-8), replaced whole or not at all."""
+    write_atomically(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

@@ -35,12 +35,24 @@ def test_demo_checkpoint_round_trips(small_export, small_reference):
         assert torch.equal(value, saved[key]), key
 
 
-def test_checkpoint_with_position_ids_loads(small_files):
+def test_checkpoint_with_position_ids_loads_the_same_model(small_files, small_reference):
+    """The published checkpoint also holds RoBERTa's ``position_ids`` buffer (older
+    transformers saved it): it is accepted and ignored, so the weights and the embeddings
+    are those of the checkpoint without it."""
     rewrite(
         small_files[0],
         lambda s: s.update({"text_encoder.embeddings.position_ids": torch.arange(514)[None]}),
     )
-    load_reference(*small_files)
+    loaded = load_reference(*small_files)
+    expected = small_reference.state_dict()
+    assert set(loaded.state_dict()) == set(expected)
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+    texts = ["a calm solo piano piece", ""]
+    for got, want in zip(
+        loaded.text_encode(texts), small_reference.text_encode(texts), strict=True
+    ):
+        assert torch.equal(got, want)
 
 
 def test_wrong_shape_is_named(small_files):

@@ -93,6 +93,7 @@ def test_digital_silence_stays_finite_in_fp16(small_fp16_dir):
     assert np.isfinite(rows).all()
 
 
+@pytest.mark.slow
 def test_full_size_fp16_stays_close_to_the_reference(demo_fp16_dir, demo_reference):
     """The issue's fp16 bar is cosine >= 0.999 to the reference (joint, audio and text)."""
     model = runtime.Embedder(demo_fp16_dir, precision="fp16", providers=["CPUExecutionProvider"])
@@ -104,6 +105,7 @@ def test_full_size_fp16_stays_close_to_the_reference(demo_fp16_dir, demo_referen
     assert_close(reference, model.embed_text(texts), 0.999, 0.05)
 
 
+@pytest.mark.slow
 def test_full_size_clap_fp16_stays_close_to_the_reference(demo_clap_fp16_dir, demo_clap_reference):
     cpu = ["CPUExecutionProvider"]
     model = runtime.Embedder(demo_clap_fp16_dir, precision="fp16", providers=cpu)
@@ -116,6 +118,7 @@ def test_full_size_clap_fp16_stays_close_to_the_reference(demo_clap_fp16_dir, de
     assert_close(reference, model.embed_text(texts), 0.999, 0.05)
 
 
+@pytest.mark.slow
 def test_full_size_muscall_fp16_stays_close_to_the_reference(
     demo_muscall_fp16_dir, demo_muscall_reference
 ):

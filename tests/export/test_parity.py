@@ -15,10 +15,12 @@ from export.ttmrpp.audio_tower import AttentionPool, OneQueryPool
 from tests.helpers import FAMILY_CASES, audio_feed, session, stem_conv, token_feed
 from tests.helpers import ttmrpp_windows as track_of
 
+pytestmark = pytest.mark.parity
 TTMRPP = FAMILY_CASES["ttmrpp"]
 SLOW = pytest.mark.slow
 AUDIO_CASES = [
-    *[("ttmrpp", size, windows) for size in ("small", "demo") for windows in (1, 3, 8)],
+    *[("ttmrpp", "small", windows) for windows in (1, 3, 8)],
+    *[pytest.param("ttmrpp", "demo", windows, marks=SLOW) for windows in (1, 3, 8)],
     ("clap", "small", 1),
     ("clap", "small", 3),
     pytest.param("clap", "demo", 3, marks=SLOW),
@@ -28,7 +30,7 @@ AUDIO_CASES = [
 ]
 TEXT_CASES = [
     ("ttmrpp", "small"),
-    ("ttmrpp", "demo"),
+    pytest.param("ttmrpp", "demo", marks=SLOW),
     ("clap", "small"),
     pytest.param("clap", "demo", marks=SLOW),
     ("muscall", "small"),

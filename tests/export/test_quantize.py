@@ -23,6 +23,7 @@ from export.quantize import (
     AUDIO_INT8,
     TEXT_INT8,
     WindowReader,
+    cosines,
     floor_session,
     quantize_model,
 )
@@ -33,7 +34,7 @@ from export.ttmrpp.hparams import HParams
 from export.ttmrpp.reference import track_windows
 from runtime.batching import whole_track_feed
 from runtime.manifest import read_manifest
-from tests.helpers import cosines, stem_conv, token_feed
+from tests.helpers import stem_conv, token_feed
 
 PERFORMANCE = Path(__file__).parents[2] / "docs" / "performance.md"
 PRINTED_ACCURACY = re.compile(

@@ -13,6 +13,7 @@ from export.synthetic import random_track
 from export.ttmrpp.reference import load_track
 from tests.helpers import FAMILY_CASES, assert_close
 
+pytestmark = pytest.mark.parity
 # (family, seconds, sample rate, gain): short (padded), one window, several (remainder
 # dropped), past full scale, resampled.
 ARRAY_CASES = [
@@ -25,7 +26,7 @@ ARRAY_CASES = [
     ("muscall", 45.0, 44100, 2.0),
 ]
 FULL_SIZE = [
-    ("ttmrpp"),
+    pytest.param("ttmrpp", marks=pytest.mark.slow),
     pytest.param("clap", marks=pytest.mark.slow),
     pytest.param("muscall", marks=pytest.mark.slow),
 ]

@@ -88,6 +88,7 @@ def test_manifest_says_how_to_preprocess(small_muscall_model_dir):
     assert manifest["hparams"]["audio"]["f_max"] == 11025
 
 
+@pytest.mark.slow
 def test_demo_is_the_default_architecture_with_random_weights(demo_muscall_export):
     model_dir, (checkpoint, _, _), log = demo_muscall_export
     manifest = json.loads((model_dir / "manifest.json").read_text())

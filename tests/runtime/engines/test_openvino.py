@@ -13,10 +13,11 @@ import soundfile as sf
 import runtime
 import runtime.embedder
 import runtime.engines.openvino as ov_session
+from export.quantize import cosines
 from export.synthetic import random_track
 from runtime.cli.main import main
 from runtime.manifest import read_manifest
-from tests.helpers import FAMILY_CASES, cosines
+from tests.helpers import FAMILY_CASES
 
 pytest.importorskip("openvino", reason="scripts/setup.sh installs the openvino extra")
 
@@ -180,6 +181,7 @@ def test_graphs_without_one_shared_log_mel_open_as_two_plain_sessions(small_mode
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 units (AMX-BF16/AVX-512-BF16)")
 def test_bf16_is_close_to_fp32_on_the_full_size_model(demo_model_dir):
     """The bounds the README states for bf16: audio cosine ≥ 0.999, text ≥ 0.998. The

@@ -20,6 +20,7 @@ from runtime.catalog.npz import Catalog
 from runtime.cli.main import main
 from runtime.evaluate.instruments import instrument_files
 from runtime.evaluate.metrics import ranking_metrics, unit_rows
+from runtime.manifest import RANDOM_WEIGHTS_NOTE
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 E1, E2, E3 = np.eye(3)
@@ -273,18 +274,19 @@ def single_notes(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module", params=["ttmrpp", "clap"])
 def family_model_dir(request) -> Path:
-    """The full-size demo model of each family: eval must work unchanged with both."""
-    fixture = {"ttmrpp": "demo_model_dir", "clap": "demo_clap_model_dir"}[request.param]
+    """The small model of each family (TTMR++'s with random weights, CLAP's from a Hugging
+    Face folder): eval must work unchanged with both."""
+    fixture = {"ttmrpp": "small_model_dir", "clap": "small_clap_model_dir"}[request.param]
     return request.getfixturevalue(fixture)
 
 
 @pytest.fixture(scope="module")
-def demo_model(family_model_dir) -> Embedder:
+def family_model(family_model_dir) -> Embedder:
     return Embedder(family_model_dir)
 
 
-def test_retrieval_on_each_demo_family_equals_metrics_of_its_embeddings(
-    family_model_dir, demo_model, tmp_path, capsys
+def test_retrieval_on_each_family_equals_metrics_of_its_embeddings(
+    family_model_dir, family_model, tmp_path, capsys
 ):
     synthetic.main(str(tmp_path / "music"))
     catalog, out = tmp_path / "catalog", tmp_path / "retrieval.json"
@@ -294,16 +296,17 @@ def test_retrieval_on_each_demo_family_equals_metrics_of_its_embeddings(
     code, printed, _ = run(
         ["eval", "retrieval", str(catalog), str(truth), "--out", str(out), *model], capsys
     )
-    assert code == 0 and "meaningless" in printed
+    random_weights = family_model.manifest.random_weights
+    assert code == 0 and (RANDOM_WEIGHTS_NOTE in printed) is random_weights
     report = json.loads(out.read_text())
-    assert report["tracks"] == 5 and report["model"]["random_weights"] is True
+    assert report["tracks"] == 5 and report["model"]["random_weights"] is random_weights
     captions = json.loads(truth.read_text())["captions"]
     tracks = Catalog.load(catalog)
     stems = [Path(path).stem for path in tracks.paths]
     relevant = np.array(
         [[stem in {Path(i).stem for i in ids} for stem in stems] for ids in captions.values()]
     )
-    scores = demo_model.embed_text(list(captions), normalize=True) @ unit_rows(tracks.matrix()).T
+    scores = family_model.embed_text(list(captions), normalize=True) @ unit_rows(tracks.matrix()).T
     expected = ranking_metrics(scores, relevant)
     assert {k: report["captions"][k] for k in expected} == pytest.approx(expected, abs=1e-6)
     assert [t["positives"] for t in report["tags"]["per_query"]] == [2, 2, 1, 1]
@@ -311,8 +314,8 @@ def test_retrieval_on_each_demo_family_equals_metrics_of_its_embeddings(
         assert 0.0 <= report["tags"][value] <= 1.0
 
 
-def test_triplets_on_each_demo_family_in_every_setting(
-    family_model_dir, demo_model, single_notes, tmp_path, capsys
+def test_triplets_on_each_family_in_every_setting(
+    family_model_dir, family_model, single_notes, tmp_path, capsys
 ):
     out = tmp_path / "triplets.json"
     args = ["eval", "triplets", str(EXAMPLES / "instrument_triplets.csv"), "--out", str(out)]
@@ -333,11 +336,11 @@ def test_triplets_on_each_demo_family_in_every_setting(
     first = rows[0]
     prompts = [f"the sound of a {first[role]}" for role in ("anchor", "positive", "negative")]
     for space in ("joint", "encoder"):
-        anchor, positive, negative = demo_model.embed_text(prompts, space=space, normalize=True)
+        anchor, positive, negative = family_model.embed_text(prompts, space=space, normalize=True)
         assert first[f"text-text/{space}"] == bool(anchor @ positive > anchor @ negative)
 
 
-def test_instruments_on_each_demo_family_write_report_and_plots(
+def test_instruments_on_each_family_write_report_and_plots(
     family_model_dir, single_notes, tmp_path, capsys
 ):
     out = tmp_path / "instruments"

@@ -16,10 +16,13 @@ import pytest
 import soundfile
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
 import runtime
+from export.quantize import cosines
 from export.synthetic import random_track
+from export.to_tensorrt import plan_name, record_engines
 from export.to_triton import (
     AUDIO_TOWER,
     BACKENDS,
@@ -29,12 +32,14 @@ from export.to_triton import (
     FLOOR_TOWER,
     TEXT_TOWER,
     TOKENIZER_MODEL,
+    TOWERS,
     fill_repository,
     main,
 )
 from runtime.audio.reading import MAX_SAMPLE_RATE, load_track
+from runtime.manifest import read_manifest, write_manifest
 from runtime.serving.triton import AUDIO_MODEL, TEXT_MODEL, TritonEmbedder
-from tests.helpers import cosines, one_loud_window
+from tests.helpers import one_loud_window
 from tests.triton_server import (
     DATA_TYPES,
     REGION,
@@ -112,13 +117,36 @@ def embedder(small_model_dir) -> runtime.Embedder:
 # ---------------------------------------------------------------- configurations
 
 
+KIND_GPU = model_config_pb2.ModelInstanceGroup.Kind.KIND_GPU
+TOWER_FILES = {AUDIO_TOWER: "audio.onnx", TEXT_TOWER: "text.onnx", FLOOR_TOWER: "floor.onnx"}
+
+
 def signature(tensors) -> dict:
     return {t.name: (DATA_TYPES.Name(t.data_type), list(t.dims)) for t in tensors}
 
 
+@pytest.fixture
+def engines_dir(small_model_dir, tmp_path) -> Path:
+    """The small model's folder with stand-in fp32 TensorRT plans recorded in its manifest
+    (TensorRT is not installed here: the configs, not the engines, are under test)."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for path in small_model_dir.iterdir():
+        if path.is_file():
+            (folder / path.name).symlink_to(path)
+    (folder / "manifest.json").unlink()
+    manifest = read_manifest(small_model_dir)
+    for graph in manifest.graphs:
+        (folder / plan_name(graph, "fp32")).write_bytes(f"stand-in {graph} plan".encode())
+    recorded = record_engines(manifest, "fp32", 64, 128, "10.0", "a GPU")
+    write_manifest(folder, recorded)
+    return folder
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_configs_parse_and_match_the_graphs(small_model_dir, tmp_path, backend):
-    names = fill_repository(small_model_dir, tmp_path, backend)
+def test_configs_parse_and_match_the_graphs(small_model_dir, engines_dir, tmp_path, backend):
+    model_dir = engines_dir if backend == "tensorrt" else small_model_dir
+    names = fill_repository(model_dir, tmp_path, backend)
     configs = {name: parse_config(tmp_path / name / "config.pbtxt") for name in names}
     towers = (AUDIO_TOWER, FLOOR_TOWER, TEXT_TOWER)
     assert set(configs) == {AUDIO_MODEL, TEXT_MODEL, TOKENIZER_MODEL, *towers}
@@ -127,15 +155,20 @@ def test_configs_parse_and_match_the_graphs(small_model_dir, tmp_path, backend):
         assert (tmp_path / name / "1").is_dir()
     for tower in towers:
         config = configs[tower]
-        graph = onnx.load(str(tmp_path / tower / "1" / "model.onnx")).graph
+        graph = onnx.load(str(small_model_dir / TOWER_FILES[tower])).graph
+        served = "model.plan" if backend == "tensorrt" else "model.onnx"
+        assert (tmp_path / tower / "1" / served).is_file()
         check_tensors(config.input, graph.input, batched=config.max_batch_size > 0)
         check_tensors(config.output, graph.output, batched=config.max_batch_size > 0)
         if backend == "python":
             assert config.backend == "python" and (tmp_path / tower / "1" / "model.py").is_file()
+        elif backend == "tensorrt":
+            assert config.platform == "tensorrt_plan"
         else:
             assert config.platform == "onnxruntime_onnx"
-        accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
-        assert [a.name for a in accelerators] == (["tensorrt"] if backend == "tensorrt" else [])
+        # TensorRT runs as its own backend, from the built plans, never as onnxruntime's
+        # execution provider.
+        assert not config.optimization.execution_accelerators.gpu_execution_accelerator
     # Audio rows are independent windows: the audio towers batch them up to the size the
     # audio model packs them in.
     for tower in (AUDIO_TOWER, FLOOR_TOWER):
@@ -180,11 +213,76 @@ def test_configs_parse_and_match_the_graphs(small_model_dir, tmp_path, backend):
     assert {t.name for t in configs[TEXT_MODEL].output} <= produced
 
 
+def test_tensorrt_backend_serves_the_built_plans_on_gpus(engines_dir, tmp_path):
+    fill_repository(engines_dir, tmp_path, "tensorrt")
+    manifest = read_manifest(engines_dir)
+    for tower, graph in TOWERS.items():
+        config = parse_config(tmp_path / tower / "config.pbtxt")
+        assert config.platform == "tensorrt_plan" and config.default_model_filename == "model.plan"
+        assert [group.kind for group in config.instance_group] == [KIND_GPU]
+        assert config.max_batch_size <= manifest.tensorrt["fp32"].max_batch
+        plan = tmp_path / tower / "1" / "model.plan"
+        assert plan.read_bytes() == f"stand-in {graph} plan".encode()
+        assert not (tmp_path / tower / "1" / "model.onnx").exists()
+        assert "ORT_TENSORRT" not in (tmp_path / tower / "config.pbtxt").read_text()
+
+
+def test_tensorrt_backend_without_engines_names_the_builder(small_model_dir, tmp_path, capsys):
+    args = ["--model-dir", str(small_model_dir), "--repository", str(tmp_path / "r")]
+    assert main([*args, "--backend", "tensorrt"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("to_triton.py: error: ") and err.count("\n") == 1
+    assert "no fp32 TensorRT engines; build them with export/to_tensorrt.py" in err
+    assert main([*args, "--backend", "tensorrt", "--precision", "fp16"]) == 2
+    assert "export/to_tensorrt.py --model-dir" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_tensorrt_backend_refuses_a_missing_or_too_small_engine(engines_dir, tmp_path, capsys):
+    args = ["--model-dir", str(engines_dir), "--backend", "tensorrt"]
+    (engines_dir / plan_name("floor", "fp32")).unlink()
+    assert main([*args, "--repository", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "floor engine floor.fp32.plan is missing" in err
+    assert "export/to_tensorrt.py" in err
+    (engines_dir / plan_name("floor", "fp32")).write_bytes(b"stand-in floor plan")
+    manifest = read_manifest(engines_dir)
+    write_manifest(engines_dir, record_engines(manifest, "fp32", 16, 128, "10.0", None))
+    assert main([*args, "--repository", str(tmp_path / "r")]) == 2
+    assert "at most 16 rows per call" in capsys.readouterr().err
+    write_manifest(engines_dir, record_engines(manifest, "fp32", 64, 8, "10.0", None))
+    assert main([*args, "--repository", str(tmp_path / "r")]) == 2
+    assert "--max-tokens" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_to_triton_ends_a_malformed_manifest_in_one_line(small_model_dir, tmp_path, capsys):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    content = json.loads((small_model_dir / "manifest.json").read_text())
+    del content["audio"]
+    (folder / "manifest.json").write_text(json.dumps(content))
+    args = ["--model-dir", str(folder), "--repository", str(tmp_path / "r")]
+    assert main([*args, "--backend", "python"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("to_triton.py: error: ") and err.count("\n") == 1
+    assert "manifest.json" in err and "Traceback" not in err
+    (folder / "manifest.json").write_text("{not json")
+    assert main([*args, "--backend", "python"]) == 2
+    assert "not a JSON manifest" in capsys.readouterr().err
+
+
 def test_to_triton_refuses_bad_arguments(small_model_dir, tmp_path, capsys):
     assert main(["--model-dir", str(tmp_path), "--repository", str(tmp_path / "r")]) == 2
     assert "no manifest.json" in capsys.readouterr().err
     args = ["--model-dir", str(small_model_dir), "--repository", str(tmp_path / "r")]
-    for bad in (["--max-audio-seconds", "0"], ["--max-batch-windows", "0"], ["--backend", "x"]):
+    for bad in (
+        ["--max-audio-seconds", "0"],
+        ["--max-batch-windows", "0"],
+        ["--backend", "x"],
+        ["--backend", "tensorrt", "--precision", "bf16"],
+        ["--backend", "python", "--precision", "fp16"],
+    ):
         with pytest.raises(SystemExit) as caught:
             main([*args, *bad])
         assert caught.value.code == 2

@@ -1,6 +1,6 @@
-"""Triton serving of a CLAP model folder: export/to_triton.py's repository for the
-full-size demo CLAP model, served by scripts/serve.sh (the same server fixture as
-TTMR++'s), answers what the in-process runtime does."""
+"""Triton serving of a CLAP model folder: export/to_triton.py's repository for the small
+CLAP model, served by scripts/serve.sh (the same server fixture as TTMR++'s), answers what
+the in-process runtime does."""
 
 from __future__ import annotations
 
@@ -9,19 +9,19 @@ import onnx
 import pytest
 
 import runtime
+from export.quantize import cosines
 from export.synthetic import random_track
 from export.to_triton import AUDIO_TOWER, FLOOR_TOWER, fill_repository, main
 from runtime.serving.triton import AUDIO_MODEL, TritonEmbedder
-from tests.helpers import cosines
 from tests.triton_server import check_tensors, parse_config
 
 RATE = 48000
 
 
 @pytest.fixture(scope="module")
-def repository(demo_clap_model_dir, tmp_path_factory):
+def repository(small_clap_model_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("triton_clap_repo")
-    args = ["--model-dir", str(demo_clap_model_dir), "--repository", str(folder)]
+    args = ["--model-dir", str(small_clap_model_dir), "--repository", str(folder)]
     assert main([*args, "--backend", "python"]) == 0
     return folder
 
@@ -40,8 +40,8 @@ def test_audio_tower_takes_only_the_waveform_and_there_is_no_floor_model(folder,
     assert "floor" not in audio.parameters
 
 
-def test_server_embeddings_equal_the_runtime(server, demo_clap_model_dir):
-    local = runtime.Embedder(demo_clap_model_dir)
+def test_server_embeddings_equal_the_runtime(server, small_clap_model_dir):
+    local = runtime.Embedder(small_clap_model_dir)
     tracks = [0.3 * random_track(1, 3.0, RATE), random_track(2, 23.0, 44100)]
     texts = ["", "a calm piano", "fast drums " * 40]
     for protocol in ("http", "grpc"):

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import runtime
+from export.quantize import cosines
 from export.synthetic import random_track
 from export.to_triton import main
 from runtime.serving.triton import TritonEmbedder
-from tests.helpers import cosines
 from tests.triton_server import concurrent_solo_errors
 
 # (seconds, rate, gain): one zero-padded window, two whole windows past full scale, and a

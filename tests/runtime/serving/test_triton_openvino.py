@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import runtime
+from export.quantize import cosines
 from export.synthetic import random_track
 from export.to_triton import FLOOR_TOWER, main
 from runtime.serving.triton import TritonEmbedder
-from tests.helpers import cosines
 from tests.triton_server import parse_config
 
 pytest.importorskip("openvino", reason="scripts/setup.sh installs the openvino extra")
