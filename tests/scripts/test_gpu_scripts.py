@@ -4,8 +4,12 @@ scripts/gpu_check.sh run end to end without a GPU on the small model."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +89,65 @@ def test_the_command_line_splits_and_joins(wheels, tmp_path):
     (pieces / PIECE_SUMS).unlink()
     refused = subprocess.run([*script, "join", str(pieces), str(joined)], capture_output=True)
     assert refused.returncode == 1 and b"pieces.sha256: missing" in refused.stderr
+
+
+def test_device_memory_is_unknown_where_nvidia_smi_cannot_say_or_does_not_list_us(
+    tmp_path, monkeypatch
+):
+    """ "[N/A]" (a GPU in a virtual machine) and a process nvidia-smi does not list read as
+    unknown (None), never as 0 MB and never as a crash after the timing."""
+    from bench import device_memory_mb
+
+    fake = tmp_path / "nvidia-smi"
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    for listing, expected in (
+        (f"{os.getpid()}, [N/A]", None),
+        ("1, 300 MiB", None),
+        (f"1, 300 MiB\n{os.getpid()}, 512 MiB", 512.0),
+    ):
+        fake.write_text(f"#!/bin/sh\nprintf '{listing}\\n'\n")
+        fake.chmod(0o755)
+        assert device_memory_mb() == expected
+
+
+def test_bench_rows_are_named_and_none_starts_after_the_stop_time(small_model_dir, tmp_path):
+    from bench import main, row_names
+
+    assert row_names("ORT CPU fp32, ORT CUDA fp16") == ["ORT CPU fp32", "ORT CUDA fp16"]
+    with pytest.raises(argparse.ArgumentTypeError, match="no rows \\['ORT TPU'\\]"):
+        row_names("ORT CPU fp32,ORT TPU")
+    out = tmp_path / "bench.json"
+    argv = ["--model-dir", str(small_model_dir), "--sections", "backends", "--json", str(out)]
+    assert main([*argv, "--rows", "ORT CPU fp32,ORT CPU int8", "--stop-at", "0"]) == 0
+    assert json.loads(out.read_text())["backends"] == {
+        "rows": {},
+        "skipped": {"ORT CPU fp32": "not run (time limit)", "ORT CPU int8": "not run (time limit)"},
+    }
+
+
+@pytest.mark.slow
+def test_gpu_check_on_a_cpu_says_no_gpu_and_writes_the_table_with_its_cpu_rows(
+    small_fp16_dir, tmp_path
+):
+    """The whole script on this machine, the small model, a short limit: exit 0, "no GPU",
+    the CPU reference measured, every GPU row "not run (no GPU)", and the logs."""
+    out = tmp_path / "out"
+    command = ["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(out), "--limit", "200"]
+    command += ["--model-dir", str(small_fp16_dir), "--quick"]
+    started = time.monotonic()
+    env = {**os.environ, "PYTHON": sys.executable}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert time.monotonic() - started < 200 + 30
+    assert "no GPU" in done.stdout
+    table = (out / "table.md").read_text()
+    reference = next(line for line in table.splitlines() if line.startswith("| PyTorch eager CPU"))
+    assert "not run" not in reference and "1.000000" in reference
+    for row in (
+        "PyTorch eager CUDA fp32",
+        "PyTorch eager CUDA fp16 autocast",
+        "ORT CUDA fp32 (cuDNN search HEURISTIC)",
+        "ORT CUDA fp16 (cuDNN search EXHAUSTIVE)",
+    ):
+        assert f"| {row} | not run (no GPU) |" in table
+    assert {"gpu_check.log", "tests.log", "bench.json"} <= {p.name for p in out.iterdir()}
