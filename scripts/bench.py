@@ -500,14 +500,17 @@ def backends_section(args: argparse.Namespace) -> dict:
     its own); a row that would start after ``--stop-at`` is not run, one still running
     then is stopped, and the rows measured before are kept."""
     rows, skipped, embeddings = {}, {}, {}
+
+    def left() -> float | None:
+        return None if args.stop_at is None else args.stop_at - time.time()
+
     for name in args.rows or ROWS:
-        left = None if args.stop_at is None else args.stop_at - time.time()
-        if left is not None and left <= 0:
-            skipped[name] = "not run (time limit)"
-            continue
         reason = unavailable(name, args.model_dir, args.source)
         if reason:
             skipped[name] = reason
+            continue
+        if left() is not None and left() <= 0:
+            skipped[name] = "not run (time limit)"
             continue
         print(f"  {name} …", flush=True)
         with tempfile.TemporaryDirectory() as scratch:
@@ -517,7 +520,7 @@ def backends_section(args: argparse.Namespace) -> dict:
             for dest, path in args.source.items():
                 command += ["--source", f"{dest}={path}"]
             try:
-                done = subprocess.run(command, capture_output=True, text=True, timeout=left)
+                done = subprocess.run(command, capture_output=True, text=True, timeout=left())
             except subprocess.TimeoutExpired:
                 skipped[name] = "stopped at the time limit"
                 continue

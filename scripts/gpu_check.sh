@@ -174,10 +174,14 @@ summary=$(grep -E "passed|failed|error|skipped" "$out/tests.log" | tail -n 1)
 [ "$tests" -ne 0 ] && failed+=("the GPU tests")
 
 step "bench"
-# The GPU rows before the CPU runtime's, should the time run out; the CPU reference first,
-# as the cosines of every row are to its embeddings.
-rows="PyTorch eager CPU fp32,PyTorch eager CUDA fp32,PyTorch eager CUDA fp16 autocast"
-rows+=",ORT CUDA fp32,ORT CUDA fp16,ORT CPU fp32"
+# The GPU rows first, should the time run out, then the CPU reference (every row's cosine
+# is to its embeddings) and the CPU runtime.
+rows="PyTorch eager CUDA fp32,PyTorch eager CUDA fp16 autocast,ORT CUDA fp32,ORT CUDA fp16"
+rows+=",PyTorch eager CPU fp32,ORT CPU fp32"
+if [ -z "$gpu" ] && [ ${#sizes[@]} -eq 0 ]; then
+    echo "gpu_check: no GPU: the CPU rows with small batches and few latency runs (--quick)"
+    sizes=(--batches 1,4 --latency-runs 10)
+fi
 bench() {  # bench JSON ROWS STOP_AT SEARCH
     local json=$1 rows=$2 until=$3
     TTMR_CUDNN_CONV_ALGO_SEARCH=$4 timeout $((until - $(date +%s) + 30)) \
@@ -187,11 +191,12 @@ bench() {  # bench JSON ROWS STOP_AT SEARCH
 }
 if [ -f "$model_dir/manifest.json" ]; then
     # With a GPU, a minute is kept for onnxruntime's CUDA rows with EXHAUSTIVE search.
-    keep=5
-    [ -n "$gpu" ] && keep=60
+    # The last seconds are kept for the table.
+    keep=15
+    [ -n "$gpu" ] && keep=75
     bench "$out/bench.json" "$rows" $((stop_at - keep)) HEURISTIC
     if [ -n "$gpu" ]; then
-        bench "$out/bench_exhaustive.json" "ORT CUDA fp32,ORT CUDA fp16" $((stop_at - 5)) \
+        bench "$out/bench_exhaustive.json" "ORT CUDA fp32,ORT CUDA fp16" $((stop_at - 15)) \
             EXHAUSTIVE
     fi
 else

@@ -110,7 +110,9 @@ def test_device_memory_is_unknown_where_nvidia_smi_cannot_say_or_does_not_list_u
         assert device_memory_mb() == expected
 
 
-def test_bench_rows_are_named_and_none_starts_after_the_stop_time(small_model_dir, tmp_path):
+def test_bench_rows_are_named_and_none_that_could_run_starts_after_the_stop_time(
+    small_model_dir, tmp_path
+):
     from bench import main, row_names
 
     assert row_names("ORT CPU fp32, ORT CUDA fp16") == ["ORT CPU fp32", "ORT CUDA fp16"]
@@ -118,10 +120,15 @@ def test_bench_rows_are_named_and_none_starts_after_the_stop_time(small_model_di
         row_names("ORT CPU fp32,ORT TPU")
     out = tmp_path / "bench.json"
     argv = ["--model-dir", str(small_model_dir), "--sections", "backends", "--json", str(out)]
-    assert main([*argv, "--rows", "ORT CPU fp32,ORT CPU int8", "--stop-at", "0"]) == 0
+    rows = "ORT CPU fp32,ORT CPU int8,PyTorch eager CPU fp32"
+    assert main([*argv, "--rows", rows, "--stop-at", "0"]) == 0
     assert json.loads(out.read_text())["backends"] == {
         "rows": {},
-        "skipped": {"ORT CPU fp32": "not run (time limit)", "ORT CPU int8": "not run (time limit)"},
+        "skipped": {
+            "ORT CPU fp32": "not run (time limit)",
+            "ORT CPU int8": "no int8 graphs: run export/quantize.py",
+            "PyTorch eager CPU fp32": "not run (time limit)",
+        },
     }
 
 
