@@ -183,15 +183,16 @@ if [ -z "$gpu" ] && [ ${#sizes[@]} -eq 0 ]; then
     sizes=(--batches 1,4 --latency-runs 10)
 fi
 bench() {  # bench JSON ROWS STOP_AT SEARCH
-    local json=$1 rows=$2 until=$3
-    TTMR_CUDNN_CONV_ALGO_SEARCH=$4 timeout $((until - $(date +%s) + 30)) \
+    local json=$1 rows=$2 until=$3 grace
+    grace=$((until - $(date +%s) + 30))  # past its own stop, the bench is ended
+    TTMR_CUDNN_CONV_ALGO_SEARCH=$4 timeout $((grace > 1 ? grace : 1)) \
         "$py" scripts/bench.py --model-dir "$model_dir" --sections backends \
         --threads "$(nproc)" --rows "$rows" --stop-at "$until" --json "$json" "${sizes[@]}" \
         || failed+=("the bench ($4)")
 }
 if [ -f "$model_dir/manifest.json" ]; then
-    # With a GPU, a minute is kept for onnxruntime's CUDA rows with EXHAUSTIVE search.
-    # The last seconds are kept for the table.
+    # The last 15 seconds are kept for the table; with a GPU, a minute more for
+    # onnxruntime's CUDA rows with EXHAUSTIVE search.
     keep=15
     [ -n "$gpu" ] && keep=75
     bench "$out/bench.json" "$rows" $((stop_at - keep)) HEURISTIC

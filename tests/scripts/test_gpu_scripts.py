@@ -136,25 +136,32 @@ def test_bench_rows_are_named_and_none_that_could_run_starts_after_the_stop_time
 def test_gpu_check_on_a_cpu_says_no_gpu_and_writes_the_table_with_its_cpu_rows(
     small_fp16_dir, tmp_path
 ):
-    """The whole script on this machine, the small model, a short limit: exit 0, "no GPU",
-    the CPU reference measured, every GPU row "not run (no GPU)", and the logs."""
-    out = tmp_path / "out"
-    command = ["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(out), "--limit", "200"]
+    """The whole script on this machine, the small model, a short limit: exit 0 within the
+    limit, "no GPU", each CPU row measured (the reference's cosine to itself is 1) or
+    stopped by the limit on a loaded machine (never failed), every GPU row "not run (no
+    GPU)", and the logs."""
+    out, limit = tmp_path / "out", 240
+    command = ["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(out), "--limit", str(limit)]
     command += ["--model-dir", str(small_fp16_dir), "--quick"]
     started = time.monotonic()
     env = {**os.environ, "PYTHON": sys.executable}
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stdout[-3000:]
-    assert time.monotonic() - started < 200 + 30
-    assert "no GPU" in done.stdout
+    assert time.monotonic() - started < limit + 20
+    assert "gpu_check: no GPU" in done.stdout
     table = (out / "table.md").read_text()
-    reference = next(line for line in table.splitlines() if line.startswith("| PyTorch eager CPU"))
-    assert "not run" not in reference and "1.000000" in reference
-    for row in (
+    lines = [line for line in table.splitlines() if line.startswith(("| PyTorch", "| ORT"))]
+    rows = {line.split(" | ")[0].removeprefix("| "): line for line in lines}
+    for name in ("PyTorch eager CPU fp32", "ORT CPU fp32"):
+        cells = rows[name].split(" | ")
+        assert cells[1] == "stopped at the time limit" or float(cells[1]) > 0, rows[name]
+    if "stopped" not in rows["PyTorch eager CPU fp32"]:
+        assert rows["PyTorch eager CPU fp32"].endswith("| 1.000000 | 1.000000 |")
+    for name in (
         "PyTorch eager CUDA fp32",
         "PyTorch eager CUDA fp16 autocast",
         "ORT CUDA fp32 (cuDNN search HEURISTIC)",
         "ORT CUDA fp16 (cuDNN search EXHAUSTIVE)",
     ):
-        assert f"| {row} | not run (no GPU) |" in table
+        assert rows[name].startswith(f"| {name} | not run (no GPU) |")
     assert {"gpu_check.log", "tests.log", "bench.json"} <= {p.name for p in out.iterdir()}
