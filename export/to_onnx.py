@@ -17,7 +17,7 @@ error) and writes no ``manifest.json``, which is written last.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
+import importlib
 import logging
 import sys
 import time
@@ -190,7 +190,9 @@ def export_reference(
                 "sha256": sha256(checkpoint),
                 **settings.get("checkpoint", {}),
             },
-            "versions": {lib: importlib.metadata.version(lib) for lib in LIBRARIES},
+            # The modules' own versions: a GPU wheel installed over the CPU one (pip --target)
+            # leaves the CPU package's metadata, which would name the wrong build.
+            "versions": {lib: importlib.import_module(lib).__version__ for lib in LIBRARIES},
         }
     )
     say("Validating against the PyTorch reference (ONNX Runtime, CPU):")

@@ -442,17 +442,21 @@ def timed(run: Callable[[], object], min_runs: int, min_seconds: float) -> list[
 
 
 def device_memory_mb() -> float | None:
-    """GPU memory this process holds (allocators keep their peak), from nvidia-smi."""
+    """GPU memory this process holds (allocators keep their peak), from nvidia-smi; None
+    where nvidia-smi does not list the process or cannot say ("[N/A]" in a virtual machine)."""
     query = ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader"]
     try:
         listing = subprocess.run(query, capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
     for line in listing.splitlines():
-        pid, used = line.split(",")
-        if int(pid) == os.getpid():
-            return float(used.split()[0])
-    return 0.0
+        pid, _, used = line.partition(",")
+        if pid.strip() == str(os.getpid()):
+            try:
+                return float(used.split()[0])
+            except (IndexError, ValueError):
+                return None
+    return None
 
 
 def bench_inputs(model_dir: Path, batches: list[int]) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -497,12 +501,21 @@ def cosine_min(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def backends_section(args: argparse.Namespace) -> dict:
-    """Every row this machine can run, each in a fresh process (so memory is its own)."""
+    """Every row this machine can run (of ``--rows``), each in a fresh process (so memory is
+    its own); a row that would start after ``--stop-at`` is not run, one still running
+    then is stopped, and the rows measured before are kept."""
     rows, skipped, embeddings = {}, {}, {}
-    for name in ROWS:
+
+    def left() -> float | None:
+        return None if args.stop_at is None else args.stop_at - time.time()
+
+    for name in args.rows or ROWS:
         reason = unavailable(name, args.model_dir, args.source)
         if reason:
             skipped[name] = reason
+            continue
+        if left() is not None and left() <= 0:
+            skipped[name] = "not run (time limit)"
             continue
         print(f"  {name} …", flush=True)
         with tempfile.TemporaryDirectory() as scratch:
@@ -511,9 +524,15 @@ def backends_section(args: argparse.Namespace) -> dict:
             command += ["--batches", args.batches, "--latency-runs", str(args.latency_runs)]
             for dest, path in args.source.items():
                 command += ["--source", f"{dest}={path}"]
-            done = subprocess.run(command, capture_output=True, text=True)
+            try:
+                done = subprocess.run(command, capture_output=True, text=True, timeout=left())
+            except subprocess.TimeoutExpired:
+                skipped[name] = "stopped at the time limit"
+                continue
             if done.returncode:
-                skipped[name] = f"failed: {done.stderr.strip().splitlines()[-1]}"
+                said = done.stderr.strip().splitlines() or ["(nothing on stderr)"]
+                print("\n".join(f"    {line}" for line in said[-30:]), flush=True)
+                skipped[name] = f"failed: {said[-1]}"
                 continue
             rows[name] = json.loads((Path(scratch) / "result.json").read_text())
             with np.load(Path(scratch) / "embeddings.npz") as saved:
@@ -703,6 +722,13 @@ def markdown_report(results: list[dict]) -> str:
                 out.append(f"- skipped ({section}): {row}: {why}")
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+def row_names(text: str) -> list[str]:
+    """``--rows A,B`` → the row names, each one of ``ROWS``."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ROWS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"no rows {unknown}; the rows are {list(ROWS)}")
+    return names
 
 
 def source_file(text: str) -> tuple[str, Path]:
@@ -739,6 +765,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=300, help="text queries (accuracy)")
     parser.add_argument("--batches", default="1,16,64", help="backends: audio batch sizes")
     parser.add_argument("--latency-runs", type=int, default=100, help="backends: one-query runs")
+    parser.add_argument(
+        "--rows",
+        type=row_names,
+        help="backends: only these rows, comma-separated, in this order (default: every row)",
+    )
+    parser.add_argument(
+        "--stop-at",
+        type=float,
+        help="backends: a time (seconds since the epoch) after which no row runs",
+    )
     parser.add_argument("--catalog-rows", type=int, default=1_000_000, help="catalog: rows")
     parser.add_argument("--json", type=Path, default=Path("bench.json"))
     parser.add_argument(

@@ -95,10 +95,10 @@ def load_reference(model_dir: Path, given: dict[str, Path] | None) -> Loaded:
 def torch_row(
     model_dir: Path, device: str, precision: str, threads: int, given: dict[str, Path] | None
 ) -> Row:
-    """The reference as its users run it (PyTorch's default settings on the GPU). On the
-    CPU in fp32 a track goes through the reference's own ``embed_track``; on a GPU (where
-    that would feed CPU tensors) and under autocast (whose outputs it cannot hand to numpy)
-    through the manifest's preprocessing (``model_windows``)."""
+    """The reference as its users run it (PyTorch's default settings on the GPU but TF32,
+    off). On the CPU in fp32 a track goes through the reference's own ``embed_track``; on
+    a GPU (where that would feed CPU tensors) and under autocast (whose outputs it cannot
+    hand to numpy) through the manifest's preprocessing (``model_windows``)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -109,6 +109,8 @@ def torch_row(
         if not isinstance(model, torch.nn.Module):
             raise ValueError(f"the {manifest.family} reference runs on the CPU only")
         model = model.to(device)
+        # cuDNN convolutions default to TF32; the fp32 row is strict float32, as ours is.
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
 
     def mode():
         """fp16 autocast on a GPU, bf16 autocast on the CPU, else PyTorch's float32."""

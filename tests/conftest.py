@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,10 @@ from tests.helpers import (
     SMALL_ROBERTA,
     ttmrpp_source,
 )
+
+# A full-size TTMR++ demo folder (to_onnx.py --demo) the demo fixtures use instead of
+# exporting their own.
+REUSED_DEMO = "TTMR_TEST_DEMO_DIR"
 
 
 def _only_for_slow_tests(request: pytest.FixtureRequest) -> None:
@@ -64,10 +69,15 @@ def demo_export(tmp_path_factory, request):
     _only_for_slow_tests(request)
     from export.to_onnx import main
 
-    folder = tmp_path_factory.mktemp("demo_model")
-    log = io.StringIO()
-    with contextlib.redirect_stdout(log):
-        assert main(["--demo", "--output", str(folder)]) == 0
+    given = os.environ.get(REUSED_DEMO)
+    if given:  # the demo scripts/gpu_check.sh exported already (its log is not kept)
+        folder, log = Path(given), io.StringIO()
+        assert (folder / "manifest.json").is_file(), f"{REUSED_DEMO}={given}: no manifest.json"
+    else:
+        folder = tmp_path_factory.mktemp("demo_model")
+        log = io.StringIO()
+        with contextlib.redirect_stdout(log):
+            assert main(["--demo", "--output", str(folder)]) == 0
     checkpoint = folder / "checkpoint"
     files = (checkpoint / "ttmrpp.pth", checkpoint / "ttmrpp.yaml", checkpoint / "text_arch")
     return folder, files, log.getvalue()
@@ -222,6 +232,10 @@ def small_fp16_dir(small_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def demo_fp16_dir(demo_model_dir, tmp_path_factory):
+    from runtime.manifest import read_manifest
+
+    if read_manifest(demo_model_dir).graph_files("fp16"):  # a reused demo exported with --fp16
+        return demo_model_dir
     return fp16_copy(demo_model_dir, tmp_path_factory.mktemp("demo_fp16") / "model")
 
 

@@ -3,7 +3,13 @@ and from a GPU once per call."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib.util
+import io
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +28,67 @@ from runtime.errors import InputError, first_line
 # new process); engines from export/to_tensorrt.py run through runtime.engines.tensorrt instead.
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
-# float32 matmuls and convolutions in full float32 rather than TF32 (10-bit mantissa), so
-# the CUDA fp32 path keeps the reference's accuracy.
-PROVIDER_OPTIONS = {"CUDAExecutionProvider": {"use_tf32": "0"}}
+CUDA_FIRST = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+# How cuDNN picks each convolution's algorithm: HEURISTIC asks cuDNN's heuristics once;
+# EXHAUSTIVE (onnxruntime's default) times every algorithm again for each new input shape,
+# which the last, shorter batch of every track is. The environment variable overrides it
+# so that scripts/gpu_check.sh can time both.
+CONV_ALGO_SEARCH_VARIABLE = "TTMR_CUDNN_CONV_ALGO_SEARCH"
+CONV_ALGO_SEARCHES = ("HEURISTIC", "EXHAUSTIVE", "DEFAULT")
+
+
+def cuda_options() -> dict[str, str]:
+    """The CUDA provider's options (docs/gpu.md says why each)."""
+    search = os.environ.get(CONV_ALGO_SEARCH_VARIABLE, "HEURISTIC").upper()
+    if search not in CONV_ALGO_SEARCHES:
+        raise ValueError(
+            f"{CONV_ALGO_SEARCH_VARIABLE}={search!r}: expected one of {CONV_ALGO_SEARCHES}"
+        )
+    return {
+        "cudnn_conv_algo_search": search,
+        # float32 matmuls and convolutions in full float32 rather than TF32 (10-bit
+        # mantissa), so the CUDA fp32 path keeps the reference's accuracy.
+        "use_tf32": "0",
+        # The GPU arena grows by what a call asks for, not to the next power of two.
+        "arena_extend_strategy": "kSameAsRequested",
+        # cuDNN may use as much workspace as its fastest convolution algorithm needs.
+        "cudnn_conv_use_max_workspace": "1",
+    }
+
+
+def provider_options(provider: str) -> dict[str, str]:
+    return cuda_options() if provider == "CUDAExecutionProvider" else {}
+
+
+def cuda_library_folders(cuda_version: str) -> list[Path]:
+    """The folders of NVIDIA's pip wheels (as torch's CUDA 13 wheels install them) that hold
+    the libraries of CUDA ``cuda_version`` (``nvidia/cu13/lib``) and of cuDNN
+    (``nvidia/cudnn/lib``), where they exist."""
+    spec = importlib.util.find_spec("nvidia")
+    roots = [Path(root) for root in (spec.submodule_search_locations or [])] if spec else []
+    major = cuda_version.split(".")[0]
+    wanted = [f"cu{major}/lib", "cudnn/lib"]
+    return [root / name for name in wanted for root in roots if (root / name).is_dir()]
+
+
+@functools.cache
+def preload_cuda_libraries() -> str:
+    """Load CUDA's and cuDNN's libraries from NVIDIA's pip wheels before the first CUDA
+    session: a process that has not imported torch does not find them on the loader path,
+    and onnxruntime would then run on the CPU. Returns what onnxruntime said of the
+    libraries it could not load ('' when all loaded, or nothing was to be loaded)."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return ""
+    preload = getattr(ort, "preload_dlls", None)
+    folders = cuda_library_folders(getattr(ort, "cuda_version", "") or "")
+    if preload is None or not folders:
+        return ""
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said):
+        for folder in folders:
+            cudnn = folder.parent.name == "cudnn"
+            preload(cuda=not cudnn, cudnn=cudnn, msvc=False, directory=str(folder))
+    return said.getvalue().strip()
 
 
 def choose_providers(providers: list[str] | None) -> list[str]:
@@ -74,7 +138,9 @@ class GraphSession:
     def __init__(
         self, path: Path, providers: list[str], threads: int | None = None, strict: bool = False
     ):
-        with_options = [(p, PROVIDER_OPTIONS.get(p, {})) for p in providers]
+        if set(providers) & set(GPU_PROVIDERS):
+            preload_cuda_libraries()
+        with_options = [(p, provider_options(p)) for p in providers]
         try:
             self.session = ort.InferenceSession(str(path), session_options(threads), with_options)
         except (InvalidProtobuf, InvalidGraph, Fail, NoSuchFile) as err:
@@ -104,11 +170,40 @@ class GraphSession:
 
 
 def cuda_problem(graph: Path) -> str | None:
-    """Why onnxruntime's CUDA provider cannot run ``graph`` here, or None when it can."""
+    """Why onnxruntime's CUDA provider cannot run ``graph`` here, or None when it can: the
+    cause onnxruntime gives (a library it could not load, a cuDNN it does not match), not
+    only that it fell back to the CPU."""
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return "no CUDAExecutionProvider in this onnxruntime (install onnxruntime-gpu)"
+        return (
+            f"no CUDAExecutionProvider in the onnxruntime at {Path(ort.__file__).parent} "
+            f"(version {ort.__version__}): install onnxruntime-gpu"
+        )
+    unloaded = preload_cuda_libraries()
+    with tempfile.TemporaryFile("w+") as log:
+        try:
+            with _output_to(log):
+                GraphSession(graph, CUDA_FIRST, strict=True)
+        except InputError:
+            log.flush()
+            log.seek(0)
+            said = [line.strip() for line in log.read().splitlines() if line.strip()]
+        else:
+            return None
+    causes = [line for line in said if "rror" in line or "ailed" in line] or said
+    cause = " | ".join([*causes[-3:], *unloaded.splitlines()[-3:]]) or "no message"
+    return f"onnxruntime's CUDA provider could not start: {cause}"
+
+
+@contextlib.contextmanager
+def _output_to(file):
+    """Send Python's prints (onnxruntime's "EP Error … falling back") and file descriptor 2
+    (where its C++ logger writes) to ``file``."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(file.fileno(), 2)
     try:
-        GraphSession(graph, ["CUDAExecutionProvider", "CPUExecutionProvider"], strict=True)
-    except InputError:
-        return "onnxruntime's CUDA provider could not start: no CUDA device visible"
-    return None
+        with contextlib.redirect_stdout(file):
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

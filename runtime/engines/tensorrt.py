@@ -9,6 +9,7 @@ dtype conversion) is in plain functions; the part that needs TensorRT is ``Engin
 from __future__ import annotations
 
 import os
+import threading
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
@@ -131,7 +132,8 @@ class EngineSession:
     ``run`` uploads the feed into device buffers that only ever grow (reused across calls),
     runs the engine on the session's stream, copies back only the requested outputs and
     synchronises once. A feed outside the engine's optimisation profile raises
-    ``runtime.InputError`` before anything runs.
+    ``runtime.InputError`` before anything runs. Calls from several threads run one at a
+    time: they share the context, the stream and the buffers.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -139,6 +141,7 @@ class EngineSession:
         self._cudart = cudart
         self._stream = _checked(cudart, cudart.cudaStreamCreate())
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (pointer, capacity)
+        self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _release, cudart, self._buffers, self._stream)
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = self._runtime.deserialize_cuda_engine(Path(path).read_bytes())
@@ -169,6 +172,10 @@ class EngineSession:
 
     def run(self, output_names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         """The requested outputs for one feed, as onnxruntime's ``InferenceSession.run``."""
+        with self._lock:
+            return self._run(output_names, feed)
+
+    def _run(self, output_names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         unknown = [name for name in output_names if name not in self.output_names]
         if unknown:
             raise InputError(f"unknown outputs {unknown}: the engine has {self.output_names}")

@@ -1,20 +1,37 @@
 """The runtime's GPU path: IO binding (checked on the CPU too), then onnxruntime's CUDA
 provider at fp32 and fp16 against the reference, on a machine with a CUDA device.
 
-Without one (no onnxruntime-gpu, or no device visible), the CUDA tests skip and say which.
+Without one (no onnxruntime-gpu, or no device visible), the CUDA tests skip and say why;
+with ``TTMR_EXPECT_GPU=1`` (scripts/gpu_check.sh sets it where nvidia-smi sees a GPU) they
+fail instead, so that a broken set-up cannot read green. The CUDA provider's options are
+checked here statically.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 import runtime
 from export.synthetic import random_track
-from runtime.engines.onnxruntime import GraphSession, cuda_problem
+from runtime.engines import onnxruntime as engine
+from runtime.engines.onnxruntime import GraphSession, cuda_options, cuda_problem
 from tests.helpers import assert_close
 
 CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+EXPECT_GPU = "TTMR_EXPECT_GPU"
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip for ``reason``, or fail with it where the run says a GPU is expected."""
+    if os.environ.get(EXPECT_GPU) == "1":
+        pytest.fail(f"{EXPECT_GPU}=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +40,77 @@ def cuda_demo_dir(small_model_dir, request):
     model's graph, so that a machine without it skips before exporting the demo)."""
     reason = cuda_problem(small_model_dir / "text.onnx")
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason)
     return request.getfixturevalue("demo_fp16_dir")
+
+
+def test_the_gpu_switch_turns_a_skip_into_a_failure(monkeypatch):
+    monkeypatch.setenv(EXPECT_GPU, "1")
+    with pytest.raises(pytest.fail.Exception, match="no CUDA device"):
+        skip_or_fail("no CUDA device")
+    monkeypatch.delenv(EXPECT_GPU)
+    with pytest.raises(pytest.skip.Exception, match="no CUDA device"):
+        skip_or_fail("no CUDA device")
+
+
+def test_cuda_options_search_convolutions_by_heuristic_in_strict_fp32(monkeypatch):
+    """HEURISTIC: no algorithm search for each new batch shape; TF32 off: fp32 stays fp32;
+    the arena grows by what is asked, not to the next power of two."""
+    monkeypatch.delenv(engine.CONV_ALGO_SEARCH_VARIABLE, raising=False)
+    assert cuda_options() == {
+        "cudnn_conv_algo_search": "HEURISTIC",
+        "use_tf32": "0",
+        "arena_extend_strategy": "kSameAsRequested",
+        "cudnn_conv_use_max_workspace": "1",
+    }
+    monkeypatch.setenv(engine.CONV_ALGO_SEARCH_VARIABLE, "exhaustive")
+    assert cuda_options()["cudnn_conv_algo_search"] == "EXHAUSTIVE"
+    monkeypatch.setenv(engine.CONV_ALGO_SEARCH_VARIABLE, "FASTEST")
+    with pytest.raises(ValueError, match="TTMR_CUDNN_CONV_ALGO_SEARCH='FASTEST'"):
+        cuda_options()
+
+
+def test_sessions_hand_the_cuda_options_to_onnxruntime_and_none_to_the_cpu(
+    monkeypatch, small_model_dir
+):
+    """What onnxruntime is given, provider by provider (recorded by a stand-in session)."""
+    given = {}
+
+    class Recorded:
+        def __init__(self, path, options, providers):
+            given["providers"] = providers
+
+        def get_providers(self):
+            return ["CPUExecutionProvider"]
+
+    monkeypatch.delenv(engine.CONV_ALGO_SEARCH_VARIABLE, raising=False)
+    monkeypatch.setattr(engine.ort, "InferenceSession", Recorded)
+    GraphSession(small_model_dir / "audio.onnx", CUDA)
+    assert given["providers"] == [
+        ("CUDAExecutionProvider", cuda_options()),
+        ("CPUExecutionProvider", {}),
+    ]
+
+
+def test_cuda_libraries_are_looked_for_in_nvidias_wheel_folders(monkeypatch, tmp_path):
+    """torch's CUDA 13 wheels: nvidia/cu13/lib and nvidia/cudnn/lib (no cu12, no other)."""
+    for folder in ("cu13/lib", "cudnn/lib", "cu12/lib", "nccl/lib"):
+        (tmp_path / "nvidia" / folder).mkdir(parents=True)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "nvidia", raising=False)
+    folders = engine.cuda_library_folders("13.0")
+    assert tmp_path / "nvidia/cu13/lib" in folders
+    assert tmp_path / "nvidia/cudnn/lib" in folders
+    assert not {tmp_path / "nvidia/cu12/lib", tmp_path / "nvidia/nccl/lib"} & set(folders)
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in ort.get_available_providers(), reason="this onnxruntime has CUDA"
+)
+def test_without_onnxruntime_gpu_the_problem_names_the_package_and_where_it_looked():
+    reason = cuda_problem(Path(__file__))
+    assert "install onnxruntime-gpu" in reason
+    assert ort.__version__ in reason
 
 
 def test_io_binding_returns_what_a_plain_run_returns(small_model_dir):

@@ -92,3 +92,28 @@ def test_importing_runtime_and_its_tensorrt_module_imports_neither_tensorrt_nor_
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_runs_from_several_threads_take_turns_on_the_shared_context():
+    """A session without an engine whose ``_run`` records how many calls are inside it."""
+    import threading
+    import time
+
+    session = object.__new__(EngineSession)
+    session._lock = threading.Lock()
+    inside, most = [0], [0]
+
+    def run(names, feed):
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        time.sleep(0.01)
+        inside[0] -= 1
+        return []
+
+    session._run = run
+    threads = [threading.Thread(target=session.run, args=([], {})) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 1
