@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 
 from export.synthetic import random_track
-from runtime.catalog.npz import Catalog
+from runtime.catalog.npz import NpzCatalog
 
 # name, rate, channels, soundfile format
 LIBRARY = [
@@ -70,7 +70,7 @@ def test_the_readme_workflow_on_a_library_of_every_format(library, small_model_d
     assert "could not read 1 file:" in first.stdout and "broken.flac" in first.stdout
     assert "passed over, not audio files: 1 (.jpg 1)" in first.stdout
     assert "Traceback" not in first.stderr and "Illegal Audio-MPEG-Header" not in first.stderr
-    saved = Catalog.load(catalog)
+    saved = NpzCatalog.load(catalog)
     names = {Path(p).name for p in saved.paths}
     assert names == {Path(name).name for name, *_ in LIBRARY} | {"cut short.mp3"}
     assert np.isfinite(saved.matrix()).all()

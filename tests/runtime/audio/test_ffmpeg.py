@@ -16,7 +16,7 @@ import soundfile as sf
 import runtime.audio.reading
 from export.synthetic import random_track
 from runtime.audio.reading import decode
-from runtime.catalog.npz import Catalog
+from runtime.catalog.npz import NpzCatalog
 from runtime.cli.main import main
 from runtime.errors import InputError
 
@@ -140,6 +140,6 @@ def test_a_folder_of_every_format_indexes_completely_and_lists_what_it_cannot_re
     assert "could not read 2 files:" in out
     assert f"{big_folder / 'broken.M4A'}: cannot decode audio" in out
     assert f"{locked}: PermissionError" in out
-    rows = Catalog.load(catalog)
+    rows = NpzCatalog.load(catalog)
     assert len(set(rows.paths)) == 200 and np.isfinite(rows.matrix()).all()
     assert {Path(p).suffix.lower() for p in rows.paths} == {*FFMPEG_CODECS, *SOUNDFILE_FORMATS}

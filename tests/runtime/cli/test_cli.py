@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from export.synthetic import random_track
-from runtime.catalog.npz import Catalog
+from runtime.catalog.npz import NpzCatalog
 from runtime.cli.main import main
 
 
@@ -42,15 +42,19 @@ def test_index_reports_the_corrupt_file_and_resumes(music, model_env, tmp_path, 
     assert "indexed 3 new files; 3 in" in out
     assert "could not read 1 file:" in out and "broken.wav" in out
     assert "passed over, not audio files: 1 (.txt 1)" in out
-    rows = Catalog.load(catalog)
+    rows = NpzCatalog.load(catalog)
     assert sorted(os.path.basename(p) for p in rows.paths) == ["a.wav", "b.flac", "c.ogg"]
     assert rows.matrix().shape == (3, 16)
     np.testing.assert_allclose(sorted(rows.durations), [4.0, 12.0, 21.0], atol=1e-3)
-    assert main(["index", str(music), "--out", str(catalog)]) == 3
-    assert "indexed 0 new files; 3 in" in capsys.readouterr().out
+    assert main(["index", str(music), "--out", str(catalog)]) == 0  # nothing new failed
+    out = capsys.readouterr().out
+    assert "indexed 0 new files; 3 in" in out and "skipped 1 known failures" in out
     shutil.copy(music / "a.wav", music / "sub" / "d.wav")
-    assert main(["index", str(music), "--out", str(catalog)]) == 3
+    assert main(["index", str(music), "--out", str(catalog)]) == 0
     assert "indexed 1 new file; 4 in" in capsys.readouterr().out
+    (music / "sub" / "broken.wav").write_bytes(b"RIFF....WAVEstill not audio, and longer")
+    assert main(["index", str(music), "--out", str(catalog)]) == 3  # changed: tried again
+    assert "could not read 1 file:" in capsys.readouterr().out
 
 
 def test_search_by_text_and_by_example_prints_a_table(music, model_env, tmp_path, capsys):
@@ -62,8 +66,12 @@ def test_search_by_text_and_by_example_prints_a_table(music, model_env, tmp_path
     assert lines[0].split()[:4] == ["rank", "score", "duration", "path"]
     assert [line.split()[0] for line in lines[1:3]] == ["1", "2"]
     assert main(["search", str(catalog), "--like", str(music / "a.wav"), "-k", "3"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert sorted(Path(row.split()[3]).name for row in rows) == ["b.flac", "c.ogg"]  # not itself
+    outside = shutil.copy(music / "a.wav", tmp_path / "a copy.wav")  # not in the catalog
+    assert main(["search", str(catalog), "--like", str(outside), "-k", "3"]) == 0
     rows = capsys.readouterr().out.splitlines()[1:4]
-    assert rows[0].split()[3].endswith("a.wav")  # a track is most like itself
+    assert rows[0].split()[3].endswith("a.wav")  # embedded: a track is most like itself
     assert float(rows[0].split()[1]) == pytest.approx(1.0, abs=1e-5)
 
 
@@ -125,7 +133,7 @@ def test_python_dash_m_runtime_is_the_entry_point(model_env, tmp_path):
 
 def catalog_names(catalog: Path) -> list[str]:
     """The file names a catalog holds, sorted; its rows must all be finite."""
-    rows = Catalog.load(catalog)
+    rows = NpzCatalog.load(catalog)
     assert np.isfinite(rows.matrix()).all()
     return sorted(os.path.basename(p) for p in rows.paths)
 
