@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,7 +58,10 @@ DELETE_CHUNK = 500  # ids per delete filter
 
 
 def lancedb_module():
-    """LanceDB, or one line naming the extra that installs it."""
+    """LanceDB, or one line naming the extra that installs it. Its warning in a forked
+    child (a native library forking to run a helper) is about LanceDB's own use there,
+    which the runtime never makes: kept from users."""
+    warnings.filterwarnings("ignore", "lancedb fork support is experimental", RuntimeWarning)
     try:
         import lancedb
     except ImportError:
