@@ -22,6 +22,7 @@ import pytest
 import soundfile as sf
 
 import runtime.catalog.store
+import runtime.embedder
 from export.synthetic import random_track
 from runtime.catalog.npz import NpzCatalog
 from runtime.catalog.store import Catalog, ModelIdentity, Row
@@ -285,3 +286,61 @@ def test_decoding_runs_ahead_of_the_consumer_in_order_and_bounded():
     time.sleep(0.2)
     assert not started[3].is_set()  # no more than `ahead` items at once
     assert [(i, f.result()) for i, f in results] == [(i, i * i) for i in range(1, 10)]
+
+
+def test_progress_counts_embedded_seconds_and_ends_at_its_total(model_env, tmp_path, monkeypatch):
+    """The bar moves when a chunk's files are embedded, not when they are decoded (files
+    decode ahead of the model), and ends exactly at its total."""
+    import runtime.catalog.indexing as indexing
+
+    write_tracks(tmp_path / "music", indexing.FILES_PER_CALL + 3, seconds=1.5)
+    bars, seen = [], []
+
+    class Bar:
+        def __init__(self, total: float, stream):
+            self.total, self.n = total, 0.0
+            bars.append(self)
+
+        def update(self, seconds: float) -> None:
+            self.n += seconds
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    embed_tracks = runtime.embedder.Embedder.embed_tracks
+
+    def counted(model, tracks, *args, **kwargs):
+        seen.append(bars[-1].n)
+        return embed_tracks(model, tracks, *args, **kwargs)
+
+    monkeypatch.setattr(indexing, "progress", Bar)
+    monkeypatch.setattr(runtime.embedder.Embedder, "embed_tracks", counted)
+    assert main(["index", str(tmp_path / "music"), "--out", str(tmp_path / "c")]) == 0
+    (bar,) = bars
+    assert bar.total == pytest.approx(1.5 * (indexing.FILES_PER_CALL + 3))
+    assert seen == [0.0, pytest.approx(1.5 * indexing.FILES_PER_CALL)]
+    assert bar.n == pytest.approx(bar.total)
+
+
+def test_windows_embeds_evenly_spaced_windows_of_long_tracks(model_env, tmp_path):
+    from runtime.catalog.indexing import spaced_windows
+
+    windows = np.arange(36)[:, None] * np.ones((1, 4))
+    assert spaced_windows(windows, 4)[:, 0].tolist() == [0, 12, 23, 35]
+    assert spaced_windows(windows[:3], 4) is not None and len(spaced_windows(windows[:3], 4)) == 3
+    music = tmp_path / "music"
+    write_tracks(music, 1, seconds=45.0)  # four windows
+    write_tracks(music, 1, seconds=5.0, first=1)  # one, shorter than a window
+    assert main(["index", str(music), "--out", str(tmp_path / "all")]) == 0
+    assert main(["index", str(music), "--out", str(tmp_path / "two"), "--windows", "2"]) == 0
+    every, two = NpzCatalog.load(tmp_path / "all"), NpzCatalog.load(tmp_path / "two")
+    assert every.paths == two.paths and every.durations == two.durations
+    model = runtime.Embedder(model_env)
+    (track,) = model.load_tracks([every.paths[0]], None)
+    track.windows = track.windows[[0, 3]]
+    np.testing.assert_allclose(two.embeddings[0], model.embed_tracks([track])[0], rtol=1e-5)
+    assert not np.allclose(two.embeddings[0], every.embeddings[0])
+    np.testing.assert_array_equal(two.embeddings[1], every.embeddings[1])  # one window: the same
