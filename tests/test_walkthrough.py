@@ -244,3 +244,53 @@ def test_a_renamed_music_folder_keeps_every_row_and_its_files_take_them_back(
 def rows_of(catalog: Path) -> tuple[list[str], list[np.ndarray]]:
     saved = NpzCatalog.load(catalog)
     return saved.paths, saved.embeddings
+
+
+# What the light install (pip install '.[catalog,formats]', docs/library.md) leaves out.
+NOT_IN_THE_LIGHT_INSTALL = (
+    "torch",
+    "transformers",
+    "onnx",
+    "librosa",
+    "tritonclient",
+    "ray",
+    "openvino",
+    "tensorrt",
+    "matplotlib",
+)
+WITHOUT = f"""
+import importlib.abc, runpy, sys
+class Absent(importlib.abc.MetaPathFinder):
+    def __init__(self, finder):
+        self.finder = finder
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {NOT_IN_THE_LIGHT_INSTALL!r}:
+            return None
+        return self.finder.find_spec(name, path, target)
+    def __getattr__(self, name):  # find_distributions: importlib.metadata asks too
+        return getattr(self.finder, name)
+sys.meta_path[:] = [Absent(finder) for finder in sys.meta_path]
+runpy.run_module("runtime", run_name="__main__")
+"""
+
+
+def test_the_light_install_indexes_and_searches_with_an_exported_folder(small_model_dir, tmp_path):
+    """The runtime, the catalog and the formats extra alone: no torch, no Triton, no Ray
+    (every one of them made impossible to import)."""
+    music = tmp_path / "music"
+    music.mkdir()
+    sf.write(music / "a.wav", random_track(1, 12.0), 22_050)
+    encode(music / "b.m4a", random_track(2, 11.0, 44_100), 44_100)
+    env = {**os.environ, "TTMR_MODEL_DIR": str(small_model_dir)}
+
+    def light(*args: str | Path) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-c", WITHOUT, *map(str, args)]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+    blocked = light("--version")
+    assert blocked.returncode == 0, blocked.stderr
+    index = light("index", music, "--out", tmp_path / "catalog")
+    assert index.returncode == 0 and "indexed 2 new files" in index.stdout, index.stderr
+    found = light("search", tmp_path / "catalog", "piano", "--format", "json")
+    assert found.returncode == 0, found.stderr
+    assert {Path(hit["path"]).name for hit in json.loads(found.stdout)} == {"a.wav", "b.m4a"}
