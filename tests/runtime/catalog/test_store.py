@@ -344,3 +344,24 @@ def test_windows_embeds_evenly_spaced_windows_of_long_tracks(model_env, tmp_path
     np.testing.assert_allclose(two.embeddings[0], model.embed_tracks([track])[0], rtol=1e-5)
     assert not np.allclose(two.embeddings[0], every.embeddings[0])
     np.testing.assert_array_equal(two.embeddings[1], every.embeddings[1])  # one window: the same
+
+
+def test_a_catalog_of_the_earlier_layout_is_refused_with_what_to_do(tmp_path, capsys):
+    """Before track ids, paths were text: such a catalog is left as it is, and named."""
+    import lancedb
+    import pyarrow as pa
+
+    folder = tmp_path / "old"
+    earlier = pa.schema(
+        [
+            pa.field("path", pa.string()),
+            pa.field("duration", pa.float64()),
+            pa.field("size", pa.int64()),
+            pa.field("mtime_ns", pa.int64()),
+            pa.field("vector", pa.list_(pa.float32(), 16)),
+        ]
+    ).with_metadata(identity().metadata())
+    lancedb.connect(folder).create_table("tracks", schema=earlier)
+    assert main(["search", str(folder), "piano"]) == 2
+    assert "written by an earlier version of ttmr: index the music again" in one_error_line(capsys)
+    assert (folder / "tracks.lance").is_dir()
