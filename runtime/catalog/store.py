@@ -619,7 +619,7 @@ class Catalog:
             self.model = model
         return self.model
 
-    def search(self, query: str | os.PathLike | np.ndarray, k: int = 10) -> list[Hit]:
+    def search(self, query: str | os.PathLike | np.ndarray | list[float], k: int = 10) -> list[Hit]:
         """Cosine top-k, best first, through the ANN index where there is one. ``query``: a
         vector of the joint space; a ``Path``, or a ``str`` naming an existing file, is an
         audio file (a catalog track, unchanged, gives its stored vector and is left out of
@@ -627,8 +627,8 @@ class Catalog:
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}")
         leave_out = None
-        if isinstance(query, np.ndarray):
-            vector = query
+        if isinstance(query, (np.ndarray, list, tuple)):
+            vector = np.asarray(query, np.float32)
         elif isinstance(query, os.PathLike) or (isinstance(query, str) and os.path.isfile(query)):
             path = os.path.realpath(query)
             row = self.row_of(path)
@@ -676,6 +676,10 @@ class Catalog:
             )
         ]
         return [hit for hit in hits if hit.id != leave_out][:k]
+
+
+# The earlier name, kept while code written against it (the HTTP service) moves to Catalog.
+TrackCatalog = Catalog
 
 
 def rows_of(batch) -> Iterator[Row]:

@@ -116,7 +116,7 @@ def search(args: argparse.Namespace) -> None:
         raise InputError("give a text query, or --like FILE")
     for kind, query in queries:
         if kind == "text" and not query.strip():
-            raise InputError("a text query is empty")
+            raise InputError("the text query is empty")
     if args.k < 1:
         raise InputError(f"-k must be at least 1, got {args.k}")
     catalog = Catalog.open(args.catalog)
