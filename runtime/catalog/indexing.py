@@ -28,7 +28,15 @@ from tqdm import tqdm
 
 from runtime.audio.ffmpeg import ffmpeg_seconds
 from runtime.audio.reading import Track, scan_folder
-from runtime.catalog.store import Catalog, ModelIdentity, Row, file_digest, file_stat, track_id
+from runtime.catalog.store import (
+    Catalog,
+    ModelIdentity,
+    Row,
+    file_digest,
+    file_stat,
+    refuse_file,
+    track_id,
+)
 from runtime.embedder import Embedder
 from runtime.errors import InputError
 
@@ -92,6 +100,7 @@ def index_folder(
     (``spaced_windows``). Files that failed before and have not changed since are not
     tried again; files that moved take their rows along."""
     identity = ModelIdentity.of_model(model)
+    refuse_file(out)  # before any graph loads: a wrong --out is one line
     scan = scan_folder(music_dir)  # first: a wrong folder creates no catalog
     # Here, the graphs load while LanceDB imports (about a second each).
     with loading_ahead(model) if embed_files is None else contextlib.nullcontext():

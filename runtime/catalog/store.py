@@ -242,6 +242,11 @@ def refuse_file(folder: Path) -> None:
         )
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{label(folder)} is a file, not a catalog folder")
+    if not is_utf8(str(folder.absolute())):
+        raise InputError(
+            f"catalog {readable(str(folder))!r}: LanceDB takes only folder names that are "
+            "UTF-8; give the catalog another folder (the music may be named anyhow)"
+        )
     if folder.suffix.lower() == ".npz":
         raise InputError(
             f"{label(folder)}: a catalog is a LanceDB folder, not a .npz file: give a folder "

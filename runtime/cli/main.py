@@ -289,6 +289,11 @@ def package_version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        # A path that is not UTF-8 (a catalog or music folder named on the command line)
+        # is written as its own bytes, as ``ls`` writes it, never an encoding error.
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     parser = build_parser()
     if not (sys.argv[1:] if argv is None else argv):
         parser.print_help(sys.stderr)  # no command: what the commands are

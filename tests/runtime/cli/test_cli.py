@@ -283,3 +283,24 @@ def test_lancedb_says_nothing_about_a_forked_child(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0 and "fork" not in done.stderr, done.stderr
+
+
+def test_folders_named_in_bytes_that_are_not_utf8_are_indexed_and_said(model_env, tmp_path):
+    music = tmp_path / os.fsdecode(b"m\xfasica")
+    music.mkdir()
+    with open(music / os.fsdecode(b"caf\xe9.wav"), "wb") as fh:
+        sf.write(fh, random_track(1, 2.0), 22050, format="WAV")
+    env = {**os.environ, "TTMR_MODEL_DIR": str(model_env)}
+
+    def index(catalog: Path) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "runtime", "index", music, "--out", catalog]
+        return subprocess.run(command, capture_output=True, env=env)
+
+    done = index(tmp_path / "catalog")
+    assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr
+    assert b"indexed 1 new file; 1 in " in done.stdout
+    refused = index(tmp_path / os.fsdecode(b"cat\xe1logo"))  # LanceDB needs UTF-8 there
+    assert refused.returncode == 2 and refused.stderr.count(b"\n") == 1, refused.stderr
+    assert "catalog '" + str(tmp_path) + "/cat\ufffdlogo': LanceDB takes only" in (
+        refused.stderr.decode()
+    )
