@@ -25,7 +25,9 @@ def ray_module():
         import ray
         import ray.data
     except ImportError:
-        raise InputError("--ray needs Ray: pip install 'ttmr-runtime[ray]'") from None
+        raise InputError(
+            "--ray needs Ray: pip install '.[ray]' in this repository (docs/library.md)"
+        ) from None
     return ray
 
 

@@ -91,7 +91,7 @@ def test_without_pyav_such_a_file_names_the_extra_to_install(tmp_path, monkeypat
     path = tmp_path / "a.m4a"
     encode(path, sine(440.0, 0.3, 44_100), 44_100)
     monkeypatch.setitem(sys.modules, "av", None)  # import av fails
-    with pytest.raises(InputError, match=r"pip install 'ttmr-runtime\[formats\]'"):
+    with pytest.raises(InputError, match=r"pip install '\.\[formats\]' in this repository"):
         decode(0, path, None)
 
 
