@@ -319,8 +319,9 @@ class Catalog:
             raise InputError(f"{label(folder)} is not a ttmr catalog (its table names no model)")
         if "id" not in table.schema.names:
             raise InputError(
-                f"{label(folder)} was written by an earlier version of ttmr: index the music "
-                "again into a new catalog folder"
+                f"{label(folder)} was written by an earlier version of ttmr: convert it once "
+                f"with 'ttmr catalog import {folder} --out NEW --model-dir MODEL' (the model "
+                "that made it), or index the music again"
             )
         if model is not None and found.model != model.model:
             raise InputError(

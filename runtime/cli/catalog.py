@@ -9,10 +9,20 @@ import os
 import time
 from pathlib import Path
 
-from runtime.catalog.npz import NpzCatalog
-from runtime.catalog.store import Catalog, ModelIdentity, Row, file_digest, file_stat, readable
+from runtime.catalog.npz import NpzCatalog, vectors_of
+from runtime.catalog.store import (
+    TABLE,
+    Catalog,
+    ModelIdentity,
+    Row,
+    file_digest,
+    file_stat,
+    label,
+    lancedb_module,
+    readable,
+)
 from runtime.cli.arguments import Parser, embedder_from
-from runtime.errors import InputError
+from runtime.errors import InputError, first_line
 from runtime.files import write_atomically
 
 EXPORT_FORMATS = (".parquet", ".npz")
@@ -43,12 +53,16 @@ def export(args: argparse.Namespace) -> None:
 
 
 def import_npz(args: argparse.Namespace) -> None:
-    """Rows of files that exist keep their embedding and get the file's size, mtime and
-    digest now; rows of missing files get size -1, so the file is embedded again if it
-    comes back."""
-    if args.npz.suffix.lower() != ".npz" or not args.npz.is_file():
-        raise InputError(f"{str(args.npz)!r} is not a .npz catalog file")
-    old = NpzCatalog.load(args.npz)
+    """An earlier version's catalog (a ``.npz`` file, or a folder of the layout before
+    track ids) into a catalog folder. Rows of files that exist keep their embedding and
+    get the file's size, mtime and digest now; rows of missing files get size -1, so the
+    file is embedded again if it comes back."""
+    if args.npz.is_dir():
+        old = earlier_folder(args.npz)
+    elif args.npz.suffix.lower() != ".npz" or not args.npz.is_file():
+        raise InputError(f"{str(args.npz)!r} is neither a .npz catalog nor a catalog folder")
+    else:
+        old = NpzCatalog.load(args.npz)
     model = embedder_from(args)
     identity = ModelIdentity.of_model(model)
     width = old.matrix().shape[1] if old.paths else identity.width
@@ -68,6 +82,25 @@ def import_npz(args: argparse.Namespace) -> None:
     )
     catalog.finish(ann=False)
     print(f"imported {added} rows of {args.npz}; {len(catalog)} in {args.out}")
+
+
+def earlier_folder(folder: Path) -> NpzCatalog:
+    """The rows of a catalog folder of the layout before track ids (paths as text)."""
+    lancedb = lancedb_module()
+    try:
+        table = lancedb.connect(folder).open_table(TABLE)
+        if "id" in table.schema.names:
+            raise InputError(f"{label(folder)} is a current catalog: nothing to import")
+        data = table.to_arrow()
+        return NpzCatalog(
+            data["path"].to_pylist(),
+            data["duration"].to_pylist(),
+            list(vectors_of(data["vector"].combine_chunks())),
+        )
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        if isinstance(err, InputError):
+            raise
+        raise InputError(f"{label(folder)} is not a catalog ({first_line(err)})") from None
 
 
 def stat_or_missing(path: Path) -> tuple[int, int, str]:
@@ -150,9 +183,9 @@ def add_catalog_commands(commands, common: Parser) -> None:
     sub.add_argument("--out", type=Path, required=True, help=".parquet or .npz")
     sub.set_defaults(run=export)
     sub = actions.add_parser(
-        "import", parents=[common], help="an earlier version's .npz catalog → a catalog folder"
+        "import", parents=[common], help="an earlier version's catalog → a catalog folder"
     )
-    sub.add_argument("npz", type=Path, help="the .npz catalog")
+    sub.add_argument("npz", type=Path, help="the .npz catalog, or an earlier catalog folder")
     sub.add_argument("--out", type=Path, required=True, help="catalog folder to create")
     sub.set_defaults(run=import_npz)
     sub = actions.add_parser("prune", help="delete the rows of files that no longer exist")

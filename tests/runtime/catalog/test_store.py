@@ -346,7 +346,9 @@ def test_windows_embeds_evenly_spaced_windows_of_long_tracks(model_env, tmp_path
     np.testing.assert_array_equal(two.embeddings[1], every.embeddings[1])  # one window: the same
 
 
-def test_a_catalog_of_the_earlier_layout_is_refused_with_what_to_do(tmp_path, capsys):
+def test_a_catalog_of_the_earlier_layout_is_refused_and_imported_on_request(
+    model_env, tmp_path, capsys
+):
     """Before track ids, paths were text: such a catalog is left as it is, and named."""
     import lancedb
     import pyarrow as pa
@@ -361,7 +363,28 @@ def test_a_catalog_of_the_earlier_layout_is_refused_with_what_to_do(tmp_path, ca
             pa.field("vector", pa.list_(pa.float32(), 16)),
         ]
     ).with_metadata(identity().metadata())
-    lancedb.connect(folder).create_table("tracks", schema=earlier)
+    music = write_tracks(tmp_path / "music", 2)
+    vectors = clustered(2, 16, seed=3)
+    rows = {
+        "path": [str(music[0]), str(tmp_path / "gone.wav")],
+        "duration": [1.0, 2.0],
+        "size": [1, 1],
+        "mtime_ns": [1, 1],
+        "vector": pa.FixedSizeListArray.from_arrays(vectors.ravel(), 16),
+    }
+    lancedb.connect(folder).create_table("tracks", pa.table(rows, schema=earlier))
     assert main(["search", str(folder), "piano"]) == 2
-    assert "written by an earlier version of ttmr: index the music again" in one_error_line(capsys)
+    line = one_error_line(capsys)
+    assert (
+        f"written by an earlier version of ttmr: convert it once with 'ttmr catalog import {folder}"
+        in line
+    )
     assert (folder / "tracks.lance").is_dir()
+    new = tmp_path / "new"
+    assert main(["catalog", "import", str(folder), "--out", str(new)]) == 0
+    assert f"imported 2 rows of {folder}; 2 in {new}" in capsys.readouterr().out
+    converted = {row.path: row for row in Catalog.open(new)}
+    np.testing.assert_array_equal(converted[str(music[0])].vector, vectors[0])
+    assert converted[str(tmp_path / "gone.wav")].size == -1  # embedded again if it comes back
+    assert main(["index", str(tmp_path / "music"), "--out", str(new)]) == 0
+    assert "indexed 1 new file; 3 in" in capsys.readouterr().out  # the first kept its row
