@@ -349,7 +349,8 @@ def test_windows_embeds_evenly_spaced_windows_of_long_tracks(model_env, tmp_path
 def test_a_catalog_of_the_earlier_layout_is_refused_and_imported_on_request(
     model_env, tmp_path, capsys
 ):
-    """Before track ids, paths were text: such a catalog is left as it is, and named."""
+    """Before track ids, paths were text: such a catalog is left as it is, named with the
+    command that converts it, and ``catalog import`` keeps its rows."""
     import lancedb
     import pyarrow as pa
 
