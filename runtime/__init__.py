@@ -22,6 +22,7 @@ from runtime.embedder import Embedder
 from runtime.errors import InputError, TritonUnavailable
 
 __all__ = [
+    "Catalog",
     "Embedder",
     "InputError",
     "TritonEmbedder",
@@ -106,10 +107,15 @@ def embed_text(
 
 
 def __getattr__(name: str):
-    """``runtime.TritonEmbedder`` is imported on first use: it needs tritonclient, which
-    users of the in-process runtime need not install."""
+    """``runtime.TritonEmbedder`` and ``runtime.Catalog`` are imported on first use: they
+    need tritonclient and LanceDB, which users of the in-process runtime need not install
+    (and ``import runtime`` stays light)."""
     if name == "TritonEmbedder":
         from runtime.serving.triton import TritonEmbedder
 
         return TritonEmbedder
+    if name == "Catalog":
+        from runtime.catalog.store import Catalog
+
+        return Catalog
     raise AttributeError(f"module 'runtime' has no attribute {name!r}")

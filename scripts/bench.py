@@ -20,7 +20,8 @@ Four sections, each a markdown table or a line, all of it written to JSON as wel
   at batch 1 and 64, p50/p99 latency of one query and of one 30-s track, peak host and
   device memory, and the cosine of its embeddings to the CPU reference's.
 - index: ``ttmr index`` on --index-files synthetic MP3s of --index-seconds (decoding and
-  resampling included) against the same profile's graphs alone (bench_index.py).
+  resampling included) against the same profile's graphs alone (bench_index.py); with
+  --index-windows N, ``index --windows N`` against every window on 10- and 60-minute mixes.
 - catalog (no model): search in a synthetic catalog of --catalog-rows 128-d rows with the
   ANN index, p50/p99 ms per query and recall@10 against exact search (bench_catalog.py).
 
@@ -46,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_catalog import catalog_section, catalog_table
-from bench_index import index_lines, index_section
+from bench_index import index_lines, index_section, windows_lines, windows_section
 from bench_peaks import gemm_peaks
 from bench_rows import (
     REFERENCE,
@@ -746,6 +747,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sections", default="cpu,backends", help="cpu, backends, index, catalog")
     parser.add_argument("--index-files", type=int, default=40, help="index: MP3 files")
     parser.add_argument("--index-seconds", type=float, default=30.0, help="index: their length")
+    parser.add_argument(
+        "--index-windows",
+        type=int,
+        default=0,
+        help="index: also time 'index --windows N' on 10- and 60-minute mixes (0: not)",
+    )
     parser.add_argument("--precision", default="fp32", help="index: the profile's precision")
     parser.add_argument("--backend", default="auto", help="index: the profile's backend")
     parser.add_argument("--windows", type=int, default=4, help="cpu: the model's windows per track")
@@ -825,6 +832,10 @@ def main(argv: list[str] | None = None) -> int:
             args.index_seconds,
         )
         print(index_lines(result["index"]))
+        if args.index_windows:
+            profile = (args.model_dir, args.threads, args.precision, args.backend)
+            result["index"]["windows_mode"] = windows_section(*profile, args.index_windows)
+            print(windows_lines(result["index"]["windows_mode"]))
     if "catalog" in sections:
         print(f"Catalog: {args.catalog_rows:,} synthetic rows on {describe_cpu()} …", flush=True)
         result["catalog"] = catalog_section(args.catalog_rows, queries=100)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.catalog.store import ModelIdentity, Row, TrackCatalog
+from runtime.catalog.store import Catalog, ModelIdentity, Row
 
 WIDTH = 128
 CLUSTERS = 1000
@@ -30,7 +30,7 @@ def catalog_section(rows: int, queries: int) -> dict:
     vectors = clustered(rows, seed=1)
     identity = ModelIdentity("synthetic", "fp32", "synthetic", WIDTH)
     with tempfile.TemporaryDirectory() as folder:
-        catalog = TrackCatalog.create(Path(folder) / "catalog", identity)
+        catalog = Catalog.create(Path(folder) / "catalog", identity)
         started = time.perf_counter()
         for start in range(0, rows, APPEND_ROWS):
             block = vectors[start : start + APPEND_ROWS]

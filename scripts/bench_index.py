@@ -4,10 +4,13 @@ while the model runs), in a fresh process, against the same profile's graphs alo
 same, already decoded windows. Its sustained rate leaves out the start-up (imports, loading
 the graphs, opening the catalog), timed as ``ttmr index`` of one of the files alone. It
 prints what decoding and resampling cost one core per file beside the rates, since they
-compete with the model for the same cores."""
+compete with the model for the same cores. With ``--index-windows N``, it also times
+``ttmr index --windows N`` against the whole-track default on long mixes, with the cosine
+of the two embeddings (``windows_section``)."""
 
 from __future__ import annotations
 
+import math
 import statistics
 import subprocess
 import sys
@@ -15,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 
 MP3_RATE = 44100  # what music files have; the model's rate is reached by resampling
@@ -85,13 +89,19 @@ def index_section(
 
 
 def timed_index(
-    folder: Path, out: Path, model_dir: Path, threads: int, precision: str, backend: str
+    folder: Path,
+    out: Path,
+    model_dir: Path,
+    threads: int,
+    precision: str,
+    backend: str,
+    *options: str,
 ) -> float:
     """Seconds of ``ttmr index`` on ``folder`` in a fresh process, as a user runs it
-    (imports and loading the graphs included)."""
+    (imports and loading the graphs included); ``options`` go on its command line."""
     command = [sys.executable, "-m", "runtime", "index", str(folder), "--out", str(out)]
     command += ["--model-dir", str(model_dir), "--threads", str(threads)]
-    command += ["--precision", precision, "--backend", backend]
+    command += ["--precision", precision, "--backend", backend, *options]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -114,4 +124,57 @@ def index_lines(result: dict) -> str:
         f"{result['index_startup_seconds']:.1f} s of start-up (one file alone): {after}; "
         f"decoding + resampling one file: {result['decode_ms_per_file_one_core']:.0f} ms of "
         "one core"
+    )
+
+
+def write_mix(path: Path, minutes: float, rate: int) -> None:
+    """An MP3 of ``minutes`` of distinct one-minute synthetic pieces (a DJ mix: no two
+    minutes alike, so a sample of windows is not the whole by construction)."""
+    from export.synthetic import random_track
+
+    with sf.SoundFile(path, "w", rate, 1, format="MP3") as out:
+        for minute in range(math.ceil(minutes)):
+            seconds = min(60.0, minutes * 60 - 60 * minute)
+            out.write(0.5 * random_track(100 + minute, seconds, rate))
+
+
+def windows_section(
+    model_dir: Path,
+    threads: int,
+    precision: str,
+    backend: str,
+    most: int,
+    minutes: tuple[float, ...] = (10, 60),
+) -> dict:
+    """``ttmr index --windows most`` against ``ttmr index`` (every window) on one mix of
+    each length: seconds of each command (a fresh process each) and the cosine between the
+    two embeddings of the mix."""
+    from runtime.catalog.npz import NpzCatalog
+
+    rows = {}
+    profile = (model_dir, threads, precision, backend)
+    with tempfile.TemporaryDirectory() as scratch:
+        for length in minutes:
+            folder = Path(scratch) / f"mix {length:g}"
+            folder.mkdir()
+            write_mix(folder / "mix.mp3", length, MP3_RATE)
+            whole, sampled = Path(scratch) / f"whole {length:g}", Path(scratch) / f"n {length:g}"
+            whole_s = timed_index(folder, whole, *profile)
+            sampled_s = timed_index(folder, sampled, *profile, "--windows", str(most))
+            (a,), (b,) = NpzCatalog.load(whole).embeddings, NpzCatalog.load(sampled).embeddings
+            rows[f"{length:g}"] = {
+                "whole_s": whole_s,
+                "windows_s": sampled_s,
+                "speedup": whole_s / sampled_s,
+                "cosine": float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))),
+            }
+    return {"windows": most, "mixes": rows}
+
+
+def windows_lines(result: dict) -> str:
+    return "\n".join(
+        f"ttmr index --windows {result['windows']} on a {minutes}-minute mix: "
+        f"{row['windows_s']:.1f} s against {row['whole_s']:.1f} s for every window "
+        f"({row['speedup']:.2f}x), cosine to the whole-track embedding {row['cosine']:.5f}"
+        for minutes, row in result["mixes"].items()
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import count
 from pathlib import Path
 
@@ -10,8 +10,14 @@ import numpy as np
 
 from export.synthetic import RATE, hard_set, random_track
 from export.ttmrpp.hparams import HParams
-from export.ttmrpp.reference import load_track, track_windows
-from runtime.audio.reading import AUDIO_EXTENSIONS
+from export.ttmrpp.reference import track_windows
+from runtime.audio.reading import load_track, scan_folder
+from runtime.catalog.store import readable
+from runtime.errors import InputError
+from runtime.manifest import Preprocessing
+
+# TTMR++'s preprocessing besides its rate and window (the manifest's ``audio.preprocessing``).
+PREPROCESSING = {"peak_normalise": True, "int16": True, "short_audio": "zero_pad"}
 
 # Convolutions kept in float, by the names of their weights: the stem and the two 1×1s that
 # read its output (layer1's first block's conv1 and downsample), which see the log-mel's fine
@@ -29,16 +35,45 @@ ACTIVATION_PERCENTILE = 99.99
 
 
 def calibration_tracks(hparams: dict, folder: Path | None, windows: int) -> list[np.ndarray]:
-    """Preprocessed windows from the user's music (better) or synthetic tracks (default)."""
+    """Preprocessed windows from the user's music (better) or synthetic tracks (default).
+    The music is decoded by the runtime's own reader, so every format ``ttmr index`` takes
+    calibrates; a file it cannot read is skipped with one line."""
     hp = HParams.from_dict(hparams)
-    tracks, total = [], 0
-    if folder is not None:
-        paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
-        if not paths:
-            raise ValueError(f"{folder}: no audio files to calibrate on")
-        sources = (load_track(p, hp) for p in paths)
-    else:
+    if folder is None:
         sources = (track_windows(track, RATE, hp) for track in synthetic_tracks())
+        return first_windows(sources, windows)
+    paths = scan_folder(folder).files
+    if not paths:
+        raise InputError(f"{folder}: no audio files to calibrate on")
+    steps = Preprocessing(sample_rate=hp.sr, window_samples=hp.window_samples, **PREPROCESSING)
+    used, skipped = [], 0
+
+    def readable_tracks() -> Iterator[np.ndarray]:
+        nonlocal skipped
+        for index, path in enumerate(paths):
+            try:
+                track = load_track(index, path, None, steps).windows
+            except (InputError, OSError) as err:
+                why = err.reason if isinstance(err, InputError) else err.strerror or str(err)
+                print(f"  skipped {readable(path)}: {why}")
+                skipped += 1
+                continue
+            used.append(path)
+            yield track
+
+    tracks = first_windows(readable_tracks(), windows)
+    if not tracks:
+        raise InputError(f"{folder}: none of its {len(paths)} audio files could be read")
+    print(
+        f"  {sum(map(len, tracks))} windows from {len(used)} files of {folder}"
+        + (f" ({skipped} unreadable, skipped)" if skipped else "")
+    )
+    return tracks
+
+
+def first_windows(sources: Iterable[np.ndarray], windows: int) -> list[np.ndarray]:
+    """The tracks of ``sources`` up to ``windows`` windows in all (the last one cut)."""
+    tracks, total = [], 0
     for track in sources:
         track = track[: windows - total]
         tracks.append(track)

@@ -6,7 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from export.families import Family, Loaded, Source, StaticInt8, Tolerance
-from export.ttmrpp.calibration import ACTIVATION_PERCENTILE, FLOAT_CONVS, calibration_tracks
+from export.ttmrpp.calibration import (
+    ACTIVATION_PERCENTILE,
+    FLOAT_CONVS,
+    PREPROCESSING,
+    calibration_tracks,
+)
 from export.ttmrpp.demo import checkpoint_files, write_demo_checkpoint
 from export.ttmrpp.graphs import AudioGraph, TextGraph, floor_graph
 from export.ttmrpp.reference import TTMRpp, load_reference
@@ -52,7 +57,7 @@ def settings(model: TTMRpp) -> dict:
         "audio": {
             "sample_rate": hp.sr,
             "window_samples": hp.window_samples,
-            "preprocessing": {"peak_normalise": True, "int16": True, "short_audio": "zero_pad"},
+            "preprocessing": PREPROCESSING,
         },
         "text": {
             "max_length": hp.max_length,

@@ -15,7 +15,7 @@ from runtime.errors import InputError
 FFMPEG_EXTENSIONS = frozenset(
     {".m4a", ".m4b", ".mp4", ".aac", ".webm", ".mka", ".mkv", ".wma", ".asf", ".ac3", ".amr"}
 )
-MISSING = "install PyAV for it: pip install 'ttmr-runtime[formats]'"
+MISSING = "install PyAV for it: pip install '.[formats]' in this repository (docs/library.md)"
 SizeCheck = Callable[[int, int, int], None]  # (frames, channels, rate): raises if too large
 
 

@@ -166,6 +166,8 @@ def file_source(index: int, path: Path) -> Source:
     name = describe(index, path)
     if not path.is_file():
         raise InputError("no such file", item=name)
+    if path.stat().st_size == 0:  # FFmpeg's words for it are "Invalid data found"
+        raise InputError("the file is empty (0 bytes)", item=name)
 
     def read() -> Iterator:
         """The header's ``(frames, rate)``, then the blocks."""

@@ -7,13 +7,15 @@ whatever it is, costs that file only."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import itertools
 import os
 import queue
 import signal
 import sys
 import threading
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -26,7 +28,15 @@ from tqdm import tqdm
 
 from runtime.audio.ffmpeg import ffmpeg_seconds
 from runtime.audio.reading import Track, scan_folder
-from runtime.catalog.store import ModelIdentity, Row, TrackCatalog, file_stat
+from runtime.catalog.store import (
+    Catalog,
+    ModelIdentity,
+    Row,
+    file_digest,
+    file_stat,
+    refuse_file,
+    track_id,
+)
 from runtime.embedder import Embedder
 from runtime.errors import InputError
 
@@ -35,7 +45,7 @@ DECODERS = 2  # background decoding threads
 DECODE_AHEAD = 2 * FILES_PER_CALL  # decoded (or decoding) files waiting for the model, at most
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-Progress = Callable[[Path], object]  # told of each file as it is decoded
+Progress = Callable[[Path], object]  # told of each file once it is embedded (or failed)
 Failure = tuple[str, str]  # (path, why it has no embedding)
 
 
@@ -45,7 +55,10 @@ class IndexRun:
 
     added: int = 0
     total: int = 0
-    failures: list[Failure] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)  # new ones, this run
+    known_failures: int = 0  # files that failed before, unchanged since: not tried again
+    moved: int = 0  # rows taken over by the file they moved to
+    missing: int = 0  # rows whose file is gone, after the run
     skipped: Counter[str] = field(default_factory=Counter)
     ann_built: bool = False
 
@@ -65,6 +78,7 @@ class Decoded:
     path: Path
     size: int
     mtime_ns: int
+    sha256: str  # of the file's content: a file that moves later takes its row along
     track: Track
 
 
@@ -77,25 +91,39 @@ def index_folder(
     out: Path,
     ann: bool = False,
     embed_files: EmbedFiles | None = None,
+    windows: int | None = None,
 ) -> IndexRun:
     """Embed the files of ``music_dir`` that ``out`` holds no current row of into it;
     ``embed_files`` (default: in this process) turns paths into rows chunk by chunk
-    (``runtime.catalog.ray`` on a Ray cluster). ``ann``: build an ANN index at the end."""
+    (``runtime.catalog.ray`` on a Ray cluster). ``ann``: build an ANN index at the end.
+    ``windows``: embed at most that many evenly spaced windows of each track
+    (``spaced_windows``). Files that failed before and have not changed since are not
+    tried again; files that moved take their rows along."""
     identity = ModelIdentity.of_model(model)
+    refuse_file(out)  # before any graph loads: a wrong --out is one line
     scan = scan_folder(music_dir)  # first: a wrong folder creates no catalog
     # Here, the graphs load while LanceDB imports (about a second each).
     with loading_ahead(model) if embed_files is None else contextlib.nullcontext():
-        catalog = TrackCatalog.create(out, identity)
+        catalog = Catalog.create(out, identity)
     todo = [path for path in scan.files if catalog.needs(path)]
     run = IndexRun(total=len(catalog), skipped=scan.skipped)
+    retry = [path for path in todo if not catalog.failed_before(path)]
+    run.known_failures, todo = len(todo) - len(retry), retry
+    run.moved = catalog.move(moved_files(catalog, todo))
+    todo = [path for path in todo if catalog.needs(path)]
     seconds = {path: header_seconds(path) for path in todo}
-    embed = embed_files or (lambda paths, failures, told: embed_here(model, paths, failures, told))
+    embed = embed_files or (
+        lambda paths, failures, done: embed_here(model, paths, failures, done, windows)
+    )
     # Native code (libmpg123, FFmpeg, Lance) writes notes to descriptor 2: kept off the bar.
     with native_stderr_silenced() as stderr, ctrl_c_remembered() as pressed:
         with progress(sum(seconds.values()), stderr) as bar:
+            remembered = 0
             try:
                 for rows in embed(todo, run.failures, lambda path: bar.update(seconds[path])):
                     run.added += catalog.append(rows)  # after every chunk: a re-run resumes
+                    catalog.remember_failures(run.failures[remembered:])
+                    remembered = len(run.failures)
                     run.total = len(catalog)
                     if pressed.is_set():  # a Ctrl-C that a native call swallowed
                         raise KeyboardInterrupt
@@ -107,7 +135,36 @@ def index_folder(
                 raise Interrupted(run) from None
         run.ann_built = catalog.finish(ann)
     run.total = len(catalog)
+    run.missing = len(catalog.missing())
     return run
+
+
+def moved_files(catalog: Catalog, todo: list[Path]) -> dict[str, str]:
+    """``old path → new path`` for each new file whose size and content are those of a row
+    whose file is gone (a folder renamed or moved); files are hashed only where a size
+    matches."""
+    gone_by_size: dict[int, list[str]] = defaultdict(list)
+    for path in catalog.missing():
+        gone_by_size[catalog.known[path][0]].append(path)
+    moves: dict[str, str] = {}
+    if not gone_by_size:
+        return moves
+    stored: dict[str, str] = {}
+    for path in todo:
+        if str(path) in catalog.known:
+            continue  # a changed file, not a moved one
+        try:
+            candidates = [p for p in gone_by_size.get(file_stat(path)[0], []) if p not in moves]
+            digest = file_digest(path) if candidates else ""
+        except OSError:
+            continue  # decoding reports the problem
+        for old in candidates:
+            if old not in stored:
+                stored[old] = catalog.track(track_id(old)).sha256
+            if stored[old] == digest:
+                moves[old] = str(path)
+                break
+    return moves
 
 
 def load_quietly(model: Embedder) -> None:
@@ -130,11 +187,16 @@ def loading_ahead(model: Embedder) -> Iterator[None]:
 
 
 def embed_here(
-    model: Embedder, paths: list[Path], failures: list[Failure], decoded: Progress
+    model: Embedder,
+    paths: list[Path],
+    failures: list[Failure],
+    done: Progress,
+    windows: int | None = None,
 ) -> Iterator[list[Row]]:
     """Rows chunk by chunk in this process: the next files decode in background threads
     while the model embeds a chunk."""
-    loads = in_background(lambda path: decode_file(model, path), paths, DECODERS, DECODE_AHEAD)
+    decode = functools.partial(decode_file, model, windows=windows)
+    loads = in_background(decode, paths, DECODERS, DECODE_AHEAD)
     while chunk := list(itertools.islice(loads, FILES_PER_CALL)):
         tracks = []
         for path, future in chunk:
@@ -142,8 +204,10 @@ def embed_here(
                 tracks.append(future.result())
             except Exception as err:  # one file must never end the run
                 failures.append((str(path), reason(err)))
-            decoded(path)
-        yield interruptible(lambda tracks=tracks: embed_decoded(model, tracks, failures))
+        rows = interruptible(lambda tracks=tracks: embed_decoded(model, tracks, failures))
+        for path, _ in chunk:
+            done(path)
+        yield rows
 
 
 def in_background(
@@ -183,10 +247,22 @@ def in_background(
             jobs.put(None)
 
 
-def decode_file(model: Embedder, path: Path) -> Decoded:
+def decode_file(model: Embedder, path: Path, windows: int | None = None) -> Decoded:
     """Stat first: a file changed while it is read is embedded again next time."""
     size, mtime_ns = file_stat(path)
-    return Decoded(path, size, mtime_ns, model.load_tracks([path], None)[0])
+    digest = file_digest(path)
+    track = model.load_tracks([path], None)[0]
+    if windows is not None:
+        track = dataclasses.replace(track, windows=spaced_windows(track.windows, windows))
+    return Decoded(path, size, mtime_ns, digest, track)
+
+
+def spaced_windows(windows: np.ndarray, most: int) -> np.ndarray:
+    """At most ``most`` of a track's windows, evenly spaced from the first to the last
+    (``index --windows``: a long track's mean from a sample of it)."""
+    if len(windows) <= most:
+        return windows
+    return windows[np.linspace(0, len(windows) - 1, most).round().astype(int)]
 
 
 def header_seconds(path: Path) -> float:
@@ -199,8 +275,9 @@ def header_seconds(path: Path) -> float:
 
 
 def progress(seconds: float, stream: TextIO) -> tqdm:
+    """Seconds of audio embedded, out of what the files' headers give."""
     return tqdm(
-        total=round(seconds),
+        total=seconds,
         unit="s",
         unit_scale=True,
         desc="indexing (seconds of audio)",
@@ -281,18 +358,22 @@ def embed_decoded(model: Embedder, tracks: list[Decoded], failures: list[Failure
     rows = []
     for one, vector in zip(tracks, vectors, strict=True):
         if np.isfinite(vector).all():
-            rows.append(Row(str(one.path), one.track.duration, one.size, one.mtime_ns, vector))
+            rows.append(
+                Row(str(one.path), one.track.duration, one.size, one.mtime_ns, vector, one.sha256)
+            )
         else:
             failures.append((str(one.path), "the model produced a non-finite embedding"))
     return rows
 
 
-def embed_chunk(model: Embedder, paths: list[Path], failures: list[Failure]) -> list[Row]:
+def embed_chunk(
+    model: Embedder, paths: list[Path], failures: list[Failure], windows: int | None = None
+) -> list[Row]:
     """Decode and embed ``paths`` in this thread (a Ray worker's chunk)."""
     tracks = []
     for path in paths:
         try:
-            tracks.append(decode_file(model, path))
+            tracks.append(decode_file(model, path, windows))
         except Exception as err:  # one file must never end the run
             failures.append((str(path), reason(err)))
     return embed_decoded(model, tracks, failures)

@@ -5,6 +5,7 @@ were LanceDB folders)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,13 +16,13 @@ from runtime.files import write_atomically
 
 
 @dataclass
-class Catalog:
+class NpzCatalog:
     paths: list[str] = field(default_factory=list)
     durations: list[float] = field(default_factory=list)
     embeddings: list[np.ndarray] = field(default_factory=list)
 
     @classmethod
-    def load(cls, path: Path) -> Catalog:
+    def load(cls, path: Path) -> NpzCatalog:
         if path.is_dir():
             return cls.from_folder(path)
         if not path.is_file():
@@ -37,26 +38,22 @@ class Catalog:
             raise InputError(f"catalog {str(path)!r} is not a catalog file ({err})") from None
 
     @classmethod
-    def from_folder(cls, folder: Path) -> Catalog:
-        from runtime.catalog.store import TrackCatalog
+    def from_folder(cls, folder: Path) -> NpzCatalog:
+        from runtime.catalog.store import Catalog
 
         catalog = cls()
-        for batch in TrackCatalog.open(folder).batches(["path", "duration", "vector"]):
-            catalog.paths += batch["path"].to_pylist()
+        for batch in Catalog.open(folder).batches(["path", "duration", "vector"]):
+            catalog.paths += map(os.fsdecode, batch["path"].to_pylist())
             catalog.durations += batch["duration"].to_pylist()
             catalog.embeddings += list(vectors_of(batch["vector"]))
         return catalog
-
-    def add(self, path: str, duration: float, embedding: np.ndarray) -> None:
-        self.paths.append(path)
-        self.durations.append(duration)
-        self.embeddings.append(embedding)
 
     def matrix(self) -> np.ndarray:
         return np.stack(self.embeddings) if self.embeddings else np.zeros((0, 0), np.float32)
 
     def save(self, path: Path) -> None:
-        """Atomically: an interrupted save leaves the previous catalog."""
+        """Atomically: an interrupted save leaves the previous catalog. Paths are stored as
+        ``os.fsdecode`` gives them (a name that is not UTF-8 keeps its surrogate escapes)."""
 
         def write(fh) -> None:
             np.savez(

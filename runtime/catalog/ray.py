@@ -25,7 +25,9 @@ def ray_module():
         import ray
         import ray.data
     except ImportError:
-        raise InputError("--ray needs Ray: pip install 'ttmr-runtime[ray]'") from None
+        raise InputError(
+            "--ray needs Ray: pip install '.[ray]' in this repository (docs/library.md)"
+        ) from None
     return ray
 
 
@@ -33,15 +35,17 @@ class RayEmbedder:
     """A Ray Data actor: one Embedder, loaded once, embedding chunk after chunk. Every path
     comes back as one row; ``error`` is empty, or says why the file has no embedding."""
 
-    def __init__(self, options: dict):
+    def __init__(self, options: dict, windows: int | None):
         self.model = Embedder(**options)
+        self.windows = windows
         self.width = self.model.width("audio", "joint")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths = [str(path) for path in batch["path"]]
         failures: list[Failure] = []
         rows = {
-            row.path: row for row in embed_chunk(self.model, [Path(p) for p in paths], failures)
+            row.path: row
+            for row in embed_chunk(self.model, [Path(p) for p in paths], failures, self.windows)
         }
         errors = dict(failures)
         missing = Row("", 0.0, -1, 0, np.zeros(self.width, np.float32))
@@ -51,14 +55,17 @@ class RayEmbedder:
             "duration": np.array([row.duration for row in done], np.float64),
             "size": np.array([row.size for row in done], np.int64),
             "mtime_ns": np.array([row.mtime_ns for row in done], np.int64),
+            "sha256": np.array([row.sha256 for row in done], dtype=object),
             "vector": np.stack([row.vector for row in done]).astype(np.float32),
             "error": np.array([errors.get(path, "") for path in paths], dtype=object),
         }
 
 
-def ray_embed_files(model: Embedder, address: str | None, cpus_per_worker: int) -> EmbedFiles:
+def ray_embed_files(
+    model: Embedder, address: str | None, cpus_per_worker: int, windows: int | None = None
+) -> EmbedFiles:
     """``index_folder``'s ``embed_files`` on Ray at ``address`` (None: the Ray this process
-    has already started, else a new local one)."""
+    has already started, else a new local one); ``windows`` as ``index --windows``."""
     ray = ray_module()
     options = {
         "model_dir": str(Path(model.model_dir).resolve()),
@@ -67,7 +74,7 @@ def ray_embed_files(model: Embedder, address: str | None, cpus_per_worker: int) 
         "backend": model.backend,
     }
 
-    def embed(paths: list[Path], failures: list[Failure], decoded: Progress) -> Iterator[list[Row]]:
+    def embed(paths: list[Path], failures: list[Failure], done: Progress) -> Iterator[list[Row]]:
         if not paths:
             return
         started = not ray.is_initialized()
@@ -77,7 +84,7 @@ def ray_embed_files(model: Embedder, address: str | None, cpus_per_worker: int) 
             except (ConnectionError, RuntimeError, ValueError) as err:
                 raise InputError(f"--ray {address or ''}: cannot reach Ray ({err})") from None
         try:
-            yield from run_on_ray(ray, options, cpus_per_worker, paths, failures, decoded)
+            yield from run_on_ray(ray, options, windows, cpus_per_worker, paths, failures, done)
         finally:
             if started:
                 with contextlib.suppress(Exception):
@@ -89,10 +96,11 @@ def ray_embed_files(model: Embedder, address: str | None, cpus_per_worker: int) 
 def run_on_ray(
     ray,
     options: dict,
+    windows: int | None,
     cpus_per_worker: int,
     paths: list[Path],
     failures: list[Failure],
-    decoded: Progress,
+    done: Progress,
 ) -> Iterator[list[Row]]:
     ray.data.DataContext.get_current().enable_progress_bars = False
     resources = ray.cluster_resources()
@@ -106,7 +114,7 @@ def run_on_ray(
     files = ray.data.from_items([{"path": str(path)} for path in paths])
     rows = files.map_batches(
         RayEmbedder,
-        fn_constructor_kwargs={"options": options},
+        fn_constructor_kwargs={"options": options, "windows": windows},
         batch_size=FILES_PER_CALL,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=actors),
@@ -115,11 +123,12 @@ def run_on_ray(
     for batch in rows.iter_batches(batch_size=FILES_PER_CALL, batch_format="numpy"):
         chunk = []
         for i, path in enumerate(batch["path"]):
-            decoded(Path(path))
+            done(Path(path))
             if batch["error"][i]:
                 failures.append((str(path), str(batch["error"][i])))
                 continue
             size, mtime_ns = int(batch["size"][i]), int(batch["mtime_ns"][i])
             duration = float(batch["duration"][i])
-            chunk.append(Row(str(path), duration, size, mtime_ns, batch["vector"][i]))
+            digest = str(batch["sha256"][i])
+            chunk.append(Row(str(path), duration, size, mtime_ns, batch["vector"][i], digest))
         yield chunk

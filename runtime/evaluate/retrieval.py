@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.catalog.npz import Catalog
+from runtime.catalog.npz import NpzCatalog
 from runtime.errors import InputError
 from runtime.evaluate.inputs import read_json, read_table
 from runtime.evaluate.metrics import (
@@ -165,7 +165,7 @@ def evaluate_retrieval(
 ) -> dict:
     """The whole report: catalog and ground truth read and checked first, then the queries
     embedded (joint space, as the catalog) and scored."""
-    catalog = Catalog.load(catalog_path)
+    catalog = NpzCatalog.load(catalog_path)
     if not catalog.paths:
         raise InputError(f"catalog {str(catalog_path)!r} is empty")
     tracks = catalog.matrix()

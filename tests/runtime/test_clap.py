@@ -13,7 +13,7 @@ from transformers import ClapModel, ClapProcessor
 
 import runtime
 from export.synthetic import random_track
-from runtime.catalog.npz import Catalog
+from runtime.catalog.npz import NpzCatalog
 from runtime.cli.main import main
 from tests.helpers import FAMILY_CASES
 from tests.helpers import assert_close as assert_rows_close
@@ -121,7 +121,7 @@ def test_cli_indexes_and_searches_with_a_clap_folder(small_clap_model_dir, tmp_p
     catalog = tmp_path / "catalog"
     assert main(["index", str(music), "--out", str(catalog), *common]) == 0
     assert "indexed 2 new files" in capsys.readouterr().out
-    assert Catalog.load(catalog).matrix().shape == (2, model.embed_text(["x"]).shape[1])
+    assert NpzCatalog.load(catalog).matrix().shape == (2, model.embed_text(["x"]).shape[1])
     assert main(["search", str(catalog), "a calm piano", "-k", "1", *common]) == 0
     assert capsys.readouterr().out.splitlines()[1].split()[0] == "1"
     out = tmp_path / "text.npy"

@@ -11,7 +11,7 @@ import soundfile as sf
 
 import runtime
 from export.synthetic import random_track
-from runtime.catalog.npz import Catalog
+from runtime.catalog.npz import NpzCatalog
 from runtime.cli.main import main
 from tests.helpers import FAMILY_CASES
 
@@ -48,7 +48,7 @@ def test_cli_indexes_and_searches_with_a_full_size_muscall_folder(
     catalog = tmp_path / "catalog"
     assert main(["index", str(music), "--out", str(catalog), *common]) == 0
     assert "indexed 2 new files" in capsys.readouterr().out
-    rows = Catalog.load(catalog)
+    rows = NpzCatalog.load(catalog)
     paths, embeddings = rows.paths, rows.matrix()
     assert embeddings.shape == (2, 512)
     for path, row in zip(paths, embeddings, strict=True):

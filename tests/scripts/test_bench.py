@@ -225,3 +225,16 @@ def test_gemm_peak_is_the_fastest_engines_rate_and_none_without_units(monkeypatc
     assert peaks["fp32"]["engine"] == peaks["int8"]["engine"] == "onnxruntime"
     assert 0 < peaks["fp32"]["gflops"] <= 2 * 100**3 / 0.01 / 1e9
     assert peaks["bf16"] == {"gflops": None, "engine": None}
+
+
+def test_windows_section_times_both_modes_on_a_mix_and_compares_their_embeddings(
+    small_model_dir,
+):
+    from bench_index import windows_lines, windows_section
+
+    result = windows_section(small_model_dir, 1, "fp32", "auto", 2, minutes=(1.0,))
+    (row,) = result["mixes"].values()
+    assert row["whole_s"] > 0 and row["windows_s"] > 0
+    assert row["speedup"] == row["whole_s"] / row["windows_s"]
+    assert -1 <= row["cosine"] < 0.999999  # 2 of 6 windows: not the whole-track mean
+    assert "ttmr index --windows 2 on a 1-minute mix" in windows_lines(result)

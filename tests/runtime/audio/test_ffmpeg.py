@@ -16,7 +16,7 @@ import soundfile as sf
 import runtime.audio.reading
 from export.synthetic import random_track
 from runtime.audio.reading import decode
-from runtime.catalog.npz import Catalog
+from runtime.catalog.npz import NpzCatalog
 from runtime.cli.main import main
 from runtime.errors import InputError
 
@@ -91,7 +91,7 @@ def test_without_pyav_such_a_file_names_the_extra_to_install(tmp_path, monkeypat
     path = tmp_path / "a.m4a"
     encode(path, sine(440.0, 0.3, 44_100), 44_100)
     monkeypatch.setitem(sys.modules, "av", None)  # import av fails
-    with pytest.raises(InputError, match=r"pip install 'ttmr-runtime\[formats\]'"):
+    with pytest.raises(InputError, match=r"pip install '\.\[formats\]' in this repository"):
         decode(0, path, None)
 
 
@@ -140,6 +140,6 @@ def test_a_folder_of_every_format_indexes_completely_and_lists_what_it_cannot_re
     assert "could not read 2 files:" in out
     assert f"{big_folder / 'broken.M4A'}: cannot decode audio" in out
     assert f"{locked}: PermissionError" in out
-    rows = Catalog.load(catalog)
+    rows = NpzCatalog.load(catalog)
     assert len(set(rows.paths)) == 200 and np.isfinite(rows.matrix()).all()
     assert {Path(p).suffix.lower() for p in rows.paths} == {*FFMPEG_CODECS, *SOUNDFILE_FORMATS}

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from runtime.catalog.npz import Catalog
+from runtime.catalog.npz import NpzCatalog
 from runtime.cli.main import main
 from tests.runtime.catalog.test_store import write_tracks
 
@@ -42,7 +42,7 @@ def test_a_ray_run_and_a_single_process_run_give_the_same_catalog(
     assert "indexed 11 new files; 11 in" in printed_there
     assert printed_here.split("could not read")[1] == printed_there.split("could not read")[1]
 
-    local, on_ray = Catalog.load(here), Catalog.load(there)
+    local, on_ray = NpzCatalog.load(here), NpzCatalog.load(there)
     assert sorted(local.paths) == sorted(on_ray.paths)
     rows = {path: i for i, path in enumerate(on_ray.paths)}
     for i, path in enumerate(local.paths):
@@ -59,5 +59,5 @@ def test_a_ray_run_and_a_single_process_run_give_the_same_catalog(
     assert tables[0].equals(tables[1])
 
     capsys.readouterr()
-    assert main(["index", str(music), "--out", str(there), "--ray"]) == 3
+    assert main(["index", str(music), "--out", str(there), "--ray"]) == 0  # known failure only
     assert "indexed 0 new files; 11 in" in capsys.readouterr().out  # resumes as without Ray

@@ -19,7 +19,7 @@ import soundfile as sf
 
 from export.synthetic import random_track
 from runtime.audio.reading import scan_folder
-from runtime.catalog.npz import Catalog
+from runtime.catalog.npz import NpzCatalog
 from runtime.cli.main import main
 from tests.helpers import one_error_line
 
@@ -226,6 +226,6 @@ def test_ctrl_c_during_index_exits_130_saying_what_was_saved(model_env, tmp_path
     assert process.returncode == 130, err
     assert "Traceback" not in err
     assert "ttmr: interrupted;" in err and "re-run to resume" in err
-    saved_rows = len(Catalog.load(catalog).paths)  # whole, and what it says it holds
+    saved_rows = len(NpzCatalog.load(catalog).paths)  # whole, and what it says it holds
     assert f"({saved_rows} in {catalog})" in err
     assert saved_rows % 8 == 0 and 8 <= saved_rows < 40

@@ -16,7 +16,7 @@ import soundfile as sf
 import runtime.evaluate.commands as commands
 from export import synthetic
 from runtime import Embedder
-from runtime.catalog.npz import Catalog
+from runtime.catalog.npz import NpzCatalog
 from runtime.cli.main import main
 from runtime.evaluate.instruments import instrument_files
 from runtime.evaluate.metrics import ranking_metrics, unit_rows
@@ -83,9 +83,10 @@ def one_hot_catalog(tmp_path) -> tuple[Path, Path]:
     """Four tracks with one-hot embeddings, so a query's cosine with track i is its i-th
     coordinate over its length: a query vector is the order it ranks the tracks in."""
     music = (tmp_path / "music").resolve()
-    catalog = Catalog()
-    for row, name in enumerate(["a.wav", "b.wav", "sub/c.wav", "d.flac"]):
-        catalog.add(str(music / name), 10.0, np.eye(4, dtype=np.float32)[row])
+    names = ["a.wav", "b.wav", "sub/c.wav", "d.flac"]
+    catalog = NpzCatalog(
+        [str(music / name) for name in names], [10.0] * 4, list(np.eye(4, dtype=np.float32))
+    )
     catalog.save(tmp_path / "catalog.npz")
     return tmp_path / "catalog.npz", music
 
@@ -301,7 +302,7 @@ def test_retrieval_on_each_family_equals_metrics_of_its_embeddings(
     report = json.loads(out.read_text())
     assert report["tracks"] == 5 and report["model"]["random_weights"] is random_weights
     captions = json.loads(truth.read_text())["captions"]
-    tracks = Catalog.load(catalog)
+    tracks = NpzCatalog.load(catalog)
     stems = [Path(path).stem for path in tracks.paths]
     relevant = np.array(
         [[stem in {Path(i).stem for i in ids} for stem in stems] for ids in captions.values()]
@@ -367,9 +368,10 @@ def test_instruments_on_each_family_write_report_and_plots(
 def bad_inputs(tmp_path, small_model_dir, monkeypatch) -> Path:
     """A catalog of two tracks, a music folder and assorted broken input files."""
     monkeypatch.setenv("TTMR_MODEL_DIR", str(small_model_dir))
-    catalog = Catalog()
-    for name in ["x/song.wav", "y/song.wav", "z/other.wav"]:
-        catalog.add(str(tmp_path / name), 1.0, np.ones(16, dtype=np.float32))
+    names = ["x/song.wav", "y/song.wav", "z/other.wav"]
+    catalog = NpzCatalog(
+        [str(tmp_path / name) for name in names], [1.0] * 3, [np.ones(16, np.float32)] * 3
+    )
     catalog.save(tmp_path / "catalog.npz")
     files = {
         "unknown.csv": "caption,track\nsome caption,nosuchtrack\n",

@@ -23,7 +23,7 @@ from sklearn.metrics import (
 
 import runtime.evaluate.sources as sources
 from runtime import Embedder, InputError
-from runtime.catalog.npz import Catalog
+from runtime.catalog.npz import NpzCatalog
 from runtime.cli.main import main
 from runtime.evaluate.embedding import embed_files
 from runtime.evaluate.metrics import classification_metrics, predicted_classes, top_k_accuracy
@@ -474,9 +474,8 @@ def test_make_triplets_refuses_an_unknown_term(tmp_path, capsys):
 
 
 def test_retrieval_scores_precomputed_query_embeddings(tmp_path, capsys):
-    catalog = Catalog()
-    for row, name in enumerate(["a.wav", "b.wav"]):
-        catalog.add(str(tmp_path / name), 10.0, np.eye(2, dtype=np.float32)[row])
+    paths = [str(tmp_path / name) for name in ["a.wav", "b.wav"]]
+    catalog = NpzCatalog(paths, [10.0, 10.0], list(np.eye(2, dtype=np.float32)))
     catalog.save(tmp_path / "catalog.npz")
     (tmp_path / "truth.csv").write_text("caption,track\nfirst,b\n")
     embeddings = tmp_path / "embeddings"
