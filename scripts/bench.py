@@ -723,6 +723,8 @@ def markdown_report(results: list[dict]) -> str:
                 out.append(f"- skipped ({section}): {row}: {why}")
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
 def row_names(text: str) -> list[str]:
     """``--rows A,B`` → the row names, each one of ``ROWS``."""
     names = [name.strip() for name in text.split(",") if name.strip()]
