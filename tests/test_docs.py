@@ -40,7 +40,7 @@ def test_site_builds_in_strict_mode(tmp_path):
         "embed_text",
         "TritonEmbedder",
         "InputError",
-        "TrackCatalog",
+        "Catalog",
     ):
         assert f"{name}</" in api  # a rendered heading or signature, not just prose
 
