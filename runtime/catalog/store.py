@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runtime.errors import InputError, first_line
+from runtime.errors import InputError, first_line, missing_dependency
 from runtime.manifest import manifest_bytes
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def lancedb_module():
     try:
         import lancedb
     except ImportError:
-        raise InputError("the catalog needs LanceDB: pip install 'ttmr-runtime[catalog]'") from None
+        raise missing_dependency("LanceDB", extra="catalog", needed_for="the catalog") from None
     return lancedb
 
 
