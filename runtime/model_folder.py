@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from runtime.errors import InputError
+from runtime.errors import ModelFolderError
 
 
 def inside(model_dir: Path, name: str, what: str) -> Path:
@@ -17,10 +17,12 @@ def inside(model_dir: Path, name: str, what: str) -> Path:
     path) is refused; a link the folder's owner made is followed, as folders that link
     their graphs from elsewhere (``to_triton.py --link``) need."""
     if Path(name).is_absolute() or ".." in Path(name).parts:
-        raise InputError(f"{model_dir / 'manifest.json'}: {what} {name!r} is outside the folder")
+        raise ModelFolderError(
+            f"{model_dir / 'manifest.json'}: {what} {name!r} is outside the folder"
+        )
     path = model_dir / name
     if not path.is_file():
-        raise InputError(f"{model_dir}: {what} {name!r} is missing (a partial copy?)")
+        raise ModelFolderError(f"{model_dir}: {what} {name!r} is missing (a partial copy?)")
     return path
 
 
@@ -44,7 +46,7 @@ def graph_inputs(path: Path) -> list[str]:
                         fh.read(n).decode() for f, _, n in fields(fh, start + length) if f == 1
                     ]
         except (EOFError, UnicodeDecodeError):
-            raise InputError(f"{path}: not an ONNX graph (truncated or corrupt)") from None
+            raise ModelFolderError(f"{path}: not an ONNX graph (truncated or corrupt)") from None
     return names
 
 

@@ -8,7 +8,8 @@ import argparse
 import sys
 
 from runtime import model_dir_from
-from runtime.embedder import BACKENDS, BATCH_SIZE, PRECISIONS, Embedder
+from runtime.embedder import BATCH_SIZE, Embedder
+from runtime.engines.choice import BACKENDS, PRECISIONS
 from runtime.errors import InputError
 
 

@@ -389,7 +389,7 @@ def test_openvino_int8_runs_the_int8_audio_graph_and_the_text_graph_with_int8_we
     assert not np.allclose(exact, ov8, rtol=0, atol=1e-6)  # the weights are int8 indeed
     layers = "bf16" if bf16_units else "f32"
     assert on_ov.providers == [f"OpenVINO CPU (int8, float layers in {layers})"]
-    parts = on_ov.session("audio").parts
+    parts = on_ov._sessions.get("audio").parts
     precisions = [part.get_property("INFERENCE_PRECISION_HINT").get_type_name() for part in parts]
     assert precisions == ["f32", "f32", layers]  # log-mel, floor, network
 
@@ -412,7 +412,7 @@ def test_openvino_int8_of_a_dynamically_quantised_family_stores_its_fp32_weights
     exact, ov8 = (m.embed_audio(tracks, sample_rate=rate) for m in (fp32, on_ov))
     assert cosines(exact, ov8).min() > 0.99
     assert not np.allclose(exact, ov8, rtol=0, atol=1e-6)
-    frontend, _ = on_ov.session("audio").parts
+    frontend, _ = on_ov._sessions.get("audio").parts
     assert frontend.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
 
 

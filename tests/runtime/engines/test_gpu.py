@@ -11,7 +11,7 @@ import pytest
 
 import runtime
 from export.synthetic import random_track
-from runtime.engines.onnxruntime import GraphSession, cuda_problem
+from runtime.engines.onnxruntime import OnnxRuntimeSession, cuda_problem
 from tests.helpers import assert_close
 
 CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -28,7 +28,7 @@ def cuda_demo_dir(demo_model_dir, request):
 
 def test_io_binding_returns_what_a_plain_run_returns(small_model_dir):
     """The binding path (taken on GPUs) with outputs bound to CPU memory, so it runs here."""
-    session = GraphSession(small_model_dir / "audio.onnx", ["CPUExecutionProvider"])
+    session = OnnxRuntimeSession(small_model_dir / "audio.onnx", ["CPUExecutionProvider"])
     windows = np.stack([random_track(seed, 10.0) for seed in (1, 2, 3)])
     feed = {"waveform": windows, "floor": np.array([-6.0, -6.0, -7.5], np.float32)}
     plain = session.run(["encoder", "joint"], feed)
