@@ -1,34 +1,66 @@
-"""ttmr-runtime: embeddings from exported two-tower graphs (TTMR++, LAION-CLAP), without torch.
+"""ttmr-runtime: embeddings from exported two-tower music-text graphs (TTMR++, LAION-CLAP and
+MusCALL), without torch.
 
 import runtime
 model = runtime.Embedder("models/demo")
 tracks = model.embed_audio(["song.mp3"], normalize=True)
 queries = model.embed_text(["a calm solo piano piece in D"], normalize=True)
 scores = queries @ tracks.T
+both = model.embed_audio(["song.mp3"], space=("joint", "encoder"))  # {space: rows}, one pass
+
+Errors: ``runtime.errors`` (``TtmrError``, ``InputError``, ``ModelFolderError``,
+``MissingDependency``, ``NonFiniteEmbeddings``, ``TritonUnavailable``).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import re
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
-
 from runtime.audio.reading import AudioItem
-from runtime.embedder import Embedder
-from runtime.errors import InputError, TritonUnavailable
+from runtime.embedder import Embedder, Rows
+from runtime.errors import (
+    InputError,
+    MissingDependency,
+    ModelFolderError,
+    NonFiniteEmbeddings,
+    TritonUnavailable,
+    TtmrError,
+)
+from runtime.model_folder import model_dir_from as _model_dir_from
 
 __all__ = [
     "Embedder",
     "InputError",
+    "MissingDependency",
+    "ModelFolderError",
+    "NonFiniteEmbeddings",
     "TritonEmbedder",
     "TritonUnavailable",
+    "TtmrError",
+    "__version__",
     "embed_audio",
     "embed_text",
-    "model_dir_from",
 ]
+
+
+def _version() -> str:
+    """The installed package's version, else (a checkout run without installing) the one
+    its pyproject.toml states."""
+    try:
+        return importlib.metadata.version("ttmr-runtime")
+    except importlib.metadata.PackageNotFoundError:
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        text = pyproject.read_text() if pyproject.is_file() else ""
+        found = re.search(r'^version = "([^"]+)"', text, re.M)
+        return found.group(1) if found else "unknown"
+
+
+__version__ = _version()
 
 # The Embedder options the module-level helpers take besides the call's own arguments.
 EMBEDDER_OPTIONS = ("providers", "threads", "batch_size", "precision", "backend")
@@ -36,19 +68,11 @@ _embedders: dict[tuple, Embedder] = {}
 _embedders_lock = threading.Lock()
 
 
-def model_dir_from(model_dir: str | os.PathLike | None) -> Path:
-    """The argument, else ``TTMR_MODEL_DIR``."""
-    chosen = model_dir or os.environ.get("TTMR_MODEL_DIR")
-    if not chosen:
-        raise InputError("no model folder: pass model_dir=... or set TTMR_MODEL_DIR")
-    return Path(chosen)
-
-
 def _embedder(model_dir: str | os.PathLike | None, kwargs: dict) -> Embedder:
     """The cached Embedder of this folder and these options; ``kwargs`` keeps the call's own
     arguments once the Embedder options are taken out of it."""
     options = {name: kwargs.pop(name) for name in EMBEDDER_OPTIONS if name in kwargs}
-    folder = model_dir_from(model_dir).resolve()
+    folder = _model_dir_from(model_dir).resolve()
     key = (folder, repr(sorted(options.items())))
     with _embedders_lock:  # threads calling embed_audio() at once share one Embedder
         if key not in _embedders:
@@ -58,16 +82,15 @@ def _embedder(model_dir: str | os.PathLike | None, kwargs: dict) -> Embedder:
 
 def embed_audio(
     items: Iterable[AudioItem], model_dir: str | os.PathLike | None = None, **kwargs
-) -> np.ndarray:
+) -> Rows:
     """``Embedder(model_dir, **options).embed_audio(items, **rest)``, with the Embedder
     cached: ``kwargs`` may hold the Embedder's options (``precision``, ``threads``, …) and
-    ``embed_audio``'s own arguments."""
+    ``embed_audio``'s own arguments (``space``: a ``Space``). ``model_dir`` None:
+    ``$TTMR_MODEL_DIR``."""
     return _embedder(model_dir, kwargs).embed_audio(items, **kwargs)
 
 
-def embed_text(
-    texts: Iterable[str], model_dir: str | os.PathLike | None = None, **kwargs
-) -> np.ndarray:
+def embed_text(texts: Iterable[str], model_dir: str | os.PathLike | None = None, **kwargs) -> Rows:
     """``Embedder(model_dir, **options).embed_text(texts, **rest)``, as ``embed_audio``."""
     return _embedder(model_dir, kwargs).embed_text(texts, **kwargs)
 

@@ -5,11 +5,20 @@ rather than failing deep inside a library later."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from runtime.errors import ModelFolderError
+from runtime.errors import InputError, ModelFolderError
+
+
+def model_dir_from(model_dir: str | os.PathLike | None) -> Path:
+    """The argument, else ``$TTMR_MODEL_DIR``."""
+    chosen = model_dir or os.environ.get("TTMR_MODEL_DIR")
+    if not chosen:
+        raise InputError("no model folder: pass model_dir=... or set TTMR_MODEL_DIR")
+    return Path(chosen)
 
 
 def inside(model_dir: Path, name: str, what: str) -> Path:

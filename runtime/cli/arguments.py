@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from runtime import model_dir_from
 from runtime.embedder import BATCH_SIZE, Embedder
 from runtime.engines.choice import BACKENDS, PRECISIONS
 from runtime.errors import InputError
+from runtime.model_folder import model_dir_from
 
 
 class Parser(argparse.ArgumentParser):
