@@ -25,7 +25,8 @@ import soundfile
 from tqdm import tqdm
 
 from runtime.audio.ffmpeg import ffmpeg_seconds
-from runtime.audio.reading import Track, scan_folder
+from runtime.audio.folders import scan_folder
+from runtime.audio.reading import Track
 from runtime.catalog.store import ModelIdentity, Row, TrackCatalog, file_stat
 from runtime.embedder import Embedder
 from runtime.errors import InputError
