@@ -63,7 +63,7 @@ def _version() -> str:
 __version__ = _version()
 
 # The Embedder options the module-level helpers take besides the call's own arguments.
-EMBEDDER_OPTIONS = ("providers", "threads", "batch_size", "precision", "backend")
+EMBEDDER_OPTIONS = ("providers", "threads", "batch_size", "precision", "backend", "tuning")
 _embedders: dict[tuple, Embedder] = {}
 _embedders_lock = threading.Lock()
 

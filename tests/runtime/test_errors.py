@@ -176,3 +176,33 @@ def test_module_level_helpers_take_the_embedder_options(small_model_dir):
     np.testing.assert_array_equal(got, expected)
     with pytest.raises(runtime.InputError, match=r"no int8 graphs; write them with"):
         runtime.embed_audio([np.zeros(100, np.float32)], small_model_dir, precision="int8")
+
+
+def test_the_error_family_shares_one_base_and_keeps_the_builtin_kinds():
+    from runtime.errors import TtmrError
+
+    for kind, builtin in [
+        (runtime.InputError, ValueError),
+        (runtime.ModelFolderError, runtime.InputError),
+        (runtime.MissingDependency, ImportError),
+        (runtime.NonFiniteEmbeddings, RuntimeError),
+        (runtime.TritonUnavailable, ConnectionError),
+    ]:
+        assert issubclass(kind, TtmrError) and issubclass(kind, builtin), kind
+
+
+def test_a_missing_dependency_names_the_extra_to_install_from_the_checkout():
+    from runtime.errors import missing_dependency
+
+    err = missing_dependency("LanceDB", extra="catalog", needed_for="the catalog", item="a.wav")
+    assert isinstance(err, ImportError) and (err.package, err.extra) == ("LanceDB", "catalog")
+    assert str(err) == (
+        "a.wav: LanceDB is not installed (the catalog needs it): "
+        "pip install -e '.[catalog]' in the ttmr-runtime checkout"
+    )
+    assert err.reason.startswith("LanceDB is not installed") and err.msg == str(err)
+
+
+def test_a_model_folder_without_a_manifest_is_a_model_folder_error(tmp_path):
+    with pytest.raises(runtime.ModelFolderError, match=r"has no manifest\.json"):
+        runtime.Embedder(tmp_path)
