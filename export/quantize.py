@@ -52,7 +52,7 @@ from export.onnx_export import frontend_nodes
 from export.synthetic import RATE, hard_set
 from runtime.batching import whole_track_feed
 from runtime.embedder import Embedder
-from runtime.engines.onnxruntime import GraphSession
+from runtime.engines.onnxruntime import OnnxRuntimeSession
 from runtime.manifest import Int8, Manifest, read_manifest, write_manifest
 
 AUDIO_INT8 = "audio.int8.onnx"
@@ -86,7 +86,7 @@ class WindowReader(CalibrationDataReader):
     the histogram calibrator can merge (its collector needs equal shapes), and with a stride
     of one feed it keeps one window's activations at a time, whatever the window count."""
 
-    def __init__(self, tracks: list[np.ndarray], floor: GraphSession | None):
+    def __init__(self, tracks: list[np.ndarray], floor: OnnxRuntimeSession | None):
         run = floor and (lambda batch: floor.run(["floor"], batch.feed))
         self.windows = [
             {name: values[i : i + 1] for name, values in whole_track_feed(track, run).items()}
@@ -105,10 +105,10 @@ class WindowReader(CalibrationDataReader):
         return next(self.pending, None)
 
 
-def floor_session(model_dir: Path) -> GraphSession | None:
+def floor_session(model_dir: Path) -> OnnxRuntimeSession | None:
     """The model's floor graph (TTMR++), or None for a family without one."""
     floor = read_manifest(model_dir).floor
-    return floor and GraphSession(model_dir / floor.file, ["CPUExecutionProvider"])
+    return floor and OnnxRuntimeSession(model_dir / floor.file, ["CPUExecutionProvider"])
 
 
 def per_head_matmuls(graph: onnx.GraphProto) -> list[str]:

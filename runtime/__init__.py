@@ -1,60 +1,79 @@
-"""ttmr-runtime: embeddings from exported two-tower graphs (TTMR++, LAION-CLAP, MusCALL),
-without torch.
+"""ttmr-runtime: embeddings from exported two-tower music-text graphs (TTMR++, LAION-CLAP and
+MusCALL), without torch.
 
 import runtime
 model = runtime.Embedder("models/demo")
 tracks = model.embed_audio(["song.mp3"], normalize=True)
 queries = model.embed_text(["a calm solo piano piece in D"], normalize=True)
 scores = queries @ tracks.T
+both = model.embed_audio(["song.mp3"], space=("joint", "encoder"))  # {space: rows}, one pass
+
+Errors: ``runtime.errors`` (``TtmrError``, ``InputError``, ``ModelFolderError``,
+``MissingDependency``, ``NonFiniteEmbeddings``, ``TritonUnavailable``).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import re
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
-
 from runtime.audio.reading import AudioItem
-from runtime.embedder import Embedder
-from runtime.errors import InputError, TritonUnavailable
+from runtime.embedder import Embedder, Rows
+from runtime.errors import (
+    InputError,
+    MissingDependency,
+    ModelFolderError,
+    NonFiniteEmbeddings,
+    TritonUnavailable,
+    TtmrError,
+)
+from runtime.model_folder import model_dir_from as _model_dir_from
 
 __all__ = [
     "Catalog",
     "Embedder",
     "InputError",
+    "MissingDependency",
+    "ModelFolderError",
+    "NonFiniteEmbeddings",
     "TritonEmbedder",
     "TritonUnavailable",
+    "TtmrError",
+    "__version__",
     "embed_audio",
     "embed_text",
-    "model_dir_from",
 ]
 
+
+def _version() -> str:
+    """The installed package's version, else (a checkout run without installing) the one
+    its pyproject.toml states."""
+    try:
+        return importlib.metadata.version("ttmr-runtime")
+    except importlib.metadata.PackageNotFoundError:
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        text = pyproject.read_text() if pyproject.is_file() else ""
+        found = re.search(r'^version = "([^"]+)"', text, re.M)
+        return found.group(1) if found else "unknown"
+
+
+__version__ = _version()
+
 # The Embedder options the module-level helpers take besides the call's own arguments.
-EMBEDDER_OPTIONS = ("providers", "threads", "batch_size", "precision", "backend")
+EMBEDDER_OPTIONS = ("providers", "threads", "batch_size", "precision", "backend", "tuning")
 _embedders: dict[tuple, Embedder] = {}
 _embedders_lock = threading.Lock()
-
-
-def model_dir_from(model_dir: str | os.PathLike | None) -> Path:
-    """The model folder to use: the argument, else ``$TTMR_MODEL_DIR``.
-
-    Raises:
-        InputError: neither is set.
-    """
-    chosen = model_dir or os.environ.get("TTMR_MODEL_DIR")
-    if not chosen:
-        raise InputError("no model folder: pass model_dir=... or set TTMR_MODEL_DIR")
-    return Path(chosen)
 
 
 def _embedder(model_dir: str | os.PathLike | None, kwargs: dict) -> Embedder:
     """The cached Embedder of this folder and these options; ``kwargs`` keeps the call's own
     arguments once the Embedder options are taken out of it."""
     options = {name: kwargs.pop(name) for name in EMBEDDER_OPTIONS if name in kwargs}
-    folder = model_dir_from(model_dir).resolve()
+    folder = _model_dir_from(model_dir).resolve()
     key = (folder, repr(sorted(options.items())))
     with _embedders_lock:  # threads calling embed_audio() at once share one Embedder
         if key not in _embedders:
@@ -64,7 +83,7 @@ def _embedder(model_dir: str | os.PathLike | None, kwargs: dict) -> Embedder:
 
 def embed_audio(
     items: Iterable[AudioItem], model_dir: str | os.PathLike | None = None, **kwargs
-) -> np.ndarray:
+) -> Rows:
     """Embed audio with the model in ``model_dir``, without holding an ``Embedder``.
 
     The same as ``Embedder(model_dir, **options).embed_audio(items, **rest)``, with one
@@ -78,7 +97,8 @@ def embed_audio(
             (``sample_rate``, ``space``, ``normalize``).
 
     Returns:
-        ``[len(items), width]`` float32, one row per item.
+        ``[len(items), width]`` float32, one row per item; a tuple of spaces gives
+        ``{space: rows}`` from one pass of the graphs.
 
     Raises:
         InputError: no model folder, a bad folder or a bad item (named).
@@ -86,9 +106,7 @@ def embed_audio(
     return _embedder(model_dir, kwargs).embed_audio(items, **kwargs)
 
 
-def embed_text(
-    texts: Iterable[str], model_dir: str | os.PathLike | None = None, **kwargs
-) -> np.ndarray:
+def embed_text(texts: Iterable[str], model_dir: str | os.PathLike | None = None, **kwargs) -> Rows:
     """Embed sentences with the model in ``model_dir``, as ``embed_audio`` does audio.
 
     Args:
@@ -98,7 +116,8 @@ def embed_text(
             (``space``, ``normalize``).
 
     Returns:
-        ``[len(texts), width]`` float32, one row per sentence.
+        ``[len(texts), width]`` float32, one row per sentence; a tuple of spaces gives
+        ``{space: rows}``.
 
     Raises:
         InputError: no model folder, a bad folder or a bad text (named).

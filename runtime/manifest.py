@@ -37,7 +37,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.errors import InputError
+from runtime.errors import ModelFolderError
 
 FORMAT = 3
 FILE = "manifest.json"
@@ -233,7 +233,7 @@ class Manifest:
     @classmethod
     def from_json(cls, content: object, path: Path = Path(FILE)) -> Manifest:
         """The manifest of a parsed ``manifest.json``, every part the runtime and the tools
-        read checked for its type and range: an ``InputError`` naming ``path`` and the field
+        read checked for its type and range: a ``ModelFolderError`` naming ``path`` and the field
         otherwise."""
         version = need(content, "format", int, path)
         if version != FORMAT:
@@ -243,13 +243,13 @@ class Manifest:
                 else "it was written by a newer exporter: update ttmr-runtime, or export the "
                 "model again with this version's export/to_onnx.py"
             )
-            raise InputError(
+            raise ModelFolderError(
                 f"{path}: manifest format {version}, but this version reads format {FORMAT}: {side}"
             )
         only(content, [f.name for f in dataclasses.fields(cls)], path, "the manifest")
         family = need(content, "family", str, path)
         if not family.isidentifier():
-            raise InputError(f"{path}: family {family!r} is not a family name")
+            raise ModelFolderError(f"{path}: family {family!r} is not a family name")
         engines = need(content, "tensorrt", dict, path) if "tensorrt" in content else {}
         return cls(
             format=version,
@@ -275,14 +275,14 @@ def read_manifest(model_dir: str | Path) -> Manifest:
     """``model_dir``'s ``manifest.json``, parsed and checked (``Manifest.from_json``)."""
     path = Path(model_dir) / FILE
     if not path.is_file():
-        raise InputError(
+        raise ModelFolderError(
             f"model folder {str(model_dir)!r} has no manifest.json: export one with "
             "export/to_onnx.py"
         )
     try:
         content = json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"{path}: not a JSON manifest ({err})") from None
+        raise ModelFolderError(f"{path}: not a JSON manifest ({err})") from None
     return Manifest.from_json(content, path)
 
 
@@ -310,15 +310,15 @@ def read_audio(audio: dict, path: Path) -> AudioTower:
     sizes = {key: need(audio, key, int, path, "audio") for key in ("sample_rate", "window_samples")}
     for key, value in sizes.items():
         if value <= 0:
-            raise InputError(f"{path}: audio.{key} must be positive, got {value}")
+            raise ModelFolderError(f"{path}: audio.{key} must be positive, got {value}")
     try:
         steps = Preprocessing(**sizes, **need(audio, "preprocessing", dict, path, "audio"))
     except TypeError as err:
-        raise InputError(f"{path}: audio.preprocessing is malformed ({err})") from None
+        raise ModelFolderError(f"{path}: audio.preprocessing is malformed ({err})") from None
     if not isinstance(steps.peak_normalise, bool) or not isinstance(steps.int16, bool):
-        raise InputError(f"{path}: audio.preprocessing flags must be true or false")
+        raise ModelFolderError(f"{path}: audio.preprocessing flags must be true or false")
     if steps.short_audio not in SHORT_AUDIO:
-        raise InputError(f"{path}: short_audio {steps.short_audio!r} not in {SHORT_AUDIO}")
+        raise ModelFolderError(f"{path}: short_audio {steps.short_audio!r} not in {SHORT_AUDIO}")
     return AudioTower(need(audio, "file", str, path, "audio"), steps, inputs, outputs)
 
 
@@ -327,10 +327,10 @@ def read_text(text: dict, path: Path) -> TextTower:
     inputs, outputs = read_tensors(text, "text", path)
     padding = need(text, "padding", str, path, "text")
     if padding not in TEXT_PADDING:
-        raise InputError(f"{path}: text.padding {padding!r} not in {TEXT_PADDING}")
+        raise ModelFolderError(f"{path}: text.padding {padding!r} not in {TEXT_PADDING}")
     max_length = need(text, "max_length", int, path, "text")
     if max_length <= 0:
-        raise InputError(f"{path}: text.max_length must be positive, got {max_length}")
+        raise ModelFolderError(f"{path}: text.max_length must be positive, got {max_length}")
     return TextTower(
         file=need(text, "file", str, path, "text"),
         tokenizer=need(text, "tokenizer", str, path, "text"),
@@ -358,7 +358,7 @@ def read_tensors(tower: dict, name: str, path: Path) -> tuple[tuple[Tensor, ...]
         for value in need(tower, key, list, path, name):
             shape = need(value, "shape", list, path, where)
             if not all(isinstance(d, (int, str)) and not isinstance(d, bool) for d in shape):
-                raise InputError(f"{path}: {where}: shape {shape} is not of ints and names")
+                raise ModelFolderError(f"{path}: {where}: shape {shape} is not of ints and names")
             dtype = need(value, "dtype", str, path, where)
             only(value, ["name", "dtype", "shape"], path, where)
             tensors.append(Tensor(need(value, "name", str, path, where), dtype, tuple(shape)))
@@ -367,7 +367,7 @@ def read_tensors(tower: dict, name: str, path: Path) -> tuple[tuple[Tensor, ...]
     for output in found[1]:
         if len(output.shape) != len(dims) or not all(map(positive, output.shape[1:])):
             shape, expected = list(output.shape), ", ".join(dims)
-            raise InputError(f"{path}: {name}.outputs: shape {shape} is not [{expected}]")
+            raise ModelFolderError(f"{path}: {name}.outputs: shape {shape} is not [{expected}]")
     return tuple(found)
 
 
@@ -381,7 +381,7 @@ def section(content: dict, key: str, kind: type, path: Path, where: str = ""):
     try:
         made = kind(**value)
     except TypeError as err:
-        raise InputError(f"{path}: {label} is malformed ({err})") from None
+        raise ModelFolderError(f"{path}: {label} is malformed ({err})") from None
     if kind is Fp16:
         made = dataclasses.replace(made, float32_ops=tuple(made.float32_ops))
     return made
@@ -391,17 +391,17 @@ def only(content: dict, names: list[str], path: Path, label: str) -> None:
     """Refuse fields this format does not have: a typed manifest would drop them."""
     unknown = sorted(set(content) - set(names))
     if unknown:
-        raise InputError(f"{path}: {label}: unknown fields {unknown}")
+        raise ModelFolderError(f"{path}: {label}: unknown fields {unknown}")
 
 
 def need(content: object, key: str, kind: type, path: Path, where: str = "") -> object:
     """``content[key]``, which must be a ``kind`` (a bool is no int here)."""
     label = f"{where}.{key}" if where else key
     if not isinstance(content, dict) or key not in content:
-        raise InputError(f"{path}: incomplete manifest: no {label}")
+        raise ModelFolderError(f"{path}: incomplete manifest: no {label}")
     value = content[key]
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise InputError(f"{path}: {label} must be a {kind.__name__}, got {value!r}")
+        raise ModelFolderError(f"{path}: {label} must be a {kind.__name__}, got {value!r}")
     return value
 
 

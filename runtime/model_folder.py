@@ -5,11 +5,20 @@ rather than failing deep inside a library later."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from runtime.errors import InputError
+from runtime.errors import InputError, ModelFolderError
+
+
+def model_dir_from(model_dir: str | os.PathLike | None) -> Path:
+    """The argument, else ``$TTMR_MODEL_DIR``."""
+    chosen = model_dir or os.environ.get("TTMR_MODEL_DIR")
+    if not chosen:
+        raise InputError("no model folder: pass model_dir=... or set TTMR_MODEL_DIR")
+    return Path(chosen)
 
 
 def inside(model_dir: Path, name: str, what: str) -> Path:
@@ -17,10 +26,12 @@ def inside(model_dir: Path, name: str, what: str) -> Path:
     path) is refused; a link the folder's owner made is followed, as folders that link
     their graphs from elsewhere (``to_triton.py --link``) need."""
     if Path(name).is_absolute() or ".." in Path(name).parts:
-        raise InputError(f"{model_dir / 'manifest.json'}: {what} {name!r} is outside the folder")
+        raise ModelFolderError(
+            f"{model_dir / 'manifest.json'}: {what} {name!r} is outside the folder"
+        )
     path = model_dir / name
     if not path.is_file():
-        raise InputError(f"{model_dir}: {what} {name!r} is missing (a partial copy?)")
+        raise ModelFolderError(f"{model_dir}: {what} {name!r} is missing (a partial copy?)")
     return path
 
 
@@ -44,7 +55,7 @@ def graph_inputs(path: Path) -> list[str]:
                         fh.read(n).decode() for f, _, n in fields(fh, start + length) if f == 1
                     ]
         except (EOFError, UnicodeDecodeError):
-            raise InputError(f"{path}: not an ONNX graph (truncated or corrupt)") from None
+            raise ModelFolderError(f"{path}: not an ONNX graph (truncated or corrupt)") from None
     return names
 
 

@@ -45,11 +45,18 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+if not __package__:  # run as a file (python scripts/bench.py): find the package scripts
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import numpy as np
-from bench_catalog import catalog_section, catalog_table
-from bench_index import index_lines, index_section, windows_lines, windows_section
-from bench_peaks import gemm_peaks
-from bench_rows import (
+
+from runtime.embedder import BATCH_SIZE
+from runtime.engines.cpu import describe_cpu
+from runtime.manifest import Manifest, read_manifest
+from scripts.bench_catalog import catalog_section, catalog_table
+from scripts.bench_index import index_lines, index_section, windows_lines, windows_section
+from scripts.bench_peaks import gemm_peaks
+from scripts.bench_rows import (
     REFERENCE,
     ROWS,
     WHOLE_GRAPH_BF16,
@@ -59,10 +66,6 @@ from bench_rows import (
     row_embedder,
     unavailable,
 )
-
-from runtime.embedder import BATCH_SIZE
-from runtime.engines.cpu import describe_cpu
-from runtime.manifest import Manifest, read_manifest
 
 # Before each timed call: the previous row's idle threads (onnxruntime's spinning pool,
 # torch's OpenMP) would otherwise still be busy-waiting on the cores the next row needs.
@@ -255,7 +258,7 @@ def text_matmul_floor(model_dir: Path, tokens: int, threads: int, repeats: int) 
 def reference_flops(model_dir: Path, given: dict | None) -> dict[str, float] | None:
     """FLOPs of one window and of one query in the reference (PyTorch's FlopCounterMode);
     None where the reference cannot be loaded."""
-    from bench_rows import load_reference, reference_problem
+    from scripts.bench_rows import load_reference, reference_problem
 
     if reference_problem(model_dir, given):
         return None

@@ -52,7 +52,7 @@ def index_section(
         tracks = []
         for index, path in enumerate(paths):
             started = time.perf_counter()
-            tracks.append(load_track(index, path, None, model.preprocessing))
+            tracks.append(load_track(index, path, None, model.manifest.audio.preprocessing))
             decode.append(time.perf_counter() - started)
         windows = sum(len(track.windows) for track in tracks)
         model.embed_tracks(tracks[:1])  # warm-up: sessions loaded, first-call allocations

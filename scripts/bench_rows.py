@@ -22,7 +22,8 @@ import numpy as np
 
 from runtime.audio.reading import Track, load_track
 from runtime.embedder import Embedder
-from runtime.engines.openvino import OpenVINOSession, openvino_problem
+from runtime.engines.folder import Tuning
+from runtime.engines.openvino import openvino_problem
 from runtime.manifest import read_manifest
 
 if TYPE_CHECKING:
@@ -146,26 +147,20 @@ def model_windows(model_dir: Path, audio: np.ndarray) -> np.ndarray:
     return load_track(0, audio, preprocessing.sample_rate, preprocessing).windows
 
 
-class WholeGraphOpenVINO(Embedder):
-    """OpenVINO's own bf16 on every graph, the audio frontend included: what pointing
-    OpenVINO at our graphs gives, beside the runtime's bf16 (an f32 frontend)."""
-
-    def open_sessions(self, tower: str) -> dict[str, OpenVINOSession]:
-        return {tower: OpenVINOSession(self.paths[tower], self.precision, self.threads, False)}
-
-
 def row_embedder(name: str, model_dir: Path, threads: int, batch_size: int) -> Embedder:
     """The Embedder behind runtime row ``name``; ``batch_size``: windows or sentences per
-    call (the Embedder sorts sentences by length first)."""
+    call (the Embedder sorts sentences by length first). The row of OpenVINO's own bf16
+    compiles every graph whole (``Tuning.openvino_whole_graphs``): what pointing OpenVINO
+    at our graphs gives, beside the runtime's bf16 (an f32 frontend)."""
     spec = ROWS[name]
-    kind = WholeGraphOpenVINO if spec.place == "openvino-whole" else Embedder
-    return kind(
+    return Embedder(
         model_dir,
         providers={"cpu": CPU, "cuda": CUDA}.get(spec.place),
         threads=threads,
         precision=spec.precision,
         backend=BACKEND_OF_PLACE[spec.place],
         batch_size=batch_size,
+        tuning=Tuning(openvino_whole_graphs=spec.place == "openvino-whole"),
     )
 
 
@@ -183,8 +178,8 @@ def runtime_row(embedder: Embedder) -> Row:
 @dataclass(frozen=True)
 class RowSpec:
     """``place``: torch-cpu, torch-cuda (the reference), cpu, cuda (onnxruntime), openvino,
-    openvino-whole (``WholeGraphOpenVINO``) or trt; ``precision``: of the graphs or engines
-    (for torch, fp16/bf16 mean autocast)."""
+    openvino-whole (every graph whole, ``row_embedder``) or trt; ``precision``: of the graphs
+    or engines (for torch, fp16/bf16 mean autocast)."""
 
     place: str
     precision: str
@@ -244,7 +239,7 @@ def unavailable(name: str, model_dir: Path, given: dict[str, Path] | None = None
         return None
     if place.startswith("openvino"):
         if problem := openvino_problem(precision):
-            return problem
+            return str(problem)
     if manifest.graph_files("fp32" if precision == "bf16" else precision) is None:
         how = "export/quantize.py" if precision == "int8" else "export/fp16.py"
         return f"no {precision} graphs: run {how}"

@@ -82,9 +82,9 @@ def bench_files() -> list[Path]:
 
 
 def bench_tables(paths: list[Path]) -> str:
-    sys.path.insert(0, str(ROOT / "scripts"))
+    sys.path.insert(0, str(ROOT))  # mkdocs loads this file by path: find the package scripts
     try:
-        from bench import markdown_report
+        from scripts.bench import markdown_report
     finally:
-        sys.path.remove(str(ROOT / "scripts"))
+        sys.path.remove(str(ROOT))
     return markdown_report([json.loads(p.read_text()) for p in paths])

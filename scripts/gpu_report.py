@@ -16,7 +16,10 @@ import json
 import sys
 from pathlib import Path
 
-from bench import backends_table, speedups
+if not __package__:  # run as a file (python scripts/gpu_report.py): find the package scripts
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from scripts.bench import backends_table, speedups
 
 CPU_ROWS = ["PyTorch eager CPU fp32", "ORT CPU fp32"]
 TORCH_GPU_ROWS = ["PyTorch eager CUDA fp32", "PyTorch eager CUDA fp16 autocast"]

@@ -1,6 +1,7 @@
 """The shape of the code: no import cycles in ``export/`` or ``runtime/``, a runtime that
-never imports the exporter, one reader and writer of ``manifest.json``, and commands that
-never name a model family (a family is its own package plus one line in the registry)."""
+never imports the exporter, one reader and writer of ``manifest.json``, commands that never
+name a model family (a family is its own package plus one line in the registry), and a
+runtime in packages whose backends only ``runtime/engines/`` knows."""
 
 from __future__ import annotations
 
@@ -137,11 +138,8 @@ def test_only_the_manifest_module_reads_or_writes_manifest_json():
     assert offenders == []
 
 
-@pytest.mark.parametrize("path", FAMILY_NEUTRAL, ids=lambda p: str(p.relative_to(ROOT)))
-def test_commands_and_runtime_never_name_a_family(path):
-    """No string in their code (docstrings aside) is a family's name, and no import is of a
-    family's package (``export.<name>``)."""
-    tree = ast.parse(path.read_text())
+def code_strings(tree: ast.AST) -> list[str]:
+    """The string constants of ``tree``, docstrings aside."""
     docstrings = {
         id(node.body[0].value)
         for node in ast.walk(tree)
@@ -150,14 +148,21 @@ def test_commands_and_runtime_never_name_a_family(path):
         and isinstance(node.body[0], ast.Expr)
         and isinstance(node.body[0].value, ast.Constant)
     }
-    named = [
+    return [
         node.value
         for node in ast.walk(tree)
         if isinstance(node, ast.Constant)
         and isinstance(node.value, str)
         and id(node) not in docstrings
-        and node.value in REGISTRY
     ]
+
+
+@pytest.mark.parametrize("path", FAMILY_NEUTRAL, ids=lambda p: str(p.relative_to(ROOT)))
+def test_commands_and_runtime_never_name_a_family(path):
+    """No string in their code (docstrings aside) is a family's name, and no import is of a
+    family's package (``export.<name>``)."""
+    tree = ast.parse(path.read_text())
+    named = [value for value in code_strings(tree) if value in REGISTRY]
     imported = [
         name
         for node in ast.walk(tree)
@@ -182,3 +187,63 @@ def test_each_family_is_one_package_and_one_registry_line():
         assert (
             len(re.findall(rf"^\s+\"{name}\": \"export\.{name}\.family\",$", registry, re.M)) == 1
         )
+
+
+# At most this many modules directly in runtime/; the rest is in packages named for their part.
+TOP_MODULES = 10
+RUNTIME_PACKAGES = ("engines", "audio", "catalog", "cli")
+BACKEND_LIBRARIES = {"onnxruntime", "openvino", "tensorrt", "cuda"}
+
+
+def imported_modules(tree: ast.AST) -> set[str]:
+    """Every module ``tree`` imports, at any depth (``a.b`` of ``from a.b import c``)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_the_runtime_top_holds_at_most_ten_modules_and_its_parts_are_packages():
+    top = sorted(path.name for path in (ROOT / "runtime").glob("*.py"))
+    assert len(top) <= TOP_MODULES, top
+    for name in RUNTIME_PACKAGES:
+        assert (ROOT / "runtime" / name / "__init__.py").is_file(), name
+
+
+def test_the_embedder_names_no_session_class_and_no_backend():
+    """What differs between backends is behind ``runtime.engines``' interface."""
+    sessions = {
+        node.name
+        for path in sorted((ROOT / "runtime" / "engines").glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef) and node.name.endswith("Session")
+    }
+    assert {"Session", "OnnxRuntimeSession", "OpenVINOSession", "TensorRTSession"} <= sessions
+    tree = ast.parse((ROOT / "runtime" / "embedder.py").read_text())
+    names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    names |= {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    names |= {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+    assert names & sessions == set()
+    backends = {"onnxruntime", "openvino", "tensorrt"}
+    assert [s for s in code_strings(tree) if s.lower() in backends] == []
+    backend_modules = {f"runtime.engines.{name}" for name in backends}
+    assert imported_modules(tree) & (backend_modules | BACKEND_LIBRARIES) == set()
+
+
+def test_only_the_engines_package_imports_a_backend_library():
+    offenders = [
+        (str(path.relative_to(ROOT)), name)
+        for path in sorted((ROOT / "runtime").rglob("*.py"))
+        if "engines" not in path.relative_to(ROOT / "runtime").parts[:1]
+        for name in imported_modules(ast.parse(path.read_text()))
+        if name.split(".")[0] in BACKEND_LIBRARIES
+    ]
+    assert offenders == []

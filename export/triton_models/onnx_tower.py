@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from runtime.engines.onnxruntime import GraphSession
+from runtime.engines.onnxruntime import OnnxRuntimeSession
 from runtime.engines.openvino import OpenVINOSession
 from runtime.errors import InputError
 
@@ -55,7 +55,7 @@ class TritonPythonModel:
         if options.get("engine", "onnxruntime") == "openvino":
             self.session = OpenVINOSession(graph, options["precision"])
         else:
-            self.session = GraphSession(graph, ["CPUExecutionProvider"])
+            self.session = OnnxRuntimeSession(graph, ["CPUExecutionProvider"])
 
     def check(self, feed: dict[str, np.ndarray]) -> None:
         """InputError naming the input (and the row) that is too large or not finite."""

@@ -11,7 +11,8 @@ import numpy as np
 from export.synthetic import RATE, hard_set, random_track
 from export.ttmrpp.hparams import HParams
 from export.ttmrpp.reference import track_windows
-from runtime.audio.reading import load_track, scan_folder
+from runtime.audio.folders import scan_folder
+from runtime.audio.reading import load_track
 from runtime.catalog.store import readable
 from runtime.errors import InputError
 from runtime.manifest import Preprocessing

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import InputError
+from runtime.errors import InputError, missing_dependency
 
 # Music files by extension that only FFmpeg decodes here; a folder scan picks them up.
 FFMPEG_EXTENSIONS = frozenset(
     {".m4a", ".m4b", ".mp4", ".aac", ".webm", ".mka", ".mkv", ".wma", ".asf", ".ac3", ".amr"}
 )
-MISSING = "install PyAV for it: pip install '.[formats]' in this repository (docs/library.md)"
 SizeCheck = Callable[[int, int, int], None]  # (frames, channels, rate): raises if too large
 
 
@@ -26,8 +25,8 @@ def read_with_ffmpeg(path: Path, label: str, check_size: SizeCheck) -> tuple[np.
     try:
         import av
     except ImportError:
-        raise InputError(
-            f"cannot decode audio (a format libsndfile lacks; {MISSING})", item=label
+        raise missing_dependency(
+            "PyAV", extra="formats", needed_for="decoding this file", item=label
         ) from None
     try:
         with av.open(str(path), metadata_errors="ignore") as container:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import stat
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +31,7 @@ MAX_DECODED_SAMPLES = MAX_AUDIO_SECONDS * 48_000 * 2
 BLOCK_FRAMES = 1 << 18
 SF_ERR_UNRECOGNISED_FORMAT = 1  # libsndfile's code for a file it cannot tell the format of
 # What soundfile (libsndfile) decodes, and what PyAV (FFmpeg) decodes for it, by the
-# extensions music files carry; used to find music in folders.
+# extensions music files carry (``runtime.audio.folders`` finds music in folders by them).
 AUDIO_EXTENSIONS = (
     frozenset(
         {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc"}
@@ -41,49 +39,6 @@ AUDIO_EXTENSIONS = (
     )
     | FFMPEG_EXTENSIONS
 )
-
-
-@dataclass
-class FolderScan:
-    """What a folder holds: its audio files (resolved, each once, sorted) and how many
-    other files it has, by extension, so that a caller can say what it left out."""
-
-    files: list[Path]
-    skipped: Counter[str]
-
-
-def scan_folder(folder: Path) -> FolderScan:
-    """Every audio file below ``folder``. Hidden files and folders (and macOS's ``._``
-    sidecars) are passed over, links to folders are not followed (no loops), and
-    anything that is not a regular file (a FIFO, a dangling or looping link) is skipped."""
-    if not folder.is_dir():
-        raise InputError(f"{str(folder)!r} is not a folder")
-    found: set[Path] = set()
-    skipped: Counter[str] = Counter()
-    for root, folders, names in os.walk(folder):
-        folders[:] = sorted(name for name in folders if not name.startswith("."))
-        for name in names:
-            if name.startswith("."):
-                continue
-            path = Path(root) / name
-            if path.suffix.lower() not in AUDIO_EXTENSIONS:
-                skipped[path.suffix.lower() or "(none)"] += 1
-                continue
-            try:
-                resolved = path.resolve(strict=True)
-            except (OSError, RuntimeError):  # dangling or looping link
-                skipped[path.suffix.lower()] += 1
-                continue
-            if stat.S_ISREG(resolved.stat().st_mode):
-                found.add(resolved)
-            else:
-                skipped[path.suffix.lower()] += 1
-    return FolderScan(sorted(found), skipped)
-
-
-def find_audio_files(folder: Path) -> list[Path]:
-    """Every audio file below ``folder`` (``scan_folder``'s files)."""
-    return scan_folder(folder).files
 
 
 @dataclass

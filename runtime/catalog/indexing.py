@@ -27,7 +27,8 @@ import soundfile
 from tqdm import tqdm
 
 from runtime.audio.ffmpeg import ffmpeg_seconds
-from runtime.audio.reading import Track, scan_folder
+from runtime.audio.folders import scan_folder
+from runtime.audio.reading import Track
 from runtime.catalog.store import (
     Catalog,
     ModelIdentity,

@@ -16,7 +16,7 @@ import numpy as np
 from runtime.catalog.indexing import FILES_PER_CALL, EmbedFiles, Failure, Progress, embed_chunk
 from runtime.catalog.store import Row
 from runtime.embedder import Embedder
-from runtime.errors import InputError
+from runtime.errors import InputError, missing_dependency
 
 
 def ray_module():
@@ -25,9 +25,7 @@ def ray_module():
         import ray
         import ray.data
     except ImportError:
-        raise InputError(
-            "--ray needs Ray: pip install '.[ray]' in this repository (docs/library.md)"
-        ) from None
+        raise missing_dependency("Ray", extra="ray", needed_for="--ray") from None
     return ray
 
 

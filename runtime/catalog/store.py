@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runtime.errors import InputError, first_line
+from runtime.errors import InputError, first_line, missing_dependency
 from runtime.manifest import read_manifest
 
 if TYPE_CHECKING:
@@ -65,10 +65,7 @@ def lancedb_module():
     try:
         import lancedb
     except ImportError:
-        raise InputError(
-            "the catalog needs LanceDB: install this repository with the catalog extra "
-            "(pip install '.[catalog]', docs/library.md)"
-        ) from None
+        raise missing_dependency("LanceDB", extra="catalog", needed_for="the catalog") from None
     return lancedb
 
 

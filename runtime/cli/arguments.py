@@ -11,7 +11,8 @@ import re
 import sys
 from pathlib import Path
 
-from runtime.embedder import BACKENDS, BATCH_SIZE, PRECISIONS, Embedder
+from runtime.embedder import BATCH_SIZE, Embedder
+from runtime.engines.choice import BACKENDS, PRECISIONS
 from runtime.errors import InputError
 
 

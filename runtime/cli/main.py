@@ -23,7 +23,7 @@ from runtime.catalog.store import Catalog, Hit, is_utf8, readable
 from runtime.cli.arguments import Parser, at_least_one, embedder_from, model_options
 from runtime.cli.catalog import add_catalog_commands
 from runtime.embedder import SPACES, Embedder
-from runtime.errors import InputError
+from runtime.errors import InputError, TtmrError
 from runtime.evaluate.commands import add_eval_commands
 from runtime.files import check_rows_file, write_rows
 from runtime.manifest import RANDOM_WEIGHTS_NOTE, read_manifest
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         return args.run(args) or 0
-    except InputError as err:
+    except TtmrError as err:  # bad input, a model folder, a missing extra: one line
         print(f"ttmr: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

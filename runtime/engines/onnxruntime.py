@@ -1,5 +1,5 @@
-"""ONNX Runtime sessions: provider choice, the options that make them fast, and data moved to
-and from a GPU once per call."""
+"""ONNX Runtime sessions (``OnnxRuntimeSession``): provider choice, the options that make them
+fast, and data moved to and from a GPU once per call."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import (
     NoSuchFile,
 )
 
-from runtime.errors import InputError, first_line
+from runtime.errors import InputError, ModelFolderError, TtmrError, first_line
 
 # Fastest first; None picks whichever of these this onnxruntime build has. onnxruntime's own
 # TensorRT provider is left out of the default (it would build engines, for minutes, in every
@@ -41,7 +41,7 @@ def cuda_options() -> dict[str, str]:
     """The CUDA provider's options (docs/gpu.md says why each)."""
     search = os.environ.get(CONV_ALGO_SEARCH_VARIABLE, "HEURISTIC").upper()
     if search not in CONV_ALGO_SEARCHES:
-        raise ValueError(
+        raise InputError(
             f"{CONV_ALGO_SEARCH_VARIABLE}={search!r}: expected one of {CONV_ALGO_SEARCHES}"
         )
     return {
@@ -97,7 +97,7 @@ def choose_providers(providers: list[str] | None) -> list[str]:
         return [p for p in PREFERRED_PROVIDERS if p in available]
     missing = [p for p in providers if p not in available]
     if missing:
-        raise ValueError(f"providers {missing} are not in this onnxruntime (it has {available})")
+        raise InputError(f"providers {missing} are not in this onnxruntime (it has {available})")
     return list(providers)
 
 
@@ -130,10 +130,11 @@ def session_options(threads: int | None) -> ort.SessionOptions:
     return options
 
 
-class GraphSession:
-    """One graph on onnxruntime. On a GPU provider the feed goes up once and only the
-    requested outputs come back (IO binding), rather than every output of the graph.
-    ``strict``: fail, rather than run on the CPU, when the first provider cannot start."""
+class OnnxRuntimeSession:
+    """One graph on onnxruntime (a ``runtime.engines.Session``). On a GPU provider the feed
+    goes up once and only the requested outputs come back (IO binding), rather than every
+    output of the graph. ``strict``: fail, rather than run on the CPU, when the first
+    provider cannot start."""
 
     def __init__(
         self, path: Path, providers: list[str], threads: int | None = None, strict: bool = False
@@ -144,7 +145,7 @@ class GraphSession:
         try:
             self.session = ort.InferenceSession(str(path), session_options(threads), with_options)
         except (InvalidProtobuf, InvalidGraph, Fail, NoSuchFile) as err:
-            raise InputError(
+            raise ModelFolderError(
                 f"{path}: not a graph onnxruntime can load ({first_line(err)})"
             ) from None
         self.providers = self.session.get_providers()
@@ -156,8 +157,11 @@ class GraphSession:
             )
         # Where outputs are bound: the GPU's memory, or None to run without binding.
         self.output_device = "cuda" if self.providers[0] in GPU_PROVIDERS else None
+        self.path = path
 
     def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self.session is None:
+            raise TtmrError(f"{self.path}: the session is closed")
         if self.output_device is None:
             return self.session.run(names, feed)
         binding = self.session.io_binding()
@@ -167,6 +171,10 @@ class GraphSession:
             binding.bind_output(name, self.output_device)
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()
+
+    def close(self) -> None:
+        """Frees the graph's memory now (else when the session is collected)."""
+        self.session = None
 
 
 def cuda_problem(graph: Path) -> str | None:
@@ -182,7 +190,7 @@ def cuda_problem(graph: Path) -> str | None:
     with tempfile.TemporaryFile("w+") as log:
         try:
             with _output_to(log):
-                GraphSession(graph, CUDA_FIRST, strict=True)
+                OnnxRuntimeSession(graph, CUDA_FIRST, strict=True)
         except InputError:
             log.flush()
             log.seek(0)

@@ -20,8 +20,8 @@ A family whose audio graph takes a track-wide floor (TTMR++) computes each windo
 twice: in the floor graph, for the track's floor, then in the audio graph. ``floored_pair``
 finds the one tensor the audio graph reads from what it computes exactly as the floor graph
 does (the log-mel), makes it a second output of the floor graph and cuts the audio graph
-there, so the audio pass can start from the floor pass's log-mel (``Embedder`` keeps it
-between the two passes)."""
+there, so the audio pass can start from the floor pass's log-mel (a ``HandOver``: the
+``Embedder`` keeps it between the two passes, for up to ``KEPT_WINDOWS`` windows)."""
 
 from __future__ import annotations
 
@@ -30,10 +30,12 @@ import hashlib
 import importlib.util
 import queue
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from runtime.errors import InputError, first_line
+from runtime.engines import HandOver
+from runtime.errors import InputError, ModelFolderError, TtmrError, first_line, missing_dependency
 
 # Each precision's inference precision in OpenVINO's terms: what its float layers compute
 # in. OpenVINO's own default on a CPU with bf16 units is bf16, so fp32 says f32 explicitly:
@@ -44,7 +46,9 @@ INFERENCE_PRECISION = {"fp32": "f32", "int8": "bf16", "bf16": "bf16"}
 ACTIVATION_GROUP = 128
 FRONTEND = "frontend_features"  # the f32 frontend's output, the bf16 network's input
 LOG_MEL = "log_mel"  # what the floor graph hands the audio graph (``floored_pair``)
-INSTALL = "pip install 'ttmr-runtime[openvino]' (or: pip install openvino)"
+# Windows whose log-mels one call keeps from the floor pass for the audio pass: a TTMR++
+# log-mel is 0.5 MB, so about 32 MB; a longer track's frontend runs twice instead.
+KEPT_WINDOWS = 64
 
 
 def openvino_installed() -> bool:
@@ -73,14 +77,15 @@ def inference_precision(precision: str) -> str:
     return wanted if wanted == "f32" or has_bf16_units() else "f32"
 
 
-def openvino_problem(precision: str) -> str | None:
-    """Why OpenVINO cannot run ``precision`` here, or None when it can."""
+def openvino_problem(precision: str) -> TtmrError | None:
+    """Why OpenVINO cannot run ``precision`` here (the error to raise, whose message says
+    it), or None when it can."""
     if precision not in INFERENCE_PRECISION:
-        return f"OpenVINO runs {tuple(INFERENCE_PRECISION)} here, not {precision}"
+        return InputError(f"OpenVINO runs {tuple(INFERENCE_PRECISION)} here, not {precision}")
     if not openvino_installed():
-        return f"OpenVINO is not installed ({INSTALL})"
+        return missing_dependency("OpenVINO", extra="openvino", needed_for="backend 'openvino'")
     if precision == "bf16" and not has_bf16_units():
-        return (
+        return InputError(
             "this CPU has no bf16 units (AMX-BF16 or AVX-512-BF16); OpenVINO's CPU plugin "
             f"reports {', '.join(cpu_capabilities())}"
         )
@@ -230,8 +235,8 @@ def with_int8_weights(model):
     return model
 
 
-def not_loadable(path: Path, err: RuntimeError) -> InputError:
-    return InputError(f"{path}: not a graph OpenVINO can load ({first_line(err)})")
+def not_loadable(path: Path, err: RuntimeError) -> ModelFolderError:
+    return ModelFolderError(f"{path}: not a graph OpenVINO can load ({first_line(err)})")
 
 
 def read_model(path: Path):
@@ -241,26 +246,28 @@ def read_model(path: Path):
         raise not_loadable(path, err) from None
 
 
+class FlooredPair(NamedTuple):
+    """``floored_pair``'s sessions, and what the floor one hands the audio one (or None)."""
+
+    floor: OpenVINOSession
+    audio: OpenVINOSession
+    hand_over: HandOver | None
+
+
 class OpenVINOSession:
-    """One graph compiled for the CPU at ``precision``; ``run`` has ``GraphSession``'s
-    signature. Below fp32 an audio graph runs as an f32 frontend and a network at the lower
-    precision (unless ``split_frontend`` is False: the bench's row of OpenVINO's own
-    whole-graph bf16). ``models``: the graph already read and cut into parts, each handing
-    its output to the next (``floored_pair``). Dynamic batch and text length are kept from
-    the graph. Calls from several threads each take idle infer requests (OpenVINO's
-    requests are not thread-safe)."""
+    """One graph compiled for the CPU at ``precision`` (a ``runtime.engines.Session``).
+    Below fp32 an audio graph runs as an f32 frontend and a network at the lower precision.
+    ``models``: the graph already read and cut into parts, each handing its output to the
+    next (``floored_pair``), or whole (``whole_graph``). Dynamic batch and text length are
+    kept from the graph. Calls from several threads each take idle infer requests
+    (OpenVINO's requests are not thread-safe)."""
 
     def __init__(
-        self,
-        path: Path,
-        precision: str,
-        threads: int | None = None,
-        split_frontend: bool = True,
-        models: list | None = None,
+        self, path: Path, precision: str, threads: int | None = None, models: list | None = None
     ):
         problem = openvino_problem(precision)
         if problem:
-            raise InputError(problem)
+            raise problem
         config = {
             "INFERENCE_PRECISION_HINT": inference_precision(precision),
             "PERFORMANCE_HINT": "LATENCY",
@@ -271,8 +278,7 @@ class OpenVINOSession:
         if precision == "int8":
             config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = str(ACTIVATION_GROUP)
         if models is None:
-            model = read_model(path)
-            models = parts_at(model, precision) if split_frontend else [model]
+            models = parts_at(read_model(path), precision)
         *early, network = models
         try:
             if precision == "int8" and not quantized(network):
@@ -292,18 +298,26 @@ class OpenVINOSession:
         self.providers = [f"OpenVINO CPU ({runs or f'inference precision {self.runs_in}'})"]
         self.threads = int(last.get_property("INFERENCE_NUM_THREADS"))
         self.outputs = {name for port in last.outputs for name in port.get_names()}
+        self.path = path
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
+
+    @classmethod
+    def whole_graph(cls, path: Path, precision: str, threads: int | None = None) -> OpenVINOSession:
+        """The graph compiled whole at ``precision``, an audio graph's frontend included:
+        OpenVINO's own way of running it (``Tuning.openvino_whole_graphs``)."""
+        return cls(path, precision, threads, models=[read_model(path)])
 
     @classmethod
     def floored_pair(
         cls, floor_path: Path, audio_path: Path, precision: str, threads: int | None = None
-    ) -> tuple[OpenVINOSession, OpenVINOSession]:
+    ) -> FlooredPair:
         """The floor graph's session (f32), which also outputs the log-mel it computes as
         ``LOG_MEL``, and the audio graph's, which starts from that log-mel where a feed
         gives it: each window's frontend then runs once, not twice. Where the two graphs
-        share no such tensor, two plain sessions."""
+        share no such tensor, two plain sessions and no hand-over."""
         floor, audio = read_model(floor_path), read_model(audio_path)
         found = shared_output(audio, floor)
+        hand_over = None if found is None else HandOver(LOG_MEL, KEPT_WINDOWS)
         if found is None:
             audio_parts = parts_at(audio, precision)
         else:
@@ -312,14 +326,17 @@ class OpenVINOSession:
             floor.add_outputs([in_floor])
             head, rest = cut(audio, in_audio, LOG_MEL)
             audio_parts = [head, *parts_at(rest, precision)]
-        return (
+        return FlooredPair(
             cls(floor_path, "fp32", threads, models=[floor]),
             cls(audio_path, precision, threads, models=audio_parts),
+            hand_over,
         )
 
     def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         """``names`` from ``feed``; a part whose output the feed already has (the floor
         graph's ``LOG_MEL``) is skipped."""
+        if not self.parts:
+            raise TtmrError(f"{self.path}: the session is closed")
         try:
             requests = self._idle.get_nowait()
         except queue.Empty:
@@ -336,3 +353,9 @@ class OpenVINOSession:
             return [requests[-1].get_tensor(name).data.copy() for name in names]
         finally:
             self._idle.put(requests)
+
+    def close(self) -> None:
+        """Frees the compiled graph and its infer requests now."""
+        self.parts = []
+        while not self._idle.empty():
+            self._idle.get_nowait()

@@ -1,9 +1,9 @@
-"""TensorRT engines (``export/to_tensorrt.py``) behind the call the Embedder makes on
-onnxruntime sessions: ``run(output_names, feed) -> list[np.ndarray]``.
+"""TensorRT engines (``export/to_tensorrt.py``) behind the session interface
+(``runtime.engines.Session``): ``TensorRTSession``.
 
 TensorRT and cuda-python are imported when a session is created, never by ``import runtime``.
 What can be checked without a GPU (the feed against the engine's optimisation profile, the
-dtype conversion) is in plain functions; the part that needs TensorRT is ``EngineSession``.
+dtype conversion) is in plain functions; the part that needs TensorRT is ``TensorRTSession``.
 """
 
 from __future__ import annotations
@@ -16,20 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import InputError
+from runtime.errors import InputError, ModelFolderError, TtmrError, missing_dependency
 
 INSTALL_HINT = (
     "use NVIDIA's container nvcr.io/nvidia/tensorrt:<yy.mm>-py3, or pip install "
     "tensorrt-cu13 (tensorrt-cu12 for CUDA 12) --extra-index-url https://pypi.nvidia.com"
 )
+NVIDIA_INDEX = "--extra-index-url https://pypi.nvidia.com"
 
 Shape = tuple[int, ...]
 # Per input: the (min, opt, max) shapes of the engine's optimisation profile.
 Profile = Mapping[str, tuple[Shape, Shape, Shape]]
-
-
-class TensorRTUnavailable(ImportError):
-    """TensorRT or cuda-python is not installed; the message says what to install."""
 
 
 def check_feed(feed: Mapping[str, np.ndarray], profile: Profile) -> None:
@@ -81,17 +78,26 @@ def _import_cudart():
 
 
 def _import_tensorrt():
-    """``(tensorrt, cudart)``, or an error that says what to install."""
+    """``(tensorrt, cudart)``, or a ``MissingDependency`` that says what to install."""
     try:
         import tensorrt
-
+    except ImportError:
+        raise missing_dependency(
+            "TensorRT",
+            extra="tensorrt",
+            needed_for="running TensorRT engines",
+            pip_options=NVIDIA_INDEX,
+            alternative="use NVIDIA's container nvcr.io/nvidia/tensorrt:<yy.mm>-py3",
+        ) from None
+    try:
         cudart = _import_cudart()
-    except ImportError as err:
-        raise TensorRTUnavailable(
-            f"running TensorRT engines needs TensorRT and cuda-python ({err}): {INSTALL_HINT}, "
-            "and pip install cuda-python; or pip install 'ttmr-runtime[tensorrt]' "
-            "--extra-index-url https://pypi.nvidia.com"
-        ) from err
+    except ImportError:
+        raise missing_dependency(
+            "cuda-python",
+            extra="tensorrt",
+            needed_for="running TensorRT engines",
+            pip_options=NVIDIA_INDEX,
+        ) from None
     return tensorrt, cudart
 
 
@@ -126,8 +132,9 @@ def _release(cudart, buffers: dict[str, tuple[int, int]], stream) -> None:
     cudart.cudaStreamDestroy(stream)
 
 
-class EngineSession:
-    """A deserialized TensorRT engine with one execution context and its own CUDA stream.
+class TensorRTSession:
+    """A deserialized TensorRT engine with one execution context and its own CUDA stream (a
+    ``runtime.engines.Session``).
 
     ``run`` uploads the feed into device buffers that only ever grow (reused across calls),
     runs the engine on the session's stream, copies back only the requested outputs and
@@ -146,11 +153,12 @@ class EngineSession:
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = self._runtime.deserialize_cuda_engine(Path(path).read_bytes())
         if self.engine is None:
-            raise RuntimeError(
+            raise ModelFolderError(
                 f"{path}: TensorRT could not load this engine (built by another TensorRT "
                 "version or for another GPU?); rebuild it with export/to_tensorrt.py"
             )
         self.context = self.engine.create_execution_context()
+        self.path, self.providers = Path(path), ["TensorRT"]
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         mode = self.engine.get_tensor_mode
         self.input_names = [n for n in names if mode(n) == trt.TensorIOMode.INPUT]
@@ -176,6 +184,8 @@ class EngineSession:
             return self._run(output_names, feed)
 
     def _run(self, output_names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if not self._finalizer.alive:  # its buffers and stream are freed
+            raise TtmrError(f"{self.path}: the session is closed")
         unknown = [name for name in output_names if name not in self.output_names]
         if unknown:
             raise InputError(f"unknown outputs {unknown}: the engine has {self.output_names}")

@@ -11,7 +11,6 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from runtime import model_dir_from
 from runtime.cli.arguments import Parser, add_engine_options, embedder_from
 from runtime.errors import InputError
 from runtime.evaluate.inputs import check_template
@@ -40,6 +39,7 @@ from runtime.evaluate.study_report import markdown, plot_study
 from runtime.evaluate.triplet_rules import RULES, inverted, make_triplets, write_triplets
 from runtime.evaluate.triplets import evaluate_triplets, print_triplets
 from runtime.manifest import RANDOM_WEIGHTS_NOTE
+from runtime.model_folder import model_dir_from
 
 DEFAULT_TEMPLATE = "the sound of a {instrument}"
 STUDY_NAMES = DATA / "tinysol_ismir2024_names.json"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.audio.reading import find_audio_files
+from runtime.audio.folders import scan_folder
 from runtime.errors import InputError
 from runtime.evaluate.inputs import read_json
 from runtime.evaluate.metrics import confusion_matrix, predicted_classes, unit_rows
@@ -62,7 +62,7 @@ def instrument_files(
     if level < 0:
         raise InputError(f"the folder level must be 0 or more, got {level}")
     music_dir = music_dir.resolve()
-    files = find_audio_files(music_dir)
+    files = scan_folder(music_dir).files
     if not files:
         raise InputError(f"{str(music_dir)!r} holds no audio files")
     grouped: dict[str, list[Path]] = defaultdict(list)

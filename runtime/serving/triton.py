@@ -19,7 +19,7 @@ import numpy as np
 
 from runtime.audio.reading import AudioItem, decode, describe
 from runtime.embedder import check_items, check_space, finish
-from runtime.errors import InputError, TritonUnavailable
+from runtime.errors import InputError, TritonUnavailable, missing_dependency
 from runtime.text import check_texts
 
 # Family-neutral: the same names serve every model family.
@@ -84,10 +84,10 @@ class TritonEmbedder:
                 import tritonclient.http as client
             else:
                 import tritonclient.grpc as client
-        except ImportError as err:
-            raise ImportError(
-                f"TritonEmbedder needs tritonclient: pip install 'ttmr-runtime[triton]' ({err})"
-            ) from err
+        except ImportError:
+            raise missing_dependency(
+                "tritonclient", extra="triton", needed_for="TritonEmbedder"
+            ) from None
         self.url = server_address(url, protocol)
         self.protocol = protocol
         self.max_in_flight = max_in_flight

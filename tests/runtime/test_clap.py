@@ -103,7 +103,7 @@ TEXTS = list(FAMILY_CASES["clap"].texts)
 def test_texts_are_padded_to_77_as_the_reference_pads_them(embedder, small_clap_reference):
     """Every text padded to exactly 77 tokens, as the reference's tokenizer does; the
     embeddings' parity is in test_runtime_parity.py with every family's."""
-    ((_, feed),) = embedder.text_batcher.batches(TEXTS, len(TEXTS))
+    ((_, feed),) = embedder._text_batcher.batches(TEXTS, len(TEXTS))
     assert feed["input_ids"].shape == (len(TEXTS), 77)
     expected_ids = small_clap_reference.tokenize(TEXTS)["input_ids"].numpy()
     lengths = [len(t) for t in small_clap_reference.tokenizer(TEXTS)["input_ids"]]

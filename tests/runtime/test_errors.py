@@ -119,7 +119,7 @@ def test_one_bad_item_fails_before_any_graph_runs(small_model_dir, good_file, tm
     model = runtime.Embedder(small_model_dir)
     with pytest.raises(runtime.InputError, match=re.escape(str(tmp_path / "absent.wav"))):
         model.embed_audio([good_file, tmp_path / "absent.wav"])
-    assert "audio" not in model._sessions  # validation happens before the tower is even loaded
+    assert model._sessions.opened == []  # validation happens before the tower is even loaded
 
 
 def test_import_runtime_needs_no_torch_transformers_tritonclient_or_the_catalog_extras():
@@ -136,14 +136,14 @@ def test_non_finite_model_output_is_an_error_not_a_silent_nan(
 ):
     model = runtime.Embedder(small_model_dir)
     for tower in ("audio", "text"):
-        session = model.session(tower)
+        session = model._sessions.get(tower)
         real_run = session.run
         monkeypatch.setattr(
             session, "run", lambda names, feed, run=real_run: [np.nan * run(names, feed)[0]]
         )
-    with pytest.raises(RuntimeError, match=r"items \[0\]: the model produced non-finite"):
+    with pytest.raises(runtime.NonFiniteEmbeddings, match=r"items \[0\]: the model produced"):
         model.embed_audio([good_file])
-    with pytest.raises(RuntimeError, match=r"items \[0, 1\]: the model produced non-finite"):
+    with pytest.raises(runtime.NonFiniteEmbeddings, match=r"items \[0, 1\]: the model produc"):
         model.embed_text(["piano", "drums"])
 
 
@@ -164,7 +164,7 @@ def test_auto_backend_without_engines_runs_onnxruntime(small_model_dir):
     model = runtime.Embedder(small_model_dir)
     assert model.backend == "onnxruntime"
     model.embed_text(["piano"])
-    assert model.providers == model.session("text").providers
+    assert model.providers == model._sessions.get("text").providers
 
 
 def test_module_level_helpers_take_the_embedder_options(small_model_dir):
@@ -176,3 +176,33 @@ def test_module_level_helpers_take_the_embedder_options(small_model_dir):
     np.testing.assert_array_equal(got, expected)
     with pytest.raises(runtime.InputError, match=r"no int8 graphs; write them with"):
         runtime.embed_audio([np.zeros(100, np.float32)], small_model_dir, precision="int8")
+
+
+def test_the_error_family_shares_one_base_and_keeps_the_builtin_kinds():
+    from runtime.errors import TtmrError
+
+    for kind, builtin in [
+        (runtime.InputError, ValueError),
+        (runtime.ModelFolderError, runtime.InputError),
+        (runtime.MissingDependency, ImportError),
+        (runtime.NonFiniteEmbeddings, RuntimeError),
+        (runtime.TritonUnavailable, ConnectionError),
+    ]:
+        assert issubclass(kind, TtmrError) and issubclass(kind, builtin), kind
+
+
+def test_a_missing_dependency_names_the_extra_to_install_from_the_checkout():
+    from runtime.errors import missing_dependency
+
+    err = missing_dependency("LanceDB", extra="catalog", needed_for="the catalog", item="a.wav")
+    assert isinstance(err, ImportError) and (err.package, err.extra) == ("LanceDB", "catalog")
+    assert str(err) == (
+        "a.wav: LanceDB is not installed (the catalog needs it): "
+        "pip install -e '.[catalog]' in the ttmr-runtime checkout"
+    )
+    assert err.reason.startswith("LanceDB is not installed") and err.msg == str(err)
+
+
+def test_a_model_folder_without_a_manifest_is_a_model_folder_error(tmp_path):
+    with pytest.raises(runtime.ModelFolderError, match=r"has no manifest\.json"):
+        runtime.Embedder(tmp_path)

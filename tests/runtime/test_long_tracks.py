@@ -17,7 +17,7 @@ from export.ttmrpp.hparams import PUBLISHED, HParams
 from runtime.audio import reading as audio
 from runtime.audio.reading import Preprocessing, Track, load_track, open_source
 from runtime.batching import batches, track_groups
-from runtime.engines.onnxruntime import GraphSession
+from runtime.engines.onnxruntime import OnnxRuntimeSession
 from tests.helpers import assert_close, one_loud_window
 
 HP = HParams.from_dict(PUBLISHED)
@@ -69,13 +69,13 @@ def test_tracks_group_up_to_a_number_of_windows_with_a_longer_track_alone():
 def spied_calls(monkeypatch) -> list[tuple[str, int]]:
     """Every graph call from now on, as (first output asked for, rows)."""
     calls: list[tuple[str, int]] = []
-    real_run = GraphSession.run
+    real_run = OnnxRuntimeSession.run
 
     def run(self, names, feed):
         calls.append((names[0], len(feed["waveform"])))
         return real_run(self, names, feed)
 
-    monkeypatch.setattr(GraphSession, "run", run)
+    monkeypatch.setattr(OnnxRuntimeSession, "run", run)
     return calls
 
 

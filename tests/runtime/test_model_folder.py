@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import runtime
-import runtime.embedder
+import runtime.engines.folder
 from export.synthetic import random_track
 
 
@@ -153,14 +153,14 @@ def test_swapped_graphs_are_refused_naming_the_file(folder):
 def test_a_cold_embedder_shared_by_8_threads_loads_each_graph_once(small_model_dir, monkeypatch):
     """Eight threads hitting a new Embedder at once: one session per graph, not eight."""
     opened: list[str] = []
-    real_session = runtime.embedder.GraphSession
+    real_session = runtime.engines.folder.OnnxRuntimeSession
 
     def slow_session(path, *args, **kwargs):
         opened.append(Path(path).name)
         time.sleep(0.2)  # widen the window in which a second thread could also open it
         return real_session(path, *args, **kwargs)
 
-    monkeypatch.setattr(runtime.embedder, "GraphSession", slow_session)
+    monkeypatch.setattr(runtime.engines.folder, "OnnxRuntimeSession", slow_session)
     model = runtime.Embedder(small_model_dir)
     track = random_track(2, 3.0)
     results: list = [None] * 8

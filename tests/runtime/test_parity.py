@@ -94,7 +94,7 @@ def test_tokenizer_ids_equal_reference_ids(request, embedders, family):
     case = FAMILY_CASES[family]
     _, reference = case.model(request, "small")
     for text in case.texts:
-        ((_, feed),) = embedders(family).text_batcher.batches([text], 1)
+        ((_, feed),) = embedders(family)._text_batcher.batches([text], 1)
         expected = reference.tokenize([text])["input_ids"][0].tolist()
         assert feed["input_ids"][0].tolist() == expected
 

@@ -4,6 +4,7 @@ count and the text tower's weight-MatMul floor."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from functools import partial
@@ -15,11 +16,7 @@ from torch import nn
 
 from runtime.engines.cpu import BF16_FLAGS, INT8_FLAGS, VECTOR_FLAGS, describe_cpu
 from runtime.manifest import read_manifest
-from tests.helpers import SMALL_MUSCALL
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-# scripts/ is not a package
-from bench import (
+from scripts.bench import (
     QUERY,
     bench_inputs,
     cosine_min,
@@ -29,9 +26,24 @@ from bench import (
     text_matmul_floor,
     window_seconds,
 )
-from bench_rows import REFERENCE, WHOLE_GRAPH_BF16, build, unavailable
+from scripts.bench_rows import REFERENCE, WHOLE_GRAPH_BF16, build, unavailable
+from tests.helpers import SMALL_MUSCALL
 
 BF16_AUTOCAST = "PyTorch eager CPU bf16 autocast"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_bench_runs_as_a_file_from_anywhere_as_well_as_imported(tmp_path):
+    """``python scripts/bench.py`` (its neighbours found as the package ``scripts``, which
+    this module imports without any path edits), from a folder outside the checkout."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: bench.py")
 
 
 @pytest.mark.parametrize(
@@ -195,7 +207,7 @@ def test_bench_runs_unchanged_on_a_muscall_folder(small_muscall_export, tmp_path
 
 
 def test_index_section_times_the_command_and_the_graphs_on_the_same_mp3s(small_model_dir):
-    from bench_index import index_lines, index_section
+    from scripts.bench_index import index_lines, index_section
 
     result = index_section(small_model_dir, 1, "fp32", "auto", files=3, seconds=25.0)
     assert result["windows"] == 3 * 2  # 25 s of 10-s windows: the remainder is dropped
@@ -211,7 +223,7 @@ def test_index_section_times_the_command_and_the_graphs_on_the_same_mp3s(small_m
 def test_gemm_peak_is_the_fastest_engines_rate_and_none_without_units(monkeypatch):
     """One library's GEMM is not the machine's limit (PyTorch's fp32 on AMD ran at half of
     onnxruntime's): the peak is the best engine's, named; no units, no peak."""
-    import bench_peaks
+    from scripts import bench_peaks
 
     def sleeping(seconds):
         return {"fp32": partial(time.sleep, seconds), "int8": partial(time.sleep, seconds)}

@@ -4,14 +4,11 @@ bench's own bench.json, captioned with what they were measured on."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-# scripts/ is not a package
-from bench import main
+from scripts.bench import main
 
 DATA = Path(__file__).parent / "data"
 

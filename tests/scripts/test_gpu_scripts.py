@@ -15,9 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-# scripts/ is not a package
-from gpu_pieces import PIECE_SUMS, SMALL, WHEEL_SUMS, PieceError, join, split
+from scripts.gpu_pieces import PIECE_SUMS, SMALL, WHEEL_SUMS, PieceError, join, split
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,7 @@ from export.synthetic import random_track
 from runtime.audio.reading import decode
 from runtime.catalog.npz import NpzCatalog
 from runtime.cli.main import main
-from runtime.errors import InputError
+from runtime.errors import InputError, MissingDependency
 
 FFMPEG_CODECS = {".m4a": "aac", ".webm": "libopus", ".opus": "libopus", ".mp3": "libmp3lame"}
 SOUNDFILE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".aiff": "AIFF"}
@@ -91,7 +91,7 @@ def test_without_pyav_such_a_file_names_the_extra_to_install(tmp_path, monkeypat
     path = tmp_path / "a.m4a"
     encode(path, sine(440.0, 0.3, 44_100), 44_100)
     monkeypatch.setitem(sys.modules, "av", None)  # import av fails
-    with pytest.raises(InputError, match=r"pip install '\.\[formats\]' in this repository"):
+    with pytest.raises(MissingDependency, match=r"a\.m4a.*PyAV .*pip install -e '\.\[formats\]'"):
         decode(0, path, None)
 
 

@@ -267,7 +267,9 @@ def test_without_lancedb_index_names_the_extra_to_install(model_env, tmp_path, m
     monkeypatch.setitem(sys.modules, "lancedb", None)
     write_tracks(tmp_path / "music", 1)
     assert main(["index", str(tmp_path / "music"), "--out", str(tmp_path / "c")]) == 2
-    assert "pip install '.[catalog]'" in one_error_line(capsys)
+    assert "LanceDB is not installed (the catalog needs it): pip install -e '.[catalog]'" in (
+        one_error_line(capsys)
+    )
 
 
 def test_decoding_runs_ahead_of_the_consumer_in_order_and_bounded():

@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 
 from export.synthetic import random_track
-from runtime.audio.reading import scan_folder
+from runtime.audio.folders import scan_folder
 from runtime.catalog.npz import NpzCatalog
 from runtime.cli.main import main
 from tests.helpers import one_error_line

@@ -20,7 +20,7 @@ import pytest
 import runtime
 from export.synthetic import random_track
 from runtime.engines import onnxruntime as engine
-from runtime.engines.onnxruntime import GraphSession, cuda_options, cuda_problem
+from runtime.engines.onnxruntime import OnnxRuntimeSession, cuda_options, cuda_problem
 from tests.helpers import assert_close
 
 CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -85,7 +85,7 @@ def test_sessions_hand_the_cuda_options_to_onnxruntime_and_none_to_the_cpu(
 
     monkeypatch.delenv(engine.CONV_ALGO_SEARCH_VARIABLE, raising=False)
     monkeypatch.setattr(engine.ort, "InferenceSession", Recorded)
-    GraphSession(small_model_dir / "audio.onnx", CUDA)
+    OnnxRuntimeSession(small_model_dir / "audio.onnx", CUDA)
     assert given["providers"] == [
         ("CUDAExecutionProvider", cuda_options()),
         ("CPUExecutionProvider", {}),
@@ -115,7 +115,7 @@ def test_without_onnxruntime_gpu_the_problem_names_the_package_and_where_it_look
 
 def test_io_binding_returns_what_a_plain_run_returns(small_model_dir):
     """The binding path (taken on GPUs) with outputs bound to CPU memory, so it runs here."""
-    session = GraphSession(small_model_dir / "audio.onnx", ["CPUExecutionProvider"])
+    session = OnnxRuntimeSession(small_model_dir / "audio.onnx", ["CPUExecutionProvider"])
     windows = np.stack([random_track(seed, 10.0) for seed in (1, 2, 3)])
     feed = {"waveform": windows, "floor": np.array([-6.0, -6.0, -7.5], np.float32)}
     plain = session.run(["encoder", "joint"], feed)

@@ -11,11 +11,12 @@ import pytest
 import soundfile as sf
 
 import runtime
-import runtime.embedder
 import runtime.engines.openvino as ov_session
 from export.quantize import cosines
 from export.synthetic import random_track
 from runtime.cli.main import main
+from runtime.engines import HandOver
+from runtime.engines.folder import Tuning
 from runtime.manifest import read_manifest
 from tests.helpers import FAMILY_CASES
 
@@ -55,9 +56,9 @@ def test_openvino_fp32_matches_reference_audio_and_text(request, openvino_embedd
 def test_openvino_honours_threads_and_reuses_sessions(small_model_dir):
     model = runtime.Embedder(small_model_dir, backend="openvino", threads=1)
     model.embed_text(["piano"])
-    session = model.session("text")
+    session = model._sessions.get("text")
     model.embed_text(["drums and bass", "a calm solo piano piece in D"])
-    assert model.session("text") is session and session.threads == 1
+    assert model._sessions.get("text") is session and session.threads == 1
     assert "1 threads" in model.describe()
 
 
@@ -112,10 +113,11 @@ def test_the_floor_graph_hands_its_log_mel_to_the_audio_graph(small_model_dir, p
     the waveform, bit for bit."""
     if precision == "bf16" and not HAS_BF16:
         pytest.skip("this CPU has no bf16 units (AMX-BF16/AVX-512-BF16)")
-    floor, audio = ov_session.OpenVINOSession.floored_pair(
+    floor, audio, hand_over = ov_session.OpenVINOSession.floored_pair(
         small_model_dir / "floor.onnx", small_model_dir / "audio.onnx", precision
     )
     assert ov_session.LOG_MEL in floor.outputs
+    assert hand_over == HandOver(ov_session.LOG_MEL, ov_session.KEPT_WINDOWS)
     # bf16 also splits the f32 flooring from the bf16 network, after the log-mel.
     split = [ov_session.FRONTEND] if precision == "bf16" else []
     assert audio.hands_on == [ov_session.LOG_MEL, *split, None]
@@ -141,20 +143,26 @@ def test_openvino_embeds_tracks_the_same_with_the_log_mel_kept_or_computed_again
     (a batch of one takes other GEMM kernels, in onnxruntime as in OpenVINO)."""
     tracks = [random_track(seed, s, 22050) for seed, s in ((1, 32.0), (2, 8.0), (3, 51.0))]
     expected = runtime.Embedder(small_model_dir).embed_audio(tracks, sample_rate=22050)
-    model = runtime.Embedder(small_model_dir, backend="openvino", batch_size=2)
-    audio = model.session("audio")
     feeds: list[set[str]] = []
-    real_run = audio.run
-    monkeypatch.setattr(
-        audio, "run", lambda names, feed: feeds.append(set(feed)) or real_run(names, feed)
-    )
+
+    def spied() -> runtime.Embedder:
+        """An OpenVINO Embedder whose audio session records the inputs of each call."""
+        model = runtime.Embedder(small_model_dir, backend="openvino", batch_size=2)
+        audio = model._sessions.get("audio")
+        real_run = audio.run
+        monkeypatch.setattr(
+            audio, "run", lambda names, feed: feeds.append(set(feed)) or real_run(names, feed)
+        )
+        return model
+
+    model = spied()
     kept = model.embed_audio(tracks, sample_rate=22050)
     assert feeds and all(ov_session.LOG_MEL in feed for feed in feeds)
     np.testing.assert_allclose(kept, expected, rtol=0, atol=2e-5)
     feeds.clear()
     longest = len(model.load_tracks(tracks[2:], 22050)[0].windows)
-    monkeypatch.setattr(runtime.embedder, "KEPT_WINDOWS", longest - 1)  # the 51-s track alone
-    again = model.embed_audio(tracks, sample_rate=22050)
+    monkeypatch.setattr(ov_session, "KEPT_WINDOWS", longest - 1)  # the 51-s track alone
+    again = spied().embed_audio(tracks, sample_rate=22050)
     assert sum(ov_session.LOG_MEL not in feed for feed in feeds) == math.ceil(longest / 2)
     np.testing.assert_array_equal(again, kept)
 
@@ -166,6 +174,7 @@ def test_a_file_openvino_cannot_read_is_an_input_error_naming_it(small_model_dir
         ov_session.OpenVINOSession(broken, "fp32")
     with pytest.raises(runtime.InputError, match=r"floor\.onnx: not a graph OpenVINO can load"):
         ov_session.OpenVINOSession.floored_pair(broken, small_model_dir / "audio.onnx", "fp32")
+    assert issubclass(runtime.ModelFolderError, runtime.InputError)
 
 
 def test_graphs_without_one_shared_log_mel_open_as_two_plain_sessions(small_model_dir, monkeypatch):
@@ -173,8 +182,9 @@ def test_graphs_without_one_shared_log_mel_open_as_two_plain_sessions(small_mode
     frontend, and the embeddings are still onnxruntime's."""
     monkeypatch.setattr(ov_session, "shared_output", lambda audio, floor: None)
     model = runtime.Embedder(small_model_dir, backend="openvino")
-    assert ov_session.LOG_MEL not in model.session("floor").outputs
-    assert model.session("audio").hands_on == [None]  # fp32: the whole graph
+    assert ov_session.LOG_MEL not in model._sessions.get("floor").outputs
+    assert model._sessions.get("audio").hands_on == [None]  # fp32: the whole graph
+    assert model._sessions.hand_over() is None
     tracks = [random_track(seed, 25.0, 22050) for seed in (1, 2)]
     expected = runtime.Embedder(small_model_dir).embed_audio(tracks, sample_rate=22050)
     got = model.embed_audio(tracks, sample_rate=22050)
@@ -195,9 +205,30 @@ def test_bf16_is_close_to_fp32_on_the_full_size_model(demo_model_dir):
     texts = ["a calm solo piano piece in D", "techno 130 bpm", "lo-fi hip hop beat"]
     assert cosines(fp32.embed_text(texts), bf16.embed_text(texts)).min() >= 0.998
     assert bf16.providers == ["OpenVINO CPU (inference precision bf16)"]
-    parts = bf16.session("audio").parts
+    parts = bf16._sessions.get("audio").parts
     precisions = [part.get_property("INFERENCE_PRECISION_HINT").get_type_name() for part in parts]
     assert precisions == ["f32", "f32", "bf16"]  # log-mel, floor, network
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 units (AMX-BF16/AVX-512-BF16)")
+def test_whole_graph_tuning_compiles_every_graph_whole_at_the_precision(small_model_dir):
+    """``Tuning(openvino_whole_graphs=True)`` (the bench's row of OpenVINO's own bf16): no
+    f32 frontend, the floor graph in bf16 too, nothing handed over; the default splits."""
+    whole = runtime.Embedder(
+        small_model_dir, precision="bf16", tuning=Tuning(openvino_whole_graphs=True)
+    )
+    split = runtime.Embedder(small_model_dir, precision="bf16")
+    for tower in ("floor", "audio"):
+        (part,) = whole._sessions.get(tower).parts
+        assert part.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "bf16"
+    assert whole._sessions.hand_over() is None
+    assert len(split._sessions.get("audio").parts) == 3 and split._sessions.hand_over()
+    track = [random_track(1, 12.0, 22050)]
+    got, fp32 = (
+        whole.embed_audio(track, sample_rate=22050),
+        split.embed_audio(track, sample_rate=22050),
+    )
+    assert cosines(got, fp32).min() > 0.9
 
 
 def without_bf16_units(monkeypatch):
@@ -226,7 +257,7 @@ def test_explicit_openvino_bf16_that_cannot_run_is_an_error(
     small_model_dir, monkeypatch, simulate, why
 ):
     simulate(monkeypatch)
-    with pytest.raises(runtime.InputError, match=f"backend openvino: .*{why}"):
+    with pytest.raises(runtime.InputError, match=why):
         runtime.Embedder(small_model_dir, backend="openvino", precision="bf16")
 
 

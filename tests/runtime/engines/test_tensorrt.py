@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from export.to_tensorrt import profile_shapes
-from runtime.engines.tensorrt import EngineSession, TensorRTUnavailable, check_feed, engine_array
-from runtime.errors import InputError
+from runtime.engines.tensorrt import TensorRTSession, check_feed, engine_array
+from runtime.errors import InputError, MissingDependency
 from runtime.manifest import read_manifest
 
 
@@ -79,8 +79,9 @@ def test_int64_ids_become_the_engines_int32_and_other_kinds_are_refused():
 
 def test_without_tensorrt_a_session_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    with pytest.raises(TensorRTUnavailable, match=r"nvcr\.io/nvidia/tensorrt.*pypi\.nvidia\.com"):
-        EngineSession(tmp_path / "audio.fp32.plan")
+    hint = r"pip install -e '\.\[tensorrt\]' --extra-index-url https://pypi\.nvidia\.com.*nvcr\.io"
+    with pytest.raises(MissingDependency, match=hint):
+        TensorRTSession(tmp_path / "audio.fp32.plan")
 
 
 def test_importing_runtime_and_its_tensorrt_module_imports_neither_tensorrt_nor_cuda():
@@ -99,7 +100,7 @@ def test_runs_from_several_threads_take_turns_on_the_shared_context():
     import threading
     import time
 
-    session = object.__new__(EngineSession)
+    session = object.__new__(TensorRTSession)
     session._lock = threading.Lock()
     inside, most = [0], [0]
 

@@ -38,14 +38,21 @@ class HandMadeEmbedder:
         self.manifest = SimpleNamespace(random_weights=False)  # what the reports read
         self.text, self.audio = text, audio or {}  # {space: {sentence or file name: vector}}
 
-    def embed_text(self, texts, space="joint", normalize=False):
-        return unit_rows(np.array([self.text[space][t] for t in texts])).astype(np.float32)
+    def embed_text(self, texts, *, space="joint", normalize=False):
+        return by_space(space, lambda s: unit_rows(np.array([self.text[s][t] for t in texts])))
 
     def load_tracks(self, items, sample_rate):
         return [Path(item).name for item in items]
 
     def embed_tracks(self, tracks, space="joint"):
-        return np.array([self.audio[space][name] for name in tracks], dtype=np.float32)
+        return by_space(space, lambda s: np.array([self.audio[s][name] for name in tracks]))
+
+
+def by_space(space, rows_of) -> np.ndarray | dict[str, np.ndarray]:
+    """As the Embedder answers: one array for a space by name, ``{space: array}`` for several."""
+    if isinstance(space, str):
+        return rows_of(space).astype(np.float32)
+    return {name: rows_of(name).astype(np.float32) for name in space}
 
 
 def both_spaces(vectors: dict) -> dict:

@@ -25,6 +25,7 @@ import runtime.evaluate.sources as sources
 from runtime import Embedder, InputError
 from runtime.catalog.npz import NpzCatalog
 from runtime.cli.main import main
+from runtime.engines.onnxruntime import OnnxRuntimeSession
 from runtime.evaluate.embedding import embed_files
 from runtime.evaluate.metrics import classification_metrics, predicted_classes, top_k_accuracy
 from runtime.evaluate.ontology import UNRELATED, read_distance_table, read_ontology
@@ -407,6 +408,28 @@ def test_the_whole_study_runs_on_each_family_side_by_side_and_reuses_its_cache(
     again = json.loads((out / "study.json").read_text())
     assert [z["prompts"] for z in again["models"][0]["zero_shot"]][-1] == "plain"
     assert again["models"][0]["class_means"] == report["models"][0]["class_means"]
+
+
+def test_the_study_runs_each_clip_through_the_audio_and_floor_graphs_once(
+    small_model_dir, sol_clips, tmp_path, monkeypatch, capsys
+):
+    """Both spaces come from one pass: every window of every clip is in exactly one call of
+    the audio graph and one of the floor graph (TTMR++), not one per space."""
+    calls: dict[str, int] = {}  # graph file → rows fed to it
+    real_run = OnnxRuntimeSession.run
+
+    def counted(self, names, feed):
+        if "waveform" in feed:
+            calls[self.path.name] = calls.get(self.path.name, 0) + len(feed["waveform"])
+        return real_run(self, names, feed)
+
+    monkeypatch.setattr(OnnxRuntimeSession, "run", counted)
+    args = ["eval", "study", str(sol_clips), "--out", str(tmp_path / "study")]
+    assert run([*args, "--model-dir", str(small_model_dir)], capsys)[0] == 0
+    tracks = Embedder(small_model_dir).load_tracks(sorted(sol_clips.rglob("*.wav")), None)
+    windows = sum(len(track.windows) for track in tracks)
+    assert windows == len(tracks) == 6  # one-second clips: one window each
+    assert calls == {"audio.onnx": windows, "floor.onnx": windows}
 
 
 # --- bad input ------------------------------------------------------------------------------

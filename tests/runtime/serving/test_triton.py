@@ -358,9 +358,10 @@ def test_a_track_longer_than_one_tower_call_equals_the_runtime(server, embedder)
 def test_a_shared_floor_would_be_caught(embedder):
     """The data of the concurrency test is sensitive to the bug it guards against: letting
     two of its tracks share the log-mel floor moves an embedding far beyond the tolerance."""
-    audio, floor = embedder.session("audio"), embedder.session("floor")
+    audio, floor = embedder._sessions.get("audio"), embedder._sessions.get("floor")
+    steps = embedder.manifest.audio.preprocessing
     tracks = [
-        load_track(i, gain * random_track(i, seconds, rate), rate, embedder.preprocessing)
+        load_track(i, gain * random_track(i, seconds, rate), rate, steps)
         for i, (seconds, rate, gain) in enumerate(TRACKS)
     ]
 
