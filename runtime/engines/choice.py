@@ -39,8 +39,7 @@ def choose(
     ``backend="auto"``: the folder's TensorRT engines where TensorRT is installed; bf16 on
     OpenVINO, or fp32 on onnxruntime where the CPU has no bf16 units or OpenVINO is missing;
     int8 on OpenVINO where the CPU has int8 dot-product units (VNNI, AMX-INT8); else
-    onnxruntime (OpenVINO's fp32 measured slower on one machine, faster on another, and its
-    int8 no faster without VNNI: README, "Speed")."""
+    onnxruntime (which engine is faster at fp32 depends on the CPU: docs/performance.md)."""
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
     if backend not in BACKENDS:

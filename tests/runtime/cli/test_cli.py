@@ -21,6 +21,7 @@ import runtime.embedder
 from export.synthetic import random_track
 from runtime.catalog.npz import NpzCatalog
 from runtime.cli.main import main
+from runtime.manifest import RANDOM_WEIGHTS_NOTE
 from tests.helpers import one_error_line
 
 
@@ -213,7 +214,7 @@ def test_search_formats_and_several_queries_in_one_run(music, model_env, tmp_pat
     assert main(["search", str(catalog), *queries, "-k", "2", "--format", "json"]) == 0
     printed = capsys.readouterr()
     records = json.loads(printed.out)  # the random-weights note went to stderr
-    assert "random weights" in printed.err
+    assert RANDOM_WEIGHTS_NOTE in printed.err
     assert [(r["query"], r["rank"]) for r in records] == [(q, n) for q in queries for n in (1, 2)]
     assert all({"path", "score", "duration", "id"} <= set(r) for r in records)
     assert main(["search", str(catalog), *queries, "-k", "3", "--format", "csv"]) == 0
