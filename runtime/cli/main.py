@@ -1,5 +1,5 @@
 """``python -m runtime`` / ``ttmr``: embed files and sentences, index a music folder, search it,
-evaluate a model, export or import a catalog.
+serve it over HTTP, evaluate a model, export or import a catalog.
 
 Exit code 0 on success, 2 on bad input (one line on stderr, no traceback), 3 when ``index``
 finished but could not embed some files (listed), 130 when interrupted with Ctrl-C.
@@ -19,6 +19,7 @@ from runtime.catalog.indexing import Interrupted, index_folder
 from runtime.catalog.store import ModelIdentity, TrackCatalog
 from runtime.cli.arguments import Parser, at_least_one, embedder_from, model_options
 from runtime.cli.catalog import add_catalog_commands
+from runtime.cli.serve import add_serve_command
 from runtime.embedder import SPACES
 from runtime.errors import InputError
 from runtime.evaluate.commands import add_eval_commands
@@ -163,6 +164,7 @@ def build_parser() -> Parser:
     sub.add_argument("-k", type=int, default=10, help="how many results")
     sub.set_defaults(run=search)
     add_catalog_commands(commands, common)
+    add_serve_command(commands, common)
     add_eval_commands(commands, common)
     return parser
 
