@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import ipaddress
+import signal
 from pathlib import Path
 
 from runtime import model_dir_from
@@ -29,9 +31,17 @@ def read_key(path: Path | None) -> str | None:
     return key
 
 
-def serve(args: argparse.Namespace) -> None:
-    from runtime.serving.http import is_loopback
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the server on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
+
+def serve(args: argparse.Namespace) -> None:
     key = read_key(args.api_key_file)
     if not is_loopback(args.host) and key is None and not args.insecure:
         raise InputError(
@@ -62,6 +72,9 @@ def serve(args: argparse.Namespace) -> None:
         backend=args.backend,
     )
     # uvicorn handles SIGTERM and Ctrl-C: in-flight requests finish, then the model stops.
+    # It raises the signal again once it has stopped; SIGTERM then ends the command as a
+    # finished one (exit status 0), not as killed.
+    signal.signal(signal.SIGTERM, lambda number, frame: None)
     uvicorn.run(app, host=args.host, port=args.port, timeout_graceful_shutdown=30)
 
 

@@ -659,15 +659,3 @@ def create_app(
         return Response(page_file(name), media_type=f"{types[name]}; charset=utf-8")
 
     return app
-
-
-def is_loopback(host: str) -> bool:
-    """Whether binding ``host`` keeps the server on this machine."""
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
