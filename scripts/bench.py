@@ -10,7 +10,7 @@ reference from the files the folder was exported from: a ``--demo`` folder keeps
 option by its ``dest`` (``--source checkpoint=run/best_model.pth.tar --source config=…``).
 Without them (or with other weights than the manifest's) those rows are skipped, with why.
 
-Four sections, each a markdown table or a line, all of it written to JSON as well:
+Five sections, each a markdown table or a line, all of it written to JSON as well:
 - cpu: the reference against onnxruntime fp32 and INT8 on this CPU, timed in turns in one
   process (medians; ratios are reference time / row time), peak RSS of a 60-minute track
   (``--memory-minutes``), and INT8's accuracy against fp32.
@@ -20,6 +20,8 @@ Four sections, each a markdown table or a line, all of it written to JSON as wel
   device memory, and the cosine of its embeddings to the CPU reference's.
 - index: ``ttmr index`` on --index-files synthetic MP3s of --index-seconds (decoding and
   resampling included) against the same profile's graphs alone (bench_index.py).
+- serve: ``ttmr serve`` in its own process: text queries/s of 1 client against 32 concurrent
+  clients, and 8 concurrent audio uploads against ``embed_audio`` in process (bench_serve.py).
 - catalog (no model): search in a synthetic catalog of --catalog-rows 128-d rows with the
   ANN index, p50/p99 ms per query and recall@10 against exact search (bench_catalog.py).
 """
@@ -53,6 +55,7 @@ from bench_rows import (
     row_embedder,
     unavailable,
 )
+from bench_serve import serve_lines, serve_section
 
 from runtime.embedder import BATCH_SIZE
 from runtime.engines.cpu import describe_cpu
@@ -575,7 +578,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=Path("models/demo"))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--sections", default="cpu,backends", help="cpu, backends, index, catalog")
+    parser.add_argument(
+        "--sections", default="cpu,backends", help="cpu, backends, index, serve, catalog"
+    )
     parser.add_argument("--index-files", type=int, default=40, help="index: MP3 files")
     parser.add_argument("--index-seconds", type=float, default=30.0, help="index: their length")
     parser.add_argument("--precision", default="fp32", help="index: the profile's precision")
@@ -606,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.row:
         return row_process(args)
     sections = args.sections.split(",")
-    with_model = {"cpu", "backends", "index"} & set(sections)
+    with_model = {"cpu", "backends", "index", "serve"} & set(sections)
     manifest = read_manifest(args.model_dir) if with_model else None
     result = {
         "date": datetime.date.today().isoformat(),
@@ -631,6 +636,10 @@ def main(argv: list[str] | None = None) -> int:
             args.index_seconds,
         )
         print(index_lines(result["index"]))
+    if "serve" in sections:
+        print(f"Serve: {args.model_dir} on {result['machine']} …", flush=True)
+        result["serve"] = serve_section(args.model_dir, args.threads, queries(192, seed=4))
+        print(serve_lines(result["serve"]))
     if "catalog" in sections:
         print(f"Catalog: {args.catalog_rows:,} synthetic rows on {describe_cpu()} …", flush=True)
         result["catalog"] = catalog_section(args.catalog_rows, queries=100)
