@@ -39,6 +39,7 @@ from runtime.catalog.store import Hit, ModelIdentity, TrackCatalog
 from runtime.embedder import SPACES, Embedder, finish
 from runtime.errors import InputError
 from runtime.serving.gather import AudioRows, Busy, Gatherer
+from runtime.text import check_texts
 
 # Paths anyone may fetch without the key: probes and the page (its API calls send the key).
 OPEN_PATHS = ("/healthz", "/", "/page/app.js", "/page/style.css")
@@ -82,9 +83,16 @@ class Limits:
 class Problem(Exception):
     """A bad request: its status and the message the client gets."""
 
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error"):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.kind = status, message, kind
+        self.headers = headers or {}
 
 
 def track_id(path: str) -> str:
@@ -306,7 +314,8 @@ def check_sentences(given: object, limits: Limits) -> list[str]:
             raise Problem(
                 413, f"input {index}: {len(text)} characters are more than {MAX_TEXT_CHARS}"
             )
-    return texts
+    # Here, not in the gathered call: one request's bad text must not fail the others'.
+    return check_texts(texts)
 
 
 def rows_json(rows: np.ndarray) -> list[list[float]]:
@@ -459,6 +468,27 @@ def audio_type(path: Path) -> str:
     return known or "application/octet-stream"
 
 
+def check_range(header: str, size: int) -> None:
+    """A Range header that ``FileResponse`` can serve, else a JSON error (its own are text):
+    400 for a malformed one, 416 when no range starts inside the file."""
+    unit, _, spec = header.partition("=")
+    spans = [part.strip().partition("-") for part in spec.split(",")]
+    if unit.strip().lower() != "bytes" or not all(
+        (start or end)
+        and (not start or start.isdigit())
+        and (not end or end.isdigit())
+        and not (start and end and int(start) > int(end))
+        for start, _, end in spans
+    ):
+        raise Problem(400, f"malformed Range header {header!r} (expected bytes=START-END)")
+    if not any(int(start) < size if start else int(end) > 0 for start, _, end in spans):
+        raise Problem(
+            416,
+            f"Range {header!r} lies past the file's {size} bytes",
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+
+
 def page_file(name: str) -> bytes:
     return importlib.resources.files("runtime.serving").joinpath("page", name).read_bytes()
 
@@ -516,7 +546,9 @@ def create_app(
 
     @app.exception_handler(Problem)
     async def problem(request: Request, err: Problem) -> JSONResponse:
-        return error_body(err.status, err.message, err.kind)
+        response = error_body(err.status, err.message, err.kind)
+        response.headers.update(err.headers)
+        return response
 
     @app.exception_handler(InputError)
     async def bad_input(request: Request, err: InputError) -> JSONResponse:
@@ -641,10 +673,12 @@ def create_app(
         return {"id": ident, "path": path, "name": Path(path).name, "duration": duration}
 
     @app.get("/v1/tracks/{ident}/audio")
-    async def track_audio(ident: str) -> FileResponse:
+    async def track_audio(request: Request, ident: str) -> FileResponse:
         path = Path(service.catalog().get(ident)[0])
         if not path.is_file():
             raise Problem(404, f"track {ident!r}: its file is gone from the disk", "not_found")
+        if "range" in request.headers:
+            check_range(request.headers["range"], path.stat().st_size)
         return FileResponse(path, media_type=audio_type(path))
 
     @app.get("/")

@@ -230,7 +230,11 @@ def test_a_track_streams_whole_and_by_range_with_the_exact_bytes(client, library
         assert part.content == whole[start:end], asked
         assert part.headers["content-range"] == f"bytes {start}-{end - 1}/{size}", asked
     beyond = client.get(f"/v1/tracks/{ident}/audio", headers={"Range": f"bytes={size}-"})
-    assert beyond.status_code == 416
+    assert beyond.status_code == 416 and "past the file" in error_of(beyond)
+    assert beyond.headers["content-range"] == f"bytes */{size}"
+    for malformed in ("bytes=abc", "lines=0-9", "bytes=9-3", "bytes=-"):
+        refused = client.get(f"/v1/tracks/{ident}/audio", headers={"Range": malformed})
+        assert "malformed Range" in error_of(refused), malformed
 
 
 def raw_get(url: str, target: str) -> tuple[int, bytes]:
@@ -277,6 +281,7 @@ def test_paths_and_unknown_ids_never_serve_a_byte_of_another_file(served, librar
         ("post", "/v1/embeddings", {"json": {"input": "   "}}, "input 0: the text is empty"),
         ("post", "/v1/embeddings", {"json": {"input": ["a", 3]}}, "input 1: expected a string"),
         ("post", "/v1/embeddings", {"json": {"input": "x" * 10_001}}, "more than 10000"),
+        ("post", "/v1/embeddings", {"content": b'{"input": ["ok", "\\ud800"]}'}, "item 1"),
         ("post", "/v1/embeddings", {"json": {"input": ["a"] * 65}}, "65 sentences"),
         ("post", "/v1/embeddings", {"json": {"input": "a", "space": "x"}}, "space must be"),
         (
