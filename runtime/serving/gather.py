@@ -5,8 +5,9 @@ raises throughput instead of queueing one small graph call behind another.
 
 One worker thread runs every graph call (the graphs use all cores themselves). It takes the
 oldest waiting job and every other waiting job of the same kind and space, up to the batch
-size in rows; while fewer rows are waiting and requests that announced themselves are still
-decoding, it waits for them, at most ``wait`` seconds. A lone request never waits."""
+size in windows, or ``TEXT_CALLS`` times it in sentences; while fewer rows are waiting and
+requests that announced themselves are still decoding, it waits for them, at most ``wait``
+seconds. A lone request never waits."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ import numpy as np
 from runtime.audio.reading import Track
 from runtime.batching import means
 from runtime.embedder import Embedder, check_space
+
+# Sentences are gathered for up to this many graph calls of the batch size: embed_text sorts
+# them by length first, so each call pads less than a call of the first sentences to arrive.
+TEXT_CALLS = 4
 
 
 class Busy(Exception):
@@ -126,17 +131,18 @@ class Gatherer:
             if not self.jobs:
                 return None
             key = self.jobs[0].key
+            most = self.model.batch_size * (TEXT_CALLS if key[0] == "text" else 1)
             deadline = time.monotonic() + self.wait
             while (
                 self.coming
                 and not self.closing
-                and sum(job.rows for job in self.jobs if job.key == key) < self.model.batch_size
+                and sum(job.rows for job in self.jobs if job.key == key) < most
                 and (left := deadline - time.monotonic()) > 0
             ):
                 self.ready.wait(left)
             chosen, rows = [], 0
             for job in list(self.jobs):
-                if job.key == key and (not chosen or rows + job.rows <= self.model.batch_size):
+                if job.key == key and (not chosen or rows + job.rows <= most):
                     chosen.append(job)
                     rows += job.rows
                     self.jobs.remove(job)
