@@ -100,7 +100,7 @@ def add_serve_command(commands, common: Parser) -> None:
     sub.add_argument(
         "--batch-wait-ms",
         type=float,
-        default=10.0,
-        help="how long a model call may wait for uploads still decoding",
+        default=50.0,
+        help="how long a model call may wait for more requests to gather",
     )
     sub.set_defaults(run=serve)

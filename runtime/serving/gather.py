@@ -5,16 +5,18 @@ raises throughput instead of queueing one small graph call behind another.
 
 One worker thread runs every graph call (the graphs use all cores themselves). It takes the
 oldest waiting job and every other waiting job of the same kind and space, up to the batch
-size in windows, or ``TEXT_CALLS`` times it in sentences; while fewer rows are waiting and
-requests that announced themselves are still decoding, it waits for them, at most ``wait``
-seconds. A lone request never waits."""
+size in windows, or ``TEXT_CALLS`` times it in sentences. While fewer rows are waiting, and
+requests that announced themselves are still decoding or the last call served several
+requests (whose clients are sending their next), it waits for more: at most ``wait``
+seconds, and for the next requests at most half as long as the last call of their kind
+took. A lone client's requests never wait."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -64,7 +66,7 @@ class Gatherer:
     def __init__(
         self,
         model: Embedder,
-        wait: float = 0.01,
+        wait: float = 0.05,
         max_pending: int = 256,
         on_batch: Callable[[str, int, int], None] | None = None,
     ):
@@ -74,6 +76,8 @@ class Gatherer:
         self.on_batch = on_batch
         self.jobs: deque[Job] = deque()
         self.coming = 0  # requests decoding their uploads, whose windows will follow
+        self.gathered = 0  # requests in the last call: more than one, and more will follow
+        self.seconds: dict[tuple[str, str], float] = defaultdict(float)  # the last call's, by key
         self.closing = False
         self.ready = threading.Condition()
         self.thread = threading.Thread(target=self.work, name="ttmr-gather", daemon=True)
@@ -132,9 +136,11 @@ class Gatherer:
                 return None
             key = self.jobs[0].key
             most = self.model.batch_size * (TEXT_CALLS if key[0] == "text" else 1)
-            deadline = time.monotonic() + self.wait
+            # For clients sending their next request, at most half a call of this kind.
+            patience = self.wait if self.coming else min(self.wait, self.seconds[key] / 2)
+            deadline = time.monotonic() + patience
             while (
-                self.coming
+                (self.coming or self.gathered > 1)
                 and not self.closing
                 and sum(job.rows for job in self.jobs if job.key == key) < most
                 and (left := deadline - time.monotonic()) > 0
@@ -146,6 +152,7 @@ class Gatherer:
                     chosen.append(job)
                     rows += job.rows
                     self.jobs.remove(job)
+            self.gathered = len(chosen)
             return chosen
 
     def work(self) -> None:
@@ -153,12 +160,14 @@ class Gatherer:
             jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]
             if not jobs:
                 continue
+            started = time.monotonic()
             try:
                 results = self.run(jobs)
             except Exception as err:  # every request of the call learns why
                 for job in jobs:
                     job.future.set_exception(err)
                 continue
+            self.seconds[jobs[0].key] = time.monotonic() - started
             for job, result in zip(jobs, results, strict=True):
                 job.future.set_result(result)
 

@@ -77,7 +77,7 @@ class Limits:
     max_audio_seconds: float = 3600.0
     max_items: int = 64
     max_pending: int = 256
-    batch_wait: float = 0.01
+    batch_wait: float = 0.05
 
 
 class Problem(Exception):

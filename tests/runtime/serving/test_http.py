@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -322,6 +323,33 @@ def test_a_body_past_the_upload_limit_is_refused_while_it_streams(served):
             "/v1/audio/embeddings", content=chunks(), headers={"content-type": "audio/flac"}
         )
     assert response.status_code == 413 and "larger than 2 MB" in error_of(response)
+
+
+def requests_per_call(client, kind: str) -> tuple[float, float]:
+    """(requests, model calls) of ``kind`` so far, from the metrics."""
+    counts = {}
+    for line in client.get("/metrics").text.splitlines():
+        for field in ("sum", "count"):
+            if line.startswith(f'ttmr_batch_requests_{field}{{kind="{kind}"}}'):
+                counts[field] = float(line.split()[-1])
+    return counts["sum"], counts["count"]
+
+
+def test_concurrent_requests_share_model_calls_and_get_their_own_rows(served, model):
+    texts = [f"song number {i} with {'many ' * (i % 6)}words" for i in range(48)]
+    with served.client() as http:
+        before = requests_per_call(http, "text")
+
+        def ask(text: str) -> list[float]:
+            with served.client() as mine:
+                return mine.post("/v1/embeddings", json={"input": text}).json()["data"][0]
+
+        with ThreadPoolExecutor(16) as pool:
+            rows = [row["embedding"] for row in pool.map(ask, texts)]
+        after = requests_per_call(http, "text")
+    assert_rows_equal(rows, np.concatenate([model.embed_text([text]) for text in texts]))
+    requests, calls = after[0] - before[0], after[1] - before[1]
+    assert requests == len(texts) and calls < len(texts) / 2, (requests, calls)
 
 
 def test_metrics_count_requests_latency_batches_and_the_queue(client):
