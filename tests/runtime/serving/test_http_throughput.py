@@ -6,10 +6,12 @@ the real ratios."""
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.helpers import cosines
@@ -43,14 +45,20 @@ def model(demo_model_dir):
 
 def test_32_concurrent_clients_get_the_solo_results_faster_than_one_client(served, model):
     words = "calm dark bright piano guitar drums strings synth jazz rock techno folk slow fast"
-    texts = [" ".join(words.split()[i % 7 : i % 7 + 3 + i % 5]) for i in range(96)]
+    texts = [" ".join(words.split()[i % 7 : i % 7 + 3 + i % 5]) for i in range(256)]
+    solo_rows = {text: model.embed_text([text])[0] for text in set(texts)}
+    alone = np.stack([solo_rows[text] for text in texts])
     query_rate(served.url, texts[:32], 32)  # warm-up
-    solo_rate, solo_rows = query_rate(served.url, texts, 1)
-    many_rate, many_rows = query_rate(served.url, texts, 32)
-    alone = [model.embed_text([text])[0] for text in texts]
-    assert cosines(solo_rows, alone).min() >= 0.99999
-    assert cosines(many_rows, alone).min() >= 0.99999
-    assert many_rate >= TEXT_SPEEDUP * solo_rate, (solo_rate, many_rate)
+    solo, many = [], []  # rates of rounds in turns: a busy machine slows both alike
+    for _ in range(2):
+        rate, rows = query_rate(served.url, texts[:64], 1)
+        assert cosines(rows, alone[:64]).min() >= 0.99999
+        solo.append(rate)
+        # 8 queries a client: the steady state, not the first and last calls, is measured
+        rate, rows = query_rate(served.url, texts, 32)
+        assert cosines(rows, alone).min() >= 0.99999
+        many.append(rate)
+    assert statistics.median(many) >= TEXT_SPEEDUP * statistics.median(solo), (solo, many)
 
 
 def test_8_concurrent_uploads_embed_about_as_fast_as_embed_audio_in_process(
