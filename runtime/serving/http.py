@@ -23,6 +23,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import prometheus_client
@@ -215,7 +216,8 @@ class Guard:
             return True
         for part in headers.get(b"cookie", b"").decode("latin-1").split(";"):
             name, _, value = part.strip().partition("=")
-            if name == KEY_COOKIE and hmac.compare_digest(value, self.api_key):
+            # The page writes the key URI-encoded (a base64 key's "+", "/" and "=").
+            if name == KEY_COOKIE and hmac.compare_digest(unquote(value), self.api_key):
                 return True
         return False
 

@@ -29,7 +29,7 @@ from tests.runtime.audio.test_ffmpeg import encode
 from tests.serve_server import RATE, build_catalog, start_server, stop_server, write_library
 
 COSINE = 0.99999
-KEY = "a-test-key-of-32-characters-long"
+KEY = "a+test/key=of-32-characters-long"
 
 
 @pytest.fixture(scope="module")
@@ -406,7 +406,7 @@ def test_with_a_key_every_api_call_needs_the_bearer_token(keyed):
         right = {"Authorization": f"Bearer {KEY}"}
         assert http.get("/v1/model", headers=right).status_code == 200
         assert http.post("/v1/embeddings", json={"input": "a"}, headers=right).status_code == 200
-    with keyed.client(cookies={"ttmr_key": KEY}) as http:  # what the page sets
+    with keyed.client(cookies={"ttmr_key": quote(KEY, safe="")}) as http:  # as the page sets it
         assert http.get("/v1/model").status_code == 200
     with keyed.client() as http:
         assert http.get("/healthz").status_code == 200
