@@ -588,7 +588,8 @@ def create_app(
         return service.describe()
 
     @app.post("/v1/embeddings")
-    async def embeddings(request: Request) -> dict:
+    async def embeddings(request: Request) -> JSONResponse:
+        # JSONResponse as it is: FastAPI's encoder would walk every float of the rows again.
         body = await json_body(request)
         if "input" not in body:
             raise Problem(400, "the body needs 'input': a string or a list of strings")
@@ -597,19 +598,21 @@ def create_app(
         normalize = parse_flag(body.get("normalize"), "normalize")
         rows = finish(await service.embed_text(texts, space), normalize)
         tokens = service.token_count(texts)
-        return {
-            "object": "list",
-            "data": [
-                {"object": "embedding", "index": index, "embedding": row}
-                for index, row in enumerate(rows_json(rows))
-            ],
-            "model": service.identity.model,
-            "space": space,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {"object": "embedding", "index": index, "embedding": row}
+                    for index, row in enumerate(rows_json(rows))
+                ],
+                "model": service.identity.model,
+                "space": space,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
     @app.post("/v1/audio/embeddings")
-    async def audio_embeddings(request: Request) -> dict:
+    async def audio_embeddings(request: Request) -> JSONResponse:
         async with saved_uploads(request, limits) as uploads:
             space = parse_space(option(request, "space"))
             normalize = parse_flag(option(request, "normalize"), "normalize")
@@ -632,7 +635,8 @@ def create_app(
                     for i, window in enumerate(rows_json(finish(rows.windows[index], normalize)))
                 ]
             data.append(item)
-        return {"object": "list", "data": data, "model": service.identity.model, "space": space}
+        body = {"object": "list", "data": data, "model": service.identity.model, "space": space}
+        return JSONResponse(body)
 
     @app.get("/v1/search")
     async def search_text(request: Request, q: str | None = None, k: str = "10") -> dict:
