@@ -11,7 +11,7 @@ reference from the files the folder was exported from: a ``--demo`` folder keeps
 option by its ``dest`` (``--source checkpoint=run/best_model.pth.tar --source config=…``).
 Without them (or with other weights than the manifest's) those rows are skipped, with why.
 
-Four sections, each a markdown table or a line, all of it written to JSON as well:
+Five sections, each a markdown table or a line, all of it written to JSON as well:
 - cpu: the reference against onnxruntime fp32 and INT8 on this CPU, timed in turns in one
   process (medians; ratios are reference time / row time), peak RSS of a 60-minute track
   (``--memory-minutes``), and INT8's accuracy against fp32.
@@ -22,6 +22,8 @@ Four sections, each a markdown table or a line, all of it written to JSON as wel
 - index: ``ttmr index`` on --index-files synthetic MP3s of --index-seconds (decoding and
   resampling included) against the same profile's graphs alone (bench_index.py); with
   --index-windows N, ``index --windows N`` against every window on 10- and 60-minute mixes.
+- serve: ``ttmr serve`` in its own process: text queries/s of 1 client against 32 concurrent
+  clients, and 8 concurrent audio uploads against ``embed_audio`` in process (bench_serve.py).
 - catalog (no model): search in a synthetic catalog of --catalog-rows 128-d rows with the
   ANN index, p50/p99 ms per query and recall@10 against exact search (bench_catalog.py).
 
@@ -66,6 +68,7 @@ from scripts.bench_rows import (
     row_embedder,
     unavailable,
 )
+from scripts.bench_serve import serve_lines, serve_section
 
 # Before each timed call: the previous row's idle threads (onnxruntime's spinning pool,
 # torch's OpenMP) would otherwise still be busy-waiting on the cores the next row needs.
@@ -749,7 +752,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=Path("models/demo"))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--sections", default="cpu,backends", help="cpu, backends, index, catalog")
+    parser.add_argument(
+        "--sections", default="cpu,backends", help="cpu, backends, index, serve, catalog"
+    )
     parser.add_argument("--index-files", type=int, default=40, help="index: MP3 files")
     parser.add_argument("--index-seconds", type=float, default=30.0, help="index: their length")
     parser.add_argument(
@@ -810,7 +815,7 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown_report([json.loads(f.read_text()) for f in files]), end="")
         return 0
     sections = args.sections.split(",")
-    with_model = {"cpu", "backends", "index"} & set(sections)
+    with_model = {"cpu", "backends", "index", "serve"} & set(sections)
     manifest = read_manifest(args.model_dir) if with_model else None
     result = {
         "date": datetime.date.today().isoformat(),
@@ -841,6 +846,10 @@ def main(argv: list[str] | None = None) -> int:
             profile = (args.model_dir, args.threads, args.precision, args.backend)
             result["index"]["windows_mode"] = windows_section(*profile, args.index_windows)
             print(windows_lines(result["index"]["windows_mode"]))
+    if "serve" in sections:
+        print(f"Serve: {args.model_dir} on {result['machine']} …", flush=True)
+        result["serve"] = serve_section(args.model_dir, args.threads, queries(192, seed=4))
+        print(serve_lines(result["serve"]))
     if "catalog" in sections:
         print(f"Catalog: {args.catalog_rows:,} synthetic rows on {describe_cpu()} …", flush=True)
         result["catalog"] = catalog_section(args.catalog_rows, queries=100)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv and install everything the CPU path needs (runtime, export, evaluation, the
-# catalog with every audio format and Ray, OpenVINO, tests, the documentation site).
+# catalog with every audio format and Ray, OpenVINO, `ttmr serve`, tests, the documentation site).
 # Idempotent: re-running with an unchanged pyproject.toml only checks the stamp.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +20,16 @@ pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 # The CPU wheel of torch. A range admitting a newer torch pulls several GB of CUDA packages,
 # so torch is pinned here, before anything that depends on it is resolved.
 "${pip[@]}" "torch==2.13.0"
-"${pip[@]}" -e ".[export,dev,eval,catalog,formats,ray,openvino,docs]"
+"${pip[@]}" -e ".[export,dev,eval,catalog,formats,ray,openvino,serve,docs]"
+# The browser test of `ttmr serve`'s page drives Debian's chromium through Playwright (whose
+# own browser download needs the internet); without it that test is skipped.
+if [ ! -x /usr/bin/chromium ]; then
+    install_chromium() { apt-get install -y chromium || sudo -n apt-get install -y chromium; }
+    refresh() { apt-get update || sudo -n apt-get update; }
+    if ! { install_chromium || { refresh && install_chromium; }; } >/dev/null 2>&1; then
+        echo "setup: could not install chromium (apt-get install chromium); the browser test skips"
+    fi
+fi
 # Triton serving. The client library goes in .venv (the `triton` extra). The CPU tritonserver
 # comes bundled in the nvidia-pytriton wheel, whose Python-backend stub is built against
 # numpy 1 and corrupts every tensor under numpy 2: the served models therefore run in their

@@ -681,10 +681,6 @@ class Catalog:
         return [hit for hit in hits if hit.id != leave_out][:k]
 
 
-# The earlier name, kept while code written against it (the HTTP service) moves to Catalog.
-TrackCatalog = Catalog
-
-
 def rows_of(batch) -> Iterator[Row]:
     """The ``Row``s of an Arrow batch or table of every column."""
     column = batch["vector"]

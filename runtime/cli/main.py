@@ -1,5 +1,5 @@
 """``python -m runtime`` / ``ttmr``: embed files and sentences, index a music folder, search it,
-evaluate a model, export or import a catalog.
+serve it over HTTP, evaluate a model, export or import a catalog.
 
 Exit code 0 on success, 2 on bad input (one line on stderr, no traceback), 3 when ``index``
 finished but could not embed some files it had not tried before (listed), 130 when
@@ -22,6 +22,7 @@ from runtime.catalog.indexing import Interrupted, index_folder
 from runtime.catalog.store import Catalog, Hit, is_utf8, readable
 from runtime.cli.arguments import Parser, at_least_one, embedder_from, model_options
 from runtime.cli.catalog import add_catalog_commands
+from runtime.cli.serve import add_serve_command
 from runtime.embedder import SPACES, Embedder
 from runtime.errors import InputError, TtmrError
 from runtime.evaluate.commands import add_eval_commands
@@ -277,6 +278,7 @@ def build_parser() -> Parser:
     sub.add_argument("--format", choices=("table", "json", "csv"), default="table")
     sub.set_defaults(run=search)
     add_catalog_commands(commands, common)
+    add_serve_command(commands, common)
     add_eval_commands(commands, common)
     return parser
 
