@@ -9,8 +9,7 @@ import ipaddress
 import signal
 from pathlib import Path
 
-from runtime import model_dir_from
-from runtime.cli.arguments import Parser, at_least_one
+from runtime.cli.arguments import Parser, at_least_one, model_folder
 from runtime.errors import InputError
 
 SERVE_EXTRA = "ttmr serve needs FastAPI and uvicorn: pip install -e '.[serve]'"
@@ -61,7 +60,7 @@ def serve(args: argparse.Namespace) -> None:
         batch_wait=args.batch_wait_ms / 1000,
     )
     app = create_app(
-        model_dir_from(args.model_dir),
+        model_folder(args.model_dir),
         args.catalog,
         api_key=key,
         cors=args.cors,

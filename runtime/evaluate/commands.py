@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from runtime.cli.arguments import Parser, add_engine_options, embedder_from
+from runtime.cli.arguments import Parser, add_engine_options, embedder_from, model_folder
 from runtime.errors import InputError
 from runtime.evaluate.inputs import check_template
 from runtime.evaluate.instruments import (
@@ -39,7 +39,6 @@ from runtime.evaluate.study_report import markdown, plot_study
 from runtime.evaluate.triplet_rules import RULES, inverted, make_triplets, write_triplets
 from runtime.evaluate.triplets import evaluate_triplets, print_triplets
 from runtime.manifest import RANDOM_WEIGHTS_NOTE
-from runtime.model_folder import model_dir_from
 
 DEFAULT_TEMPLATE = "the sound of a {instrument}"
 STUDY_NAMES = DATA / "tinysol_ismir2024_names.json"
@@ -153,7 +152,7 @@ def run_the_study(args: argparse.Namespace) -> None:
     precomputed = [PrecomputedSource(folder, args.music_dir) for folder in args.embeddings_dirs]
     cache = args.cache or args.out / "cache"
     sources: list[EmbeddingSource] = [
-        ModelSource(embedder_from(args, str(model_dir_from(folder))), cache)
+        ModelSource(embedder_from(args, str(model_folder(folder))), cache)
         for folder in args.model_dirs or ([] if precomputed else [None])
     ]
     sources += precomputed
