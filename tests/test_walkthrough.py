@@ -153,6 +153,7 @@ def test_the_readme_workflow_on_a_library_of_every_format(library, small_model_d
     assert "is a folder" in mistake.stderr
 
 
+@pytest.mark.slow  # quantises with calibration, then searches: half a minute
 def test_int8_calibrated_on_the_library_keeps_the_fp32_catalog_searchable_from_anywhere(
     small_model_dir, tmp_path
 ):

@@ -178,6 +178,7 @@ def test_a_reference_of_other_weights_than_the_manifests_is_refused(
         build(REFERENCE, small_muscall_model_dir, 1, 8, other)  # … but are not its weights
 
 
+@pytest.mark.slow  # both sections end to end: about a minute
 def test_bench_runs_unchanged_on_a_muscall_folder(small_muscall_export, tmp_path, capsys):
     """Issue 18: both sections on a MusCALL folder, the reference named by ``--source``."""
     model_dir, files = small_muscall_export

@@ -81,9 +81,14 @@ def test_libsndfile_stays_first_where_it_decodes(tmp_path, monkeypatch):
 
 
 def test_undecodable_files_are_input_errors_naming_the_file(tmp_path):
-    for name, data in [("junk.m4a", b"\x00" * 2000), ("empty.webm", b""), ("text.wav", b"hello")]:
+    cases = [
+        ("junk.m4a", b"\x00" * 2000, "cannot decode audio"),
+        ("empty.webm", b"", r"the file is empty \(0 bytes\)"),
+        ("text.wav", b"hello", "cannot decode audio"),
+    ]
+    for name, data, why in cases:
         (tmp_path / name).write_bytes(data)
-        with pytest.raises(InputError, match=f"item 0 .*{name}.*: cannot decode audio"):
+        with pytest.raises(InputError, match=f"item 0 .*{name}.*: {why}"):
             decode(0, tmp_path / name, None)
 
 
