@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from export.quantize import cosines
 from export.synthetic import random_track
 from runtime import Embedder
 from runtime.catalog.store import Catalog, ModelIdentity, track_id
-from tests.helpers import cosines
 from tests.runtime.audio.test_ffmpeg import encode
 from tests.serve_server import RATE, build_catalog, start_server, stop_server, write_library
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import cosines
+from export.quantize import cosines
 from tests.serve_server import start_server, stop_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "scripts"))
