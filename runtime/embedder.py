@@ -147,6 +147,16 @@ class Embedder:
         for tower in ("floor", "audio") if self._sessions.floored else ("audio",):
             self._sessions.get(tower)
 
+    def load_text(self) -> None:
+        """Open the text graph now rather than on first use (a server, before its first
+        request)."""
+        self._sessions.get("text")
+
+    def token_count(self, texts: list[str]) -> int:
+        """Tokens the text tower reads for ``texts``, after its truncation."""
+        encodings = self._text_batcher.tokenizer.encode_batch(texts)
+        return sum(len(encoding.ids) for encoding in encodings)
+
     def close(self) -> None:
         """Frees the loaded graphs now; a later call loads them again."""
         self._sessions.close()

@@ -622,7 +622,8 @@ def caption(result: dict, section: dict | None = None) -> str:
         section.get("machine", result.get("machine", "machine not recorded")),
         section.get("date", result.get("date", "date not recorded")),
     ]
-    return "*" + "; ".join(parts + ([versions] if versions else [])) + "*"
+    note = [result["source"]] if result.get("source") else []  # e.g. transcribed, not written
+    return "*" + "; ".join(parts + ([versions] if versions else []) + note) + "*"
 
 
 def best_profile(result: dict) -> tuple[str, dict] | None:

@@ -34,7 +34,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
-from runtime.audio.reading import Track, load_track
+from runtime.audio.reading import Track
 from runtime.catalog.store import Catalog, Hit, ModelIdentity, Row, readable
 from runtime.embedder import SPACES, Embedder, finish
 from runtime.errors import InputError
@@ -117,8 +117,10 @@ class Tracks:
             self.catalog.refresh()  # rows another process (ttmr index) added since
             try:
                 return self.catalog.track(ident)
-            except InputError as err:
-                raise Problem(404, str(err), "not_found") from None
+            except InputError:  # not an id, or none of the catalog's
+                raise Problem(
+                    404, f"no track with id {ident!r} in the catalog", "not_found"
+                ) from None
 
     def get(self, ident: str) -> tuple[str, float]:
         row = self.row(ident)
@@ -301,11 +303,12 @@ class Service:
         self.tracks = Tracks(catalog) if catalog is not None else None
         self.metrics = Metrics(lambda: self.gatherer.pending() if self.gatherer else 0)
         self.gatherer: Gatherer | None = None
-        self.window_seconds = model.window_samples / model.sample_rate
+        steps = model.manifest.audio.preprocessing
+        self.window_seconds = steps.window_samples / steps.sample_rate
 
     def start(self) -> None:
         """Open the graphs before the first request (so it is not the one that waits)."""
-        self.model.session("text")
+        self.model.load_text()
         self.model.load_audio()
         self.gatherer = Gatherer(
             self.model, self.limits.batch_wait, self.limits.max_pending, self.metrics.batch
@@ -337,8 +340,7 @@ class Service:
 
     def token_count(self, texts: list[str]) -> int:
         """Tokens the text tower reads for ``texts`` (after its truncation): the usage."""
-        encodings = self.model.text_batcher.tokenizer.encode_batch(texts)
-        return sum(len(encoding.ids) for encoding in encodings)
+        return self.model.token_count(texts)
 
     async def embed_text(self, texts: list[str], space: str) -> np.ndarray:
         return await asyncio.wrap_future(self.gatherer.text(texts, space))
@@ -356,7 +358,7 @@ class Service:
         tracks = []
         for index, (name, path) in enumerate(uploads):
             try:
-                track = load_track(index, path, None, self.model.preprocessing)
+                track = self.model.load_tracks([path], None)[0]
             except InputError as err:
                 raise Problem(400, f"file {index} ({name!r}): {err.reason}") from None
             if track.duration > self.limits.max_audio_seconds:
