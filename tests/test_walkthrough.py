@@ -202,6 +202,7 @@ def test_int8_calibrated_on_the_library_keeps_the_fp32_catalog_searchable_from_a
     assert missing.returncode == 2 and "no such folder" in missing.stderr
 
 
+@pytest.mark.slow  # end to end: kept out of the quick -m 'not slow' loop
 def test_a_renamed_music_folder_keeps_every_row_and_its_files_take_them_back(
     small_model_dir, tmp_path
 ):

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FILES = ("audio.onnx", "text.onnx", "floor.onnx", "tokenizer.json", "manifest.json")
 
 
+@pytest.mark.slow  # end to end: kept out of the quick -m 'not slow' loop
 def test_export_is_deterministic(small_export, tmp_path):
     again = tmp_path / "again"
     with contextlib.redirect_stdout(io.StringIO()):
@@ -170,6 +171,7 @@ class ScaledText(ScaledAudio):
         ("clap", "tolerance", [f"{t} {o}: cosine" for t in TOWERS for o in OUTPUTS]),
     ],
 )
+@pytest.mark.slow  # end to end: kept out of the quick -m 'not slow' loop
 def test_an_export_outside_the_family_tolerance_fails_with_one_line(
     request, family, change, named, tmp_path, monkeypatch, capsys
 ):

@@ -19,6 +19,7 @@ def test_fp32_process_embedding_a_60_minute_track_stays_under_1_5_gb(demo_model_
     assert peak < LIMIT_MB
 
 
+@pytest.mark.slow  # end to end: kept out of the quick -m 'not slow' loop
 def test_memory_beyond_the_decoded_track_does_not_grow_with_its_length(small_model_dir):
     """20 more minutes cost their decoded samples at 22.05 kHz (106 MB of float32) and
     little else; with a track's windows in one call they cost gigabytes of activations."""

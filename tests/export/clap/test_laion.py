@@ -163,6 +163,7 @@ def test_round_trip_gives_identical_weights_and_embeddings(
         torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
 
 
+@pytest.mark.slow  # end to end: kept out of the quick -m 'not slow' loop
 def test_export_from_a_laion_file(small_clap_model_dir, laion_export):
     path, model_dir = laion_export
     manifest = json.loads((model_dir / "manifest.json").read_text())

@@ -119,6 +119,7 @@ def test_bad_sizes_are_refused_by_name(run, key, value, reason):
         load_reference(*run)
 
 
+@pytest.mark.slow  # end to end: kept out of the quick -m 'not slow' loop
 def test_another_frontend_is_refused(run):
     halved = torch.from_numpy(htk_bank(16000, 1024, 128, 0, 11025).T * 0.5).float()
     rewrite_state(run[0], lambda state: state["audio_backbone.spec.mel_scale.fb"].copy_(halved))

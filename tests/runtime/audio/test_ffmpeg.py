@@ -121,6 +121,7 @@ def big_folder(tmp_path) -> Path:
     return root
 
 
+@pytest.mark.slow  # end to end: kept out of the quick -m 'not slow' loop
 def test_a_folder_of_every_format_indexes_completely_and_lists_what_it_cannot_read(
     big_folder, small_model_dir, tmp_path, capsys, monkeypatch
 ):

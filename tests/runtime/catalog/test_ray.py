@@ -26,6 +26,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow  # end to end: kept out of the quick -m 'not slow' loop
 def test_a_ray_run_and_a_single_process_run_give_the_same_catalog(
     local_ray, small_model_dir, tmp_path, capsys, monkeypatch
 ):

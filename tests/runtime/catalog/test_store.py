@@ -63,6 +63,7 @@ def ttmr_index(folder: Path, catalog: Path, model_dir: Path, stderr=subprocess.P
     )
 
 
+@pytest.mark.slow  # end to end: kept out of the quick -m 'not slow' loop
 def test_sigkill_at_random_moments_leaves_one_row_per_file_and_a_rerun_completes_it(
     model_env, tmp_path
 ):

@@ -482,6 +482,7 @@ def test_bad_requests_get_errors_and_the_server_serves_on(server, protocol):
     assert all(client.is_model_ready(m) for m in (AUDIO_MODEL, TEXT_MODEL))
 
 
+@pytest.mark.slow  # end to end: kept out of the quick -m 'not slow' loop
 def test_memory_does_not_grow_with_rejected_requests(server):
     """Resident memory of the server and its stubs over 16 rounds of refused requests, each
     round carrying 2 × 79 MB of over-long audio. A leak of refused payloads would add about
@@ -725,6 +726,7 @@ def test_urls_may_carry_their_protocol_scheme(server):
 # ---------------------------------------------------------------- process lifecycle
 
 
+@pytest.mark.slow  # end to end: kept out of the quick -m 'not slow' loop
 def test_serve_sh_leaves_no_stub_or_region_behind_a_killed_server(repository, tmp_path):
     """SIGKILL is what a graceful stop cannot cover: the server's Python stubs outlive it,
     each holding a shared-memory region, and a stub busy or hung when its server dies (here:
