@@ -88,9 +88,8 @@ def upload_rate(url: str, paths: list[Path]) -> tuple[float, np.ndarray]:
 def serve_section(model_dir: Path, threads: int, texts: list[str], rounds: int = 3) -> dict:
     """The rates above (each client's queries drawn from ``texts``), and the cosine of the
     served rows to the in-process ones."""
-    from bench_index import write_mp3s
-
     from runtime import Embedder
+    from scripts.bench_index import write_mp3s
 
     model = Embedder(model_dir, threads=threads)
     with tempfile.TemporaryDirectory() as scratch:

@@ -6,8 +6,6 @@ written, so that they cannot drift from it.
 - ``<!-- generated: bench-tables -->`` becomes ``scripts/bench.py --markdown``'s tables of
   the bench results: ``$TTMR_BENCH_JSON`` (paths joined by ``os.pathsep``), else the
   checkout's ``bench.json`` when a run left one, else the committed ``docs/bench/*.json``.
-- Pages the navigation names that other work is still writing (``EXPECTED_PAGES``) get a
-  one-line stand-in while absent, so that ``mkdocs build --strict`` checks every other page.
 """
 
 from __future__ import annotations
@@ -22,21 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CLI_MARKER = "<!-- generated: cli-reference -->"
 BENCH_MARKER = "<!-- generated: bench-tables -->"
 HELP_COLUMNS = "100"  # argparse wraps help to $COLUMNS: fixed, so the page is the same anywhere
-EXPECTED_PAGES = {
-    "serving.md": "`ttmr serve`: the HTTP service",
-    "gpu.md": "Running on a GPU",
-    "library.md": "Your own music: index, search, prune",
-}
-
-
-def on_files(files, config):
-    from mkdocs.structure.files import File  # MkDocs only while building: the tests read the rest
-
-    for name, title in EXPECTED_PAGES.items():
-        if files.get_file_from_path(name) is None:
-            text = f"# {title}\n\nThis page is being written.\n"
-            files.append(File.generated(config, name, content=text))
-    return files
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:

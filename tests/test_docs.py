@@ -15,10 +15,9 @@ import pytest
 from runtime.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-# scripts/ is not a package; the hooks need MkDocs, the docs extra
+# the hooks need MkDocs, the docs extra
 pytest.importorskip("mkdocs", reason="the docs extra (bash scripts/setup.sh installs it)")
-from docs_hooks import cli_reference  # noqa: E402
+from scripts.docs_hooks import cli_reference  # noqa: E402
 
 
 def test_site_builds_in_strict_mode(tmp_path):

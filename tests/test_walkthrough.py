@@ -75,6 +75,7 @@ def ttmr(*args: str | Path, env: dict, cwd: Path | None = None) -> subprocess.Co
     )
 
 
+@pytest.mark.slow  # end to end: kept out of the quick -m 'not slow' loop
 def test_the_readme_workflow_on_a_library_of_every_format(library, small_model_dir, tmp_path):
     env = {**os.environ, "TTMR_MODEL_DIR": str(small_model_dir)}
     catalog = tmp_path / "catalog"

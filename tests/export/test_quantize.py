@@ -284,6 +284,7 @@ def test_clap_int8_quantises_both_towers_dynamically_and_keeps_the_frontend_in_f
 
 
 @pytest.mark.parametrize("family", ["ttmrpp", "clap"])
+@pytest.mark.slow  # end to end: kept out of the quick -m 'not slow' loop
 def test_quantizer_prints_its_accuracy_on_the_held_out_hard_set_as_recomputed(request, family):
     folder, printed = request.getfixturevalue(
         "small_int8" if family == "ttmrpp" else "small_clap_int8"

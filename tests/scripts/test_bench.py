@@ -243,7 +243,7 @@ def test_gemm_peak_is_the_fastest_engines_rate_and_none_without_units(monkeypatc
 def test_windows_section_times_both_modes_on_a_mix_and_compares_their_embeddings(
     small_model_dir,
 ):
-    from bench_index import windows_lines, windows_section
+    from scripts.bench_index import windows_lines, windows_section
 
     result = windows_section(small_model_dir, 1, "fp32", "auto", 2, minutes=(1.0,))
     (row,) = result["mixes"].values()

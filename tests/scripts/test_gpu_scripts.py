@@ -94,7 +94,7 @@ def test_device_memory_is_unknown_where_nvidia_smi_cannot_say_or_does_not_list_u
 ):
     """ "[N/A]" (a GPU in a virtual machine) and a process nvidia-smi does not list read as
     unknown (None), never as 0 MB and never as a crash after the timing."""
-    from bench import device_memory_mb
+    from scripts.bench import device_memory_mb
 
     fake = tmp_path / "nvidia-smi"
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
@@ -111,7 +111,7 @@ def test_device_memory_is_unknown_where_nvidia_smi_cannot_say_or_does_not_list_u
 def test_bench_rows_are_named_and_none_that_could_run_starts_after_the_stop_time(
     small_model_dir, tmp_path
 ):
-    from bench import main, row_names
+    from scripts.bench import main, row_names
 
     assert row_names("ORT CPU fp32, ORT CUDA fp16") == ["ORT CPU fp32", "ORT CUDA fp16"]
     with pytest.raises(argparse.ArgumentTypeError, match="no rows \\['ORT TPU'\\]"):

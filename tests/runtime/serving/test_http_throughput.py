@@ -7,20 +7,15 @@ the real ratios."""
 from __future__ import annotations
 
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from export.quantize import cosines
+from scripts.bench_index import write_mp3s
+from scripts.bench_serve import query_rate, upload_rate
 from tests.serve_server import start_server, stop_server
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "scripts"))
-# scripts/ is not a package
-from bench_index import write_mp3s
-from bench_serve import query_rate, upload_rate
 
 pytestmark = pytest.mark.slow
 THREADS = 2
