@@ -19,7 +19,7 @@ from tests.serve_server import start_server, stop_server
 
 pytestmark = pytest.mark.slow
 THREADS = 2
-TEXT_SPEEDUP = 1.2  # 32 clients against 1: concurrency must pay; the 2x is not reached yet (1.3-1.6x)
+TEXT_SPEEDUP = 1.2  # 32 clients against 1; the service aims at 2x, not reached yet
 AUDIO_SHARE = 0.75  # 8 uploads against in-process (the bar is within 10 %)
 
 
