@@ -764,8 +764,8 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="index: also time 'index --windows N' on 10- and 60-minute mixes (0: not)",
     )
-    parser.add_argument("--precision", default="fp32", help="index: the profile's precision")
-    parser.add_argument("--backend", default="auto", help="index: the profile's backend")
+    parser.add_argument("--precision", default="fp32", help="index, serve: the profile's precision")
+    parser.add_argument("--backend", default="auto", help="index, serve: the profile's backend")
     parser.add_argument("--windows", type=int, default=4, help="cpu: the model's windows per track")
     parser.add_argument(
         "--source",
@@ -849,7 +849,9 @@ def main(argv: list[str] | None = None) -> int:
             print(windows_lines(result["index"]["windows_mode"]))
     if "serve" in sections:
         print(f"Serve: {args.model_dir} on {result['machine']} …", flush=True)
-        result["serve"] = serve_section(args.model_dir, args.threads, queries(192, seed=4))
+        texts = queries(192, seed=4)
+        profile = (args.precision, args.backend)
+        result["serve"] = serve_section(args.model_dir, args.threads, texts, *profile)
         print(serve_lines(result["serve"]))
     if "catalog" in sections:
         print(f"Catalog: {args.catalog_rows:,} synthetic rows on {describe_cpu()} …", flush=True)

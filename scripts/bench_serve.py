@@ -1,11 +1,20 @@
 """The bench's ``serve`` section: ``ttmr serve`` as its clients feel it, on loopback, in its own
-process. Text: queries/s of one client sending one-query requests in sequence against 32
-clients sending them at once (what cross-request batching buys). Audio: files/s of 8
-concurrent uploads of 30-s MP3s (decoding included) against ``embed_audio`` of the same files
-in this process. Rates are medians of rounds taken in turns, so a busy machine slows both."""
+process, at the bench's profile (precision and backend). Text: queries/s of one client sending
+one-query requests in sequence against 32 clients sending them at once (what cross-request
+batching buys), beside the text graph's own ceiling (in process, 32 sentences in one call
+against one at a time): batching can raise a server's rate no further than that, plus the
+per-request work it overlaps. Audio: files/s of 8 concurrent uploads of 30-s MP3s (decoding
+included) against ``embed_audio`` of the same files in this process. Rates are medians of
+rounds taken in turns, so a busy machine slows both.
+
+The text clients are the standard library's ``http.client``, one keep-alive connection per
+client thread: on loopback they share the server's cores, and 32 threads of a heavier client
+(httpx) took a quarter of a 2-core machine, which real clients on other machines do not."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import signal
 import socket
@@ -16,6 +25,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -27,13 +37,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(model_dir: Path, threads: int, log: Path) -> tuple[subprocess.Popen, str]:
-    """``python -m runtime serve`` on a free loopback port, once ``/healthz`` answers."""
+def start(model_dir: Path, profile: list[str], log: Path) -> tuple[subprocess.Popen, str]:
+    """``python -m runtime serve`` with the ``profile`` options (threads, precision,
+    backend) on a free loopback port, once ``/healthz`` answers."""
     port = free_port()
     command = [sys.executable, "-m", "runtime", "serve", "--model-dir", str(model_dir)]
     with open(log, "w") as out:
         process = subprocess.Popen(
-            [*command, "--threads", str(threads), "--port", str(port)],
+            [*command, *profile, "--port", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -59,11 +70,22 @@ def query_rate(url: str, texts: list[str], clients: int) -> tuple[float, np.ndar
     sequence; and each text's row, in order."""
     rows: list = [None] * len(texts)
 
+    where = urlsplit(url)
+    headers = {"Content-Type": "application/json"}
+
     def client(first: int) -> None:
-        with httpx.Client(base_url=url, timeout=300) as http:
+        connection = http.client.HTTPConnection(where.hostname, where.port, timeout=300)
+        try:
             for index in range(first, len(texts), clients):
-                body = http.post("/v1/embeddings", json={"input": texts[index]}).json()
-                rows[index] = body["data"][0]["embedding"]
+                body = json.dumps({"input": texts[index]})
+                connection.request("POST", "/v1/embeddings", body, headers)
+                response = connection.getresponse()
+                answer = json.loads(response.read())
+                if response.status != 200:
+                    raise RuntimeError(f"/v1/embeddings: {response.status} {answer}")
+                rows[index] = answer["data"][0]["embedding"]
+        finally:
+            connection.close()
 
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
@@ -85,30 +107,54 @@ def upload_rate(url: str, paths: list[Path]) -> tuple[float, np.ndarray]:
     return len(paths) / (time.perf_counter() - started), np.asarray(rows, np.float32)
 
 
-def serve_section(model_dir: Path, threads: int, texts: list[str], rounds: int = 3) -> dict:
+def graph_rates(model, texts: list[str]) -> tuple[float, float]:
+    """Queries/s of the text graph in process: one sentence per ``embed_text`` call, and 32
+    per call (batched as the server's gathered calls are, by the Embedder's batch size)."""
+    started = time.perf_counter()
+    for text in texts:
+        model.embed_text([text])
+    alone = len(texts) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for first in range(0, len(texts), 32):
+        model.embed_text(texts[first : first + 32])
+    return alone, len(texts) / (time.perf_counter() - started)
+
+
+def serve_section(
+    model_dir: Path,
+    threads: int,
+    texts: list[str],
+    precision: str = "fp32",
+    backend: str = "auto",
+    rounds: int = 3,
+) -> dict:
     """The rates above (each client's queries drawn from ``texts``), and the cosine of the
     served rows to the in-process ones."""
     from runtime import Embedder
     from scripts.bench_index import write_mp3s
 
-    model = Embedder(model_dir, threads=threads)
+    model = Embedder(model_dir, threads=threads, precision=precision, backend=backend)
+    profile = ["--threads", str(threads), "--precision", precision, "--backend", backend]
     with tempfile.TemporaryDirectory() as scratch:
         paths = write_mp3s(Path(scratch), 8, 30.0)
-        process, url = start(model_dir, threads, Path(scratch) / "serve.log")
+        process, url = start(model_dir, profile, Path(scratch) / "serve.log")
         try:
             query_rate(url, texts[:32], 32)  # warm-up: sessions, first-call allocations
             upload_rate(url, paths[:2])
             model.embed_audio(paths[:1])
             times: dict[str, list[float]] = {"1 client": [], "32 clients": []}
+            times |= {"graph, 1 a call": [], "graph, 32 a call": []}
             times |= {"8 uploads": [], "in process": []}
             for _ in range(rounds):
                 solo, solo_rows = query_rate(url, texts, 1)
                 many, many_rows = query_rate(url, texts, 32)
+                alone, batched = graph_rates(model, texts)
                 uploads, upload_rows = upload_rate(url, paths)
                 started = time.perf_counter()
                 in_process = model.embed_audio(paths)
                 local = len(paths) / (time.perf_counter() - started)
-                for name, rate in zip(times, (solo, many, uploads, local), strict=True):
+                rates = (solo, many, alone, batched, uploads, local)
+                for name, rate in zip(times, rates, strict=True):
                     times[name].append(rate)
         finally:
             stop(process)
@@ -117,8 +163,11 @@ def serve_section(model_dir: Path, threads: int, texts: list[str], rounds: int =
     return {
         "queries": len(texts),
         "threads": threads,
+        "precision": model.precision,
+        "backend": model.backend,
         "rates": rates,
         "text_ratio": rates["32 clients"] / rates["1 client"],
+        "graph_ratio": rates["graph, 32 a call"] / rates["graph, 1 a call"],
         "audio_ratio": rates["8 uploads"] / rates["in process"],
         "cosine_min": float(
             min(cosine_min(solo_rows, expected), cosine_min(many_rows, expected)),
@@ -137,11 +186,16 @@ def serve_lines(result: dict) -> str:
     rates = result["rates"]
     return "\n".join(
         [
-            "| ttmr serve | rate | ratio |",
+            f"| ttmr serve, {result.get('backend', 'auto')} {result.get('precision', 'fp32')} "
+            "| rate | ratio |",
             "|---|---:|---:|",
             f"| text, 1 client in sequence | {rates['1 client']:.1f} q/s | 1.00x |",
             f"| text, 32 concurrent clients | {rates['32 clients']:.1f} q/s | "
             f"{result['text_ratio']:.2f}x |",
+            f"| text graph in process, 1 sentence a call | {rates['graph, 1 a call']:.1f} q/s "
+            "| 1.00x |",
+            f"| text graph in process, 32 sentences a call | {rates['graph, 32 a call']:.1f} "
+            f"q/s | {result['graph_ratio']:.2f}x |",
             f"| audio, embed_audio in process (8 × 30-s MP3) | {rates['in process']:.2f} "
             "files/s | 1.00x |",
             f"| audio, 8 concurrent uploads | {rates['8 uploads']:.2f} files/s | "

@@ -16,6 +16,7 @@ from tests.helpers import (
     SMALL_HPARAMS,
     SMALL_MUSCALL,
     SMALL_ROBERTA,
+    quantized_copy,
     ttmrpp_source,
 )
 
@@ -86,6 +87,17 @@ def demo_export(tmp_path_factory, request):
 @pytest.fixture(scope="session")
 def demo_model_dir(demo_export) -> Path:
     return demo_export[0]
+
+
+@pytest.fixture(scope="session")
+def demo_int8(demo_model_dir, tmp_path_factory):
+    """The full-size demo with its INT8 graphs: ``(model_dir, what quantize.py printed)``."""
+    return quantized_copy(demo_model_dir, tmp_path_factory.mktemp("demo_int8") / "model", 32)
+
+
+@pytest.fixture(scope="session")
+def demo_int8_dir(demo_int8):
+    return demo_int8[0]
 
 
 @pytest.fixture(scope="session")

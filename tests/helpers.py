@@ -5,8 +5,12 @@ in ``conftest.py``; no test module imports another."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -284,3 +288,14 @@ def one_error_line(capsys) -> str:
         lines = lines[1:]
     assert len(lines) == 1 and lines[0].startswith("ttmr: error: "), lines
     return lines[0]
+
+
+def quantized_copy(model_dir: Path, folder: Path, windows: int) -> tuple[Path, str]:
+    """The folder with INT8 graphs added (``export/quantize.py``), and what it printed."""
+    from export.quantize import quantize_model
+
+    shutil.copytree(model_dir, folder)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        quantize_model(folder, calibration_windows=windows)
+    return folder, printed.getvalue()

@@ -6,7 +6,6 @@ import contextlib
 import io
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -35,22 +34,13 @@ from export.ttmrpp.hparams import HParams
 from export.ttmrpp.reference import track_windows
 from runtime.batching import whole_track_feed
 from runtime.manifest import read_manifest
-from tests.helpers import stem_conv, token_feed
+from tests.helpers import quantized_copy, stem_conv, token_feed
 
 PERFORMANCE = Path(__file__).parents[2] / "docs" / "performance.md"
 PRINTED_ACCURACY = re.compile(
     r"audio cosine to fp32 on (\d+) held-out synthetic tracks .*: min ([\d.]+) \((.+)\), "
     r"mean ([\d.]+); text on (\d+) queries: min ([\d.]+), mean ([\d.]+)"
 )
-
-
-def quantized_copy(model_dir: Path, folder: Path, windows: int) -> tuple[Path, str]:
-    """The folder with INT8 graphs added, and what the quantiser printed."""
-    shutil.copytree(model_dir, folder)
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        quantize_model(folder, calibration_windows=windows)
-    return folder, printed.getvalue()
 
 
 @pytest.fixture(scope="session")
@@ -61,16 +51,6 @@ def small_int8(small_model_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_int8_dir(small_int8):
     return small_int8[0]
-
-
-@pytest.fixture(scope="session")
-def demo_int8(demo_model_dir, tmp_path_factory):
-    return quantized_copy(demo_model_dir, tmp_path_factory.mktemp("demo_int8") / "model", 32)
-
-
-@pytest.fixture(scope="session")
-def demo_int8_dir(demo_int8):
-    return demo_int8[0]
 
 
 @pytest.fixture(scope="session")

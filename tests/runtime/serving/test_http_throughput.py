@@ -1,8 +1,10 @@
-"""Cross-request batching on the full-size demo, against a real ``ttmr serve`` process: 32
-concurrent one-query clients get the solo results at a multiple of one client's queries/s,
-and 8 concurrent uploads embed about as fast as ``embed_audio`` of the same files in process.
-The margins here are generous (a shared machine); scripts/bench.py's serve section reports
-the real ratios."""
+"""Cross-request batching on the full-size demo at its INT8 profile, against a real ``ttmr
+serve`` process: 32 concurrent one-query clients get the solo results at a multiple of one
+client's queries/s, and 8 concurrent uploads embed about as fast as ``embed_audio`` of the
+same files in process. INT8, because there the text graph itself runs more sentences a
+second in batches (at fp32 on a 2-core CPU a single sentence already keeps both cores busy:
+docs/serving.md). The margins here are generous (a shared machine); scripts/bench.py's serve
+section reports the real ratios."""
 
 from __future__ import annotations
 
@@ -19,23 +21,23 @@ from tests.serve_server import start_server, stop_server
 
 pytestmark = pytest.mark.slow
 THREADS = 2
-TEXT_SPEEDUP = 1.2  # 32 clients against 1; the service aims at 2x, not reached yet
+TEXT_SPEEDUP = 1.5  # 32 clients against 1 (the bar is 2x, which quiet runs pass with room)
 AUDIO_SHARE = 0.75  # 8 uploads against in-process (the bar is within 10 %)
 
 
 @pytest.fixture(scope="module")
-def served(demo_model_dir, tmp_path_factory):
+def served(demo_int8_dir, tmp_path_factory):
     log = tmp_path_factory.mktemp("throughput") / "serve.log"
-    running = start_server(demo_model_dir, log, "--threads", str(THREADS))
+    running = start_server(demo_int8_dir, log, "--threads", str(THREADS), "--precision", "int8")
     yield running
     assert stop_server(running) == 0
 
 
 @pytest.fixture(scope="module")
-def model(demo_model_dir):
+def model(demo_int8_dir):
     from runtime import Embedder
 
-    return Embedder(demo_model_dir, threads=THREADS)
+    return Embedder(demo_int8_dir, threads=THREADS, precision="int8")
 
 
 def test_32_concurrent_clients_get_the_solo_results_faster_than_one_client(served, model):
