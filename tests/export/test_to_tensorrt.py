@@ -39,11 +39,17 @@ def test_ttmrpp_profiles_span_the_batch_and_the_token_length(small_model_dir):
     assert profile_shapes(manifest, "text", 8, 512)["input_ids"][2] == (8, 128)
 
 
-def test_clap_text_profile_is_exactly_max_length_tokens(small_clap_model_dir):
+def test_clap_text_profile_spans_the_token_length_up_to_77(small_clap_model_dir):
     manifest = manifest_of(small_clap_model_dir)
     assert profile_shapes(manifest, "audio", 16, 128) == {
         "waveform": ((1, 480000), (16, 480000), (16, 480000))
     }
+    assert profile_shapes(manifest, "text", 16, 128)["input_ids"] == ((1, 1), (16, 77), (16, 77))
+
+
+def test_a_text_padded_to_max_length_has_exactly_max_length_tokens(small_muscall_model_dir):
+    manifest = manifest_of(small_muscall_model_dir)
+    assert manifest.text.padding == "max_length"
     for max_tokens in (16, 128):
         assert profile_shapes(manifest, "text", 16, max_tokens)["input_ids"] == (
             (1, 77),

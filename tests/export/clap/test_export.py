@@ -94,9 +94,7 @@ def test_manifest_says_how_to_preprocess(small_clap_model_dir):
     }
     assert audio["inputs"] == [{"name": "waveform", "dtype": "float32", "shape": ["batch", 480000]}]
     assert [o["shape"] for o in audio["outputs"]] == [["batch", 32], ["batch", 128]]
-    assert (
-        text["max_length"] == 77 and text["padding"] == "max_length" and text["pad_token_id"] == 1
-    )
+    assert text["max_length"] == 77 and text["padding"] == "longest" and text["pad_token_id"] == 1
     assert [o["shape"] for o in text["outputs"]] == [["batch", 32], ["batch", 32]]
     assert manifest["hparams"]["audio"]["depths"] == SMALL_CLAP_AUDIO["depths"]
     assert manifest["hparams"]["features"]["frequency_min"] == 50

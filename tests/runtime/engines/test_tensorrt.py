@@ -33,12 +33,12 @@ def text_feed(rows: int, tokens: int) -> dict[str, np.ndarray]:
     return {"input_ids": ids, "attention_mask": ids}
 
 
-def test_feeds_within_the_profile_pass(small_model_dir, small_clap_model_dir):
+def test_feeds_within_the_profile_pass(small_model_dir, small_muscall_model_dir):
     for rows in (1, 64):
         check_feed(audio_feed(rows), profile(small_model_dir, "audio"))
         check_feed(text_feed(rows, 1), profile(small_model_dir, "text"))
         check_feed(text_feed(rows, 128), profile(small_model_dir, "text"))
-        check_feed(text_feed(rows, 77), profile(small_clap_model_dir, "text"))
+        check_feed(text_feed(rows, 77), profile(small_muscall_model_dir, "text"))
 
 
 def test_a_batch_above_the_engine_maximum_names_max_batch(small_model_dir):
@@ -53,11 +53,11 @@ def test_tokens_above_the_engine_maximum_name_max_tokens(small_model_dir):
         check_feed(text_feed(2, 33), profile(small_model_dir, "text", max_tokens=32))
 
 
-def test_fixed_dimensions_must_match(small_model_dir, small_clap_model_dir):
+def test_fixed_dimensions_must_match(small_model_dir, small_muscall_model_dir):
     with pytest.raises(InputError, match=r"waveform: dimension 1 is 1000, the engine takes 220500"):
         check_feed(audio_feed(2, samples=1000), profile(small_model_dir, "audio"))
     with pytest.raises(InputError, match=r"input_ids: dimension 1 is 76, the engine takes 77"):
-        check_feed(text_feed(2, 76), profile(small_clap_model_dir, "text"))
+        check_feed(text_feed(2, 76), profile(small_muscall_model_dir, "text"))
 
 
 def test_missing_inputs_and_wrong_ranks_are_refused(small_model_dir):
