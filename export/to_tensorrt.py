@@ -41,7 +41,8 @@ def plan_name(tower: str, precision: str) -> str:
 
 def token_range(text: TextTower, max_tokens: int) -> tuple[int, int]:
     """The text engine's token lengths: exactly ``max_length`` where the runtime pads every
-    text to it (MusCALL), else 1 up to ``max_tokens`` (capped at the tokenizer's truncation)."""
+    text to it (folders exported before every family padded to the longest text), else 1 up
+    to ``max_tokens`` (capped at the tokenizer's truncation)."""
     if text.padding == "max_length":
         return text.max_length, text.max_length
     return 1, min(max_tokens, text.max_length)

@@ -9,7 +9,7 @@ import contextlib
 import io
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -299,3 +299,9 @@ def quantized_copy(model_dir: Path, folder: Path, windows: int) -> tuple[Path, s
     with contextlib.redirect_stdout(printed):
         quantize_model(folder, calibration_windows=windows)
     return folder, printed.getvalue()
+
+
+def padded_to_max_length(manifest):
+    """``manifest`` as a folder exported with ``padding: max_length`` records it (every
+    text padded to ``max_length``; no family exports that now, older folders do)."""
+    return manifest.replace(text=replace(manifest.text, padding="max_length"))

@@ -53,7 +53,9 @@ def settings(model: MusCALL) -> dict:
             "window_samples": audio.window_samples,
             "preprocessing": {"peak_normalise": False, "int16": False, "short_audio": "zero_pad"},
         },
-        "text": {"max_length": model.max_length, "padding": "max_length", "pad_token_id": PAD_ID},
+        # Padded to the longest text of a batch, not to 77 as upstream: only the causal mask
+        # applies, so what follows a row's pooled token never changes it (docs/models.md).
+        "text": {"max_length": model.max_length, "padding": "longest", "pad_token_id": PAD_ID},
     }
 
 

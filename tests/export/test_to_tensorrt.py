@@ -13,6 +13,7 @@ from onnx import TensorProto, helper
 
 from export.to_tensorrt import BuildError, check_graphs, main, profile_shapes, record_engines
 from runtime.manifest import Manifest, read_manifest
+from tests.helpers import padded_to_max_length
 
 
 def manifest_of(model_dir) -> Manifest:
@@ -48,8 +49,7 @@ def test_clap_text_profile_spans_the_token_length_up_to_77(small_clap_model_dir)
 
 
 def test_a_text_padded_to_max_length_has_exactly_max_length_tokens(small_muscall_model_dir):
-    manifest = manifest_of(small_muscall_model_dir)
-    assert manifest.text.padding == "max_length"
+    manifest = padded_to_max_length(manifest_of(small_muscall_model_dir))
     for max_tokens in (16, 128):
         assert profile_shapes(manifest, "text", 16, max_tokens)["input_ids"] == (
             (1, 77),

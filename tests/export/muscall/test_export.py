@@ -84,7 +84,7 @@ def test_manifest_says_how_to_preprocess(small_muscall_model_dir):
     assert [i["name"] for i in manifest["audio"]["inputs"]] == ["waveform"]
     assert manifest["audio"]["inputs"][0]["shape"] == ["batch", 320000]
     text = manifest["text"]
-    assert (text["max_length"], text["padding"], text["pad_token_id"]) == (77, "max_length", 0)
+    assert (text["max_length"], text["padding"], text["pad_token_id"]) == (77, "longest", 0)
     assert manifest["hparams"]["audio"]["f_max"] == 11025
 
 
