@@ -64,9 +64,13 @@ def test_8_concurrent_uploads_embed_about_as_fast_as_embed_audio_in_process(
     paths = write_mp3s(tmp_path, 8, 30.0)
     upload_rate(served.url, paths[:2])  # warm-up
     model.embed_audio(paths[:1])
-    served_rate, rows = upload_rate(served.url, paths)
-    started = time.perf_counter()
-    expected = model.embed_audio(paths)
-    local_rate = len(paths) / (time.perf_counter() - started)
-    assert cosines(rows, expected).min() >= 0.99999
-    assert served_rate >= AUDIO_SHARE * local_rate, (served_rate, local_rate)
+    served_rates, local_rates = [], []  # rounds in turns, as for the text clients
+    for _ in range(3):
+        rate, rows = upload_rate(served.url, paths)
+        served_rates.append(rate)
+        started = time.perf_counter()
+        expected = model.embed_audio(paths)
+        local_rates.append(len(paths) / (time.perf_counter() - started))
+        assert cosines(rows, expected).min() >= 0.99999
+    served_rate, local_rate = statistics.median(served_rates), statistics.median(local_rates)
+    assert served_rate >= AUDIO_SHARE * local_rate, (served_rates, local_rates)
