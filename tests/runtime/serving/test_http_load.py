@@ -1,11 +1,13 @@
 """``ttmr serve`` under load, on loopback: 2 000 mixed requests from 8 clients (embeddings,
 uploads, searches, tracks by range, and bad requests of every kind) get no 5xx, and the
-server's resident memory stays flat after the warm-up (the first 800)."""
+server's resident memory does not keep growing after the warm-up (the first 800)."""
 
 from __future__ import annotations
 
 import io
+import itertools
 import random
+import statistics
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -18,9 +20,13 @@ from export.synthetic import random_track
 from runtime.catalog.store import track_id
 from tests.serve_server import RATE, build_catalog, start_server, stop_server, write_library
 
-REQUESTS, ROUND, WARM_UP_ROUNDS, CLIENTS = 2000, 400, 2, 8
+REQUESTS, ROUND, WARM_UP_ROUNDS, CLIENTS = 2000, 200, 4, 8
 SECONDS = 90  # the whole load must finish within this
-RSS_GROWTH_MB = 40  # after the warm-up: a leak of 35 kB per request fails it
+# A leak grows every round; the first call of a new largest batch grows RSS once, by up to
+# ~150 MB, at a round the clients' timing decides. So the median rise a round is bounded
+# (a leak of 30 kB a request fails it), and the whole rise only loosely.
+RSS_RISE_A_ROUND_MB = 6
+RSS_GROWTH_MB = 300
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +108,10 @@ def test_2000_mixed_requests_get_no_5xx_and_memory_stays_flat(served):
     for (kind, status), _ in statuses.items():
         assert (status in (200, 206)) == (kind in good | {"range"}), (kind, status)
     assert elapsed < SECONDS, f"{REQUESTS} requests took {elapsed:.0f} s"
-    settled = rss[WARM_UP_ROUNDS - 1]
-    growth = max(rss[WARM_UP_ROUNDS:]) - settled
-    assert growth < RSS_GROWTH_MB, f"RSS after each {ROUND} requests: {rss} MB"
+    measured = rss[WARM_UP_ROUNDS - 1 :]
+    rises = [after - before for before, after in itertools.pairwise(measured)]
+    report = f"RSS after each {ROUND} requests: {[round(mb) for mb in rss]} MB"
+    assert statistics.median(rises) < RSS_RISE_A_ROUND_MB, report
+    assert max(measured) - measured[0] < RSS_GROWTH_MB, report
     assert running.process.poll() is None
     assert httpx.get(f"{running.url}/healthz").status_code == 200
