@@ -76,7 +76,7 @@ def request_kinds(music) -> dict:
 
 
 @pytest.mark.slow  # end to end: kept out of the quick -m 'not slow' loop
-def test_2000_mixed_requests_get_no_5xx_and_memory_stays_flat(served):
+def test_2000_mixed_requests_get_no_5xx_and_memory_does_not_keep_growing(served):
     running, music = served
     kinds = request_kinds(music)
     names = sorted(kinds)
